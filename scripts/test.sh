@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run the whole test suite (README command 2; .ci/run calls exactly this).
+# Creates / updates the virtual environment first, then runs pytest inside the
+# project's ROS environment (loopback-only DDS, own ROS_DOMAIN_ID and ROS_LOG_DIR).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/test_hierarchy.py -x`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "${ROOT}/scripts/setup_env.sh"
+# shellcheck source=scripts/ros_env.sh
+source "${ROOT}/scripts/ros_env.sh"
+cd "${ROOT}"
+exec "${HISEG_VENV}/bin/python" -m pytest "$@"
