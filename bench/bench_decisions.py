@@ -1,0 +1,94 @@
+"""Time the two decision modes and measure how often they agree.
+
+``argmax_nearest`` (argmax at feature resolution, nearest upsampling of the labels) versus
+``bilinear_argmax`` (bilinear upsampling of every logit map, then argmax), for a root (54 classes)
+plus three sub-classifiers, decided at full image resolution.
+
+Timing uses random logits at the network's output stride; agreement uses the logits of the real
+(randomly initialised, or ``--pretrained`` backbone) network on a synthetic street-like image.
+
+    python bench/bench_decisions.py [--height 512 --width 1024 --output-stride 16 --repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from hiseg_ros.model import HierarchicalSegNet, decide, normalize_image
+
+CLASSIFIERS = [("root", 54), ("drivable", 10), ("rider", 3), ("traffic_sign", 2)]
+MODES = ("argmax_nearest", "bilinear_argmax")
+
+
+def synthetic_street(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A crude road scene (sky, facades, road, a few 'cars'): large uniform regions with edges,
+    unlike white noise, so the logits have the spatial structure real images give."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width, 3), np.float32)
+    rows = np.linspace(0.0, 1.0, height)[:, None]
+    img[:] = np.stack([120 + 80 * rows, 160 + 60 * rows, 230 - 20 * rows], -1)  # sky gradient
+    horizon = height * 45 // 100
+    for x0 in range(0, width, max(width // 8, 1)):  # facades
+        top = int(rng.integers(height // 10, horizon - 10))
+        img[top:horizon, x0 : x0 + width // 8] = rng.integers(60, 200, 3)
+    img[horizon:] = (90, 90, 95)  # road
+    for _ in range(5):  # cars
+        y = int(rng.integers(horizon, height - height // 8))
+        x = int(rng.integers(0, width - width // 8))
+        img[y : y + height // 10, x : x + width // 8] = rng.integers(0, 255, 3)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def time_mode(logits: dict[str, torch.Tensor], size: tuple[int, int], mode: str, repeats: int) -> float:
+    decide(logits, size, mode)  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decide(logits, size, mode)
+        samples.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--pretrained", action="store_true", help="offline ImageNet backbone weights")
+    args = parser.parse_args()
+    size = (args.height, args.width)
+    torch.manual_seed(0)
+
+    low = (args.height // args.output_stride, args.width // args.output_stride)
+    random_logits = {name: torch.randn(1, n, *low) for name, n in CLASSIFIERS}
+    print(f"decisions at {size[0]}x{size[1]} from {low[0]}x{low[1]} logits, torch threads {torch.get_num_threads()}")
+    with torch.no_grad():
+        for mode in MODES:
+            print(f"  {mode:16s} {time_mode(random_logits, size, mode, args.repeats):8.2f} ms (median)")
+
+        net = HierarchicalSegNet(
+            CLASSIFIERS,
+            backbone=args.backbone,
+            output_stride=args.output_stride,
+            pretrained="default" if args.pretrained else None,
+        ).eval()
+        image = torch.from_numpy(normalize_image(synthetic_street(*size)))
+        logits = net(image)
+        near, bil = (decide(logits, size, mode) for mode in MODES)
+    init = "offline ImageNet backbone" if args.pretrained else "random init"
+    print(f"agreement on the network's logits ({args.backbone}, {init}, synthetic street image):")
+    for name in net.classifier_names:
+        agree = 100.0 * (near[name] == bil[name]).float().mean().item()
+        print(f"  {name:14s} {agree:7.3f} %")
+
+
+if __name__ == "__main__":
+    main()

