@@ -11,6 +11,6 @@ bash "${ROOT}/scripts/setup_env.sh"
 # shellcheck source=scripts/ros_env.sh
 source "${ROOT}/scripts/ros_env.sh"
 cd "${ROOT}"
-exec "${HISEG_VENV}/bin/python" -m training.synthetic \
-  --out "${HISEG_DEMO_DATA:-${ROOT}/data/synthetic}" \
+exec "${HISEG_VENV}/bin/python" -m training.demo \
+  --data "${HISEG_DEMO_DATA:-${ROOT}/data/synthetic}" \
   --preset "${HISEG_DEMO_PRESET:-large}" "$@"
