@@ -31,6 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "hierarchy_info = hiseg_ros.hierarchy_cli:main",
+            "segmentation_node = hiseg_ros.node:main",
         ],
     },
 )

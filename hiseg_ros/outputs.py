@@ -1,0 +1,224 @@
+"""What the node publishes, computed from one frame's decisions: pure numpy / OpenCV, no ROS.
+
+The node calls these functions and only wraps the results in messages, so everything here is
+tested without DDS:
+
+- :func:`fit_input` / :func:`restore_decisions`: the ``fit`` resize policy (scale to a target size
+  keeping the aspect ratio, pad right / bottom) and its inverse on the decisions (crop the padding,
+  nearest-neighbour back to input resolution, so masks always come out at input resolution);
+- :func:`classifier_masks`: per classifier, its class index where the pixel's path goes through it,
+  :data:`~hiseg_ros.hierarchy.IGNORE` (255) elsewhere;
+- :func:`colorize`: leaf map -> RGB through the hierarchy's palette (one LUT lookup);
+- :func:`find_signs`: traffic-sign instances, i.e. 8-connected regions of pixels whose leaf lies under
+  the sign class (``traffic-sign-front`` in iv2018), class = majority leaf inside the region (the
+  finest classifier's decision), score = that majority's fraction of the region;
+- :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from .hierarchy import Hierarchy
+
+__all__ = [
+    "FitTransform",
+    "SignDetection",
+    "classifier_masks",
+    "colorize",
+    "find_signs",
+    "fit_input",
+    "overlay",
+    "restore_decisions",
+    "sign_leaf_lut",
+]
+
+
+class DecisionsLike(Protocol):
+    """What an engine returns for one image (``hiseg_ros.engines.Decisions``)."""
+
+    per_classifier: Mapping[str, np.ndarray]
+    leaf: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitTransform:
+    """How an input of ``in_size`` was placed into the network input (``out_size``)."""
+
+    in_size: tuple[int, int]  # (height, width) of the camera image
+    scaled_size: tuple[int, int]  # (height, width) of the image content in the network input
+    out_size: tuple[int, int]  # (height, width) of the network input (content + padding)
+
+    @property
+    def identity(self) -> bool:
+        return self.in_size == self.scaled_size == self.out_size
+
+
+def fit_input(
+    rgb: np.ndarray, target_hw: tuple[int, int] | None, pad_value: tuple[int, int, int] = (0, 0, 0)
+) -> tuple[np.ndarray, FitTransform]:
+    """Scale ``rgb`` to fit ``target_hw = (height, width)`` keeping its aspect ratio, pad right/bottom.
+
+    ``target_hw=None`` (resize policy ``none``) returns the image untouched. Padding has colour
+    ``pad_value`` (the node uses the engines' ``PAD_VALUE_RGB``, ~0 after normalisation).
+    """
+    h, w = rgb.shape[:2]
+    if target_hw is None or (h, w) == tuple(target_hw):
+        return rgb, FitTransform((h, w), (h, w), (h, w))
+    th, tw = int(target_hw[0]), int(target_hw[1])
+    if th <= 0 or tw <= 0:
+        raise ValueError(f"fit_input: target size must be positive, got {th}x{tw} (height x width)")
+    scale = min(th / h, tw / w)
+    sh, sw = max(1, min(th, round(h * scale))), max(1, min(tw, round(w * scale)))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    scaled = cv2.resize(np.ascontiguousarray(rgb), (sw, sh), interpolation=interp)
+    if (sh, sw) == (th, tw):
+        return scaled, FitTransform((h, w), (sh, sw), (th, tw))
+    padded = np.empty((th, tw, 3), dtype=np.uint8)
+    padded[:] = np.asarray(pad_value, dtype=np.uint8)
+    padded[:sh, :sw] = scaled
+    return padded, FitTransform((h, w), (sh, sw), (th, tw))
+
+
+def _restore(plane: np.ndarray, fit: FitTransform) -> np.ndarray:
+    sh, sw = fit.scaled_size
+    h, w = fit.in_size
+    cropped = np.ascontiguousarray(plane[:sh, :sw])
+    if (sh, sw) == (h, w):
+        return cropped
+    return cv2.resize(cropped, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def restore_decisions(
+    per_classifier: Mapping[str, np.ndarray], leaf: np.ndarray, fit: FitTransform
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Undo :func:`fit_input` on decisions: crop the padding, nearest-resize to the input size."""
+    if fit.identity:
+        return dict(per_classifier), leaf
+    return {k: _restore(v, fit) for k, v in per_classifier.items()}, _restore(leaf, fit)
+
+
+def classifier_masks(
+    hierarchy: Hierarchy, per_classifier: Mapping[str, np.ndarray], leaf: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per classifier: uint8 class indices, 255 where the pixel's path does not go through it."""
+    return hierarchy.classifier_masks(per_classifier, leaf)
+
+
+def colorize(hierarchy: Hierarchy, leaf: np.ndarray) -> np.ndarray:
+    """Leaf map (uint8 / uint16 leaf ids) -> ``HxWx3`` uint8 RGB via the hierarchy's palette."""
+    return hierarchy.palette[leaf]
+
+
+def sign_leaf_lut(hierarchy: Hierarchy, sign_class: str) -> np.ndarray:
+    """Boolean LUT over leaf-map values: True for the leaves under (or equal to) ``sign_class``.
+
+    Raises ``KeyError`` naming the hierarchy when ``sign_class`` is not one of its classes.
+    """
+    node = hierarchy.node(sign_class)
+    lut = np.zeros(max(hierarchy.max_leaf_id, hierarchy.void_value) + 1, dtype=bool)
+    if node.classifier is None:
+        lut[node.id] = True
+    else:
+        for leaf in hierarchy.descendant_leaves(sign_class):
+            lut[leaf.id] = True
+    return lut
+
+
+@dataclass(frozen=True)
+class SignDetection:
+    """One traffic-sign instance, in pixel coordinates of the input image."""
+
+    x: int  # left column
+    y: int  # top row
+    width: int
+    height: int
+    area: int  # pixels in the region
+    leaf_id: int  # majority leaf of the region
+    class_name: str  # that leaf's name (also the Detection2D class_id the node publishes)
+    score: float  # fraction of the region's pixels with the majority leaf
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """(x, y) centre of the box, the vision_msgs BoundingBox2D convention."""
+        return self.x + self.width / 2.0, self.y + self.height / 2.0
+
+
+def find_signs(
+    hierarchy: Hierarchy,
+    leaf: np.ndarray,
+    sign_lut: np.ndarray,
+    min_area: int = 1,
+) -> list[SignDetection]:
+    """Traffic-sign instances in a leaf map: 8-connected regions of sign pixels of at least ``min_area``.
+
+    ``sign_lut`` comes from :func:`sign_leaf_lut`. Detections are sorted by area, largest first.
+    """
+    sign = sign_lut[leaf]
+    if not sign.any():
+        return []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(sign.view(np.uint8), connectivity=8)
+    names = {c.id: c.name for c in hierarchy.leaves}
+    out = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area:
+            continue
+        box_labels = labels[y : y + h, x : x + w]
+        values = leaf[y : y + h, x : x + w][box_labels == label]
+        ids, counts = np.unique(values, return_counts=True)
+        best = int(np.argmax(counts))
+        leaf_id = int(ids[best])
+        out.append(
+            SignDetection(x, y, w, h, area, leaf_id, names.get(leaf_id, str(leaf_id)), float(counts[best]) / area)
+        )
+    out.sort(key=lambda d: (-d.area, d.y, d.x))
+    return out
+
+
+def _text_color(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+def overlay(
+    rgb: np.ndarray,
+    colored: np.ndarray,
+    alpha: float,
+    signs: list[SignDetection] | tuple[SignDetection, ...] = (),
+    palette: np.ndarray | Any = None,
+) -> np.ndarray:
+    """``rgb`` blended with ``colored`` (weight ``alpha``), sign boxes and class names drawn on top.
+
+    Boxes take the sign leaf's palette colour when ``palette`` is given (else yellow). Returns a new
+    contiguous ``HxWx3`` uint8 image; the inputs are not modified.
+    """
+    if rgb.shape != colored.shape:
+        raise ValueError(f"overlay: image {rgb.shape} and colour mask {colored.shape} differ in shape")
+    alpha = float(alpha)
+    if alpha <= 0.0:
+        out = np.array(rgb, order="C", copy=True)
+    elif alpha >= 1.0:
+        out = np.array(colored, order="C", copy=True)
+    else:
+        out = cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, np.ascontiguousarray(colored), alpha, 0.0)
+    h = out.shape[0]
+    scale = max(0.3, min(1.0, h / 720.0))
+    thickness = 1 if h < 720 else 2
+    for det in signs:
+        color = (255, 255, 0)
+        if palette is not None and det.leaf_id < len(palette):
+            color = tuple(int(c) for c in palette[det.leaf_id])
+        x0, y0, x1, y1 = det.x, det.y, det.x + det.width - 1, det.y + det.height - 1
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness)
+        label = f"{det.class_name} {det.score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        ty = y0 - 2 if y0 - th - base - 2 >= 0 else min(h - 1, y1 + th + 2)
+        cv2.rectangle(out, (x0, ty - th - base), (x0 + tw, ty + base // 2), color, cv2.FILLED)
+        cv2.putText(out, label, (x0, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_color(color), thickness)
+    return out
