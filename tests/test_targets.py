@@ -317,3 +317,18 @@ def test_sample_targets_validation():
         SampleTargets("pixel", {"root": ok.astype(np.int64)})
     with pytest.raises(ValueError, match="share one H x W"):
         SampleTargets("pixel", {"root": ok, "a": np.zeros((2, 3), np.uint8)})
+
+
+def test_flat_baseline_can_let_boxes_train_its_root():
+    """A flat hierarchy has only a root: with supervise_root, GTSDB boxes reach it; by default they don't."""
+    flat = load_hierarchy(HIERARCHIES / "iv2018_flat.yaml")
+    sample = Sample("gtsdb", "g", _image(4, 6), None, boxes=(Box(1, 1, 3, 2, 14),))
+    default = TargetBuilder(flat)(sample)
+    assert not default.soft and (default.hard["root"] == IGNORE).all()
+    config = PseudoLabelConfig.from_mapping({"box_mode": "fill", "supervise_root": True})
+    flat_targets = TargetBuilder(flat, config)(sample)
+    root = flat_targets.hard["root"]
+    stop = flat.classifier("root").classes.index("sign-stop")
+    assert (root[1:3, 1:4] == stop).all() and (root[0] == IGNORE).all() and (root[:, 0] == IGNORE).all()
+    with pytest.raises(ValueError, match="unknown keys"):
+        PseudoLabelConfig.from_mapping({"supervise_rot": True})

@@ -17,7 +17,7 @@ Schema (defaults in the dataclasses below)::
     model: {backbone, output_stride, shared_channels, adaptation_depth, adaptation_dilation,
             pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
-    pseudo_labels: {box_mode: multihot | fill, min_mass}
+    pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root}
     loss: {weights: {classifier: weight}}  # unspecified: root 1.0, others 0.1
     optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay}
     schedule: {iterations, poly_power, warmup_iterations}
@@ -92,6 +92,7 @@ class AugmentSection:
 class PseudoLabelSection:
     box_mode: str = "multihot"
     min_mass: float = 0.01
+    supervise_root: bool = False  # flat baselines: let boxes / tags train the (only) root classifier
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,9 @@ class TrainConfig:
         return AugmentConfig(tuple(a.crop), tuple(a.scale), a.base_height, a.flip, a.brightness, a.contrast)
 
     def pseudo_label_config(self) -> PseudoLabelConfig:
-        return PseudoLabelConfig(self.pseudo_labels.box_mode, self.pseudo_labels.min_mass)  # type: ignore[arg-type]
+        return PseudoLabelConfig(  # type: ignore[arg-type]
+            self.pseudo_labels.box_mode, self.pseudo_labels.min_mass, self.pseudo_labels.supervise_root
+        )
 
     def dataset_root(self, ds: DatasetConfig) -> Path:
         root = Path(ds.root)

@@ -420,13 +420,17 @@ def _projection(hierarchy: Hierarchy, clf: Classifier, nodes: Sequence[str]) -> 
 
 
 def weak_targets(
-    hierarchy: Hierarchy, distribution: NodeDistribution, min_mass: float = DEFAULT_MIN_MASS
+    hierarchy: Hierarchy,
+    distribution: NodeDistribution,
+    min_mass: float = DEFAULT_MIN_MASS,
+    supervise_root: bool = False,
 ) -> SampleTargets:
     """Project a pseudo label over nodes onto every classifier (kind ``"weak"``; see the module docstring).
 
     Hard distributions give hard targets, others palette-encoded soft targets; a classifier gets a
     soft entry only where some pixel is valid for it. The root's targets stay :data:`IGNORE`: weak
-    data never trains the root classifier.
+    data never trains the root classifier (the papers' rule), unless ``supervise_root`` asks for it:
+    a flat baseline has nothing but a root, and learns nothing from boxes or tags otherwise.
     """
     if not 0 < min_mass <= 1:
         raise ValueError(f"min_mass must be in (0, 1], got {min_mass}")
@@ -434,7 +438,7 @@ def weak_targets(
     hard = _ignore_maps(hierarchy, shape)
     soft: dict[str, SoftTarget] = {}
     for clf in hierarchy.classifiers:
-        if clf.node == ROOT or distribution.table.shape[0] == 0:
+        if (clf.node == ROOT and not supervise_root) or distribution.table.shape[0] == 0:
             continue
         proj = _projection(hierarchy, clf, distribution.nodes)
         if not proj.any():
@@ -464,6 +468,7 @@ class PseudoLabelConfig:
 
     box_mode: BoxMode = "multihot"
     min_mass: float = DEFAULT_MIN_MASS
+    supervise_root: bool = False
 
     def __post_init__(self) -> None:
         if self.box_mode not in BOX_MODES:
@@ -475,9 +480,9 @@ class PseudoLabelConfig:
     def from_mapping(cls, raw: Mapping[str, object] | None) -> PseudoLabelConfig:
         """From a config section; unknown keys are errors (a typo must not silently select the default)."""
         raw = dict(raw or {})
-        unknown = sorted(set(raw) - {"box_mode", "min_mass"})
+        unknown = sorted(set(raw) - {"box_mode", "min_mass", "supervise_root"})
         if unknown:
-            raise ValueError(f"pseudo_labels: unknown keys {unknown} (expected box_mode, min_mass)")
+            raise ValueError(f"pseudo_labels: unknown keys {unknown} (expected box_mode, min_mass, supervise_root)")
         return cls(**raw)  # type: ignore[arg-type]
 
 
@@ -523,7 +528,7 @@ class TargetBuilder:
                 f"dataset {sample.dataset!r} sample {sample.sample_id!r}: pseudo label is {distribution.shape}, "
                 f"image is {sample.image.shape[:2]}"
             )
-        return weak_targets(self.hierarchy, distribution, self.config.min_mass)
+        return weak_targets(self.hierarchy, distribution, self.config.min_mass, self.config.supervise_root)
 
 
 # --------------------------------------------------------------------------- batches
