@@ -30,9 +30,7 @@ import argparse
 import importlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hiseg_ros.atomic import atomic_write_bytes
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training.datasets import load_dataset
 from training.datasets.base import Sample
@@ -209,16 +208,7 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{100.0 * value:.2f}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder + ``os.replace``: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+atomic_write = atomic_write_bytes  # the evaluation API's name for the project's atomic writer
 
 
 # ---------------------------------------------------------------------- accumulation

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import secrets
 import subprocess
 import sys
 import warnings
@@ -45,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hiseg_ros.atomic import atomic_output
 from hiseg_ros.engines.checkpoint import CheckpointFormatError, LoadedCheckpoint, ModelConfig, load_checkpoint
 from hiseg_ros.engines.metadata import INPUT_NAME, LEAF_OUTPUT, ModelMetadata
 from hiseg_ros.engines.torch_graph import DecisionGraph
@@ -150,9 +149,7 @@ def export_model(
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # umask permissions
-    try:
+    with atomic_output(out, fsync=False) as tmp:
         onnx.save_model(model, tmp)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
@@ -160,10 +157,6 @@ def export_model(
             raise ExportError(f"{out}: exported model fails onnx.checker: {exc}") from None
         if verify:
             verify_against_torch(tmp, graph, hierarchy)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

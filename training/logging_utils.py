@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from hiseg_ros.atomic import atomic_output
+
 
 class CsvLog:
     """Append-only CSV with a fixed header; ``iteration`` is the first column."""
@@ -111,9 +113,8 @@ def plot_curves(csv_path: Path | str, out_dir: Path | str) -> list[Path]:
             ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / name
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp)
+        with atomic_output(path, fsync=False) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
     return written

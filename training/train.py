@@ -47,6 +47,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hiseg_ros.atomic import atomic_output
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import HierarchicalSegNet, normalize_tensor
 from training.augment import AugmentConfig, photometric, random_geometry
@@ -229,16 +230,8 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
     _fsync_dir(path.parent)
 
 

@@ -23,7 +23,6 @@ rebuild exactly the trained network from the file alone, and the node must not i
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_output
 from ..hierarchy import Hierarchy, HierarchyError
 from ..model import BACKBONES, HierarchicalSegNet
-from .engine_cache import temporary_sibling
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -120,17 +119,8 @@ def checkpoint_dict(net: HierarchicalSegNet, hierarchy: Hierarchy, config: Model
 def save_checkpoint(path: str | Path, net: HierarchicalSegNet, hierarchy: Hierarchy, config: ModelConfig) -> Path:
     """Write :func:`checkpoint_dict` atomically (temporary file in the same folder + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(checkpoint_dict(net, hierarchy, config), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(checkpoint_dict(net, hierarchy, config), tmp)
     return path
 
 

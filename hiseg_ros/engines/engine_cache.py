@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_write_bytes
 
 __all__ = [
     "BUILD_RECIPE_VERSION",
     "EngineCache",
     "EngineCacheKey",
-    "atomic_write_bytes",
     "sha256_file",
-    "temporary_sibling",
 ]
 
 BUILD_RECIPE_VERSION = 1
@@ -41,26 +39,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name next to ``path`` (same file system, so ``os.replace`` is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 @dataclass(frozen=True)

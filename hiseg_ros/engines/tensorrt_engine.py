@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from .base import Engine, InputShapeError, ModelLoadError
 from .bindings import DeviceBuffers, ShapeProfile, adapt_for_tensorrt, io_specs, tensorrt_type_problems
 from .calibration import CalibrationBatcher
-from .engine_cache import EngineCache, EngineCacheKey, atomic_write_bytes
+from .engine_cache import EngineCache, EngineCacheKey
 from .metadata import INPUT_NAME, ModelMetadata, read_onnx_metadata
 
 __all__ = [

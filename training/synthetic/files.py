@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,18 +17,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from hiseg_ros.atomic import atomic_write_bytes as _atomic_write_bytes
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # No fsync per image: the generator renames the whole dataset folder into place when done.
+    _atomic_write_bytes(path, data, fsync=False)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
