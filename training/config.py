@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from hiseg_ros.engines.checkpoint import ModelConfig as NetworkConfig
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
 from hiseg_ros.model import BACKBONES
 from training.augment import AugmentConfig
@@ -58,24 +59,15 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "mobilenet_v2"
-    output_stride: int = 16
-    shared_channels: int = 256
-    adaptation_depth: int = 1
-    adaptation_dilation: int = 1
+class ModelConfig(NetworkConfig):
+    """The network (what a checkpoint's ``model_config`` records) plus how training initialises it."""
+
     pretrained: str | None = "default"  # "default" (offline ImageNet weights), null (random) or a path
     sync_batchnorm: bool = False
 
     def checkpoint_config(self) -> dict[str, Any]:
         """The ``model_config`` of a checkpoint: what rebuilds the network (with the hierarchy)."""
-        return {
-            "backbone": self.backbone,
-            "output_stride": self.output_stride,
-            "shared_channels": self.shared_channels,
-            "adaptation_depth": self.adaptation_depth,
-            "adaptation_dilation": self.adaptation_dilation,
-        }
+        return NetworkConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(NetworkConfig)}).to_dict()
 
 
 @dataclass(frozen=True)

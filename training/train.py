@@ -181,15 +181,7 @@ def _identity(item: Any) -> Any:
 # --------------------------------------------------------------------------- model and optimiser
 def build_model(config: TrainConfig, hierarchy: Hierarchy, pretrained: bool = True) -> HierarchicalSegNet:
     m = config.model
-    return HierarchicalSegNet(
-        hierarchy.classifier_sizes,
-        backbone=m.backbone,
-        output_stride=m.output_stride,
-        shared_channels=m.shared_channels,
-        adaptation_depth=m.adaptation_depth,
-        adaptation_dilation=m.adaptation_dilation,
-        pretrained=m.pretrained if pretrained else None,
-    )
+    return m.build(hierarchy, pretrained=m.pretrained if pretrained else None)
 
 
 def build_optimizer(model: HierarchicalSegNet, config: TrainConfig, hierarchy: Hierarchy) -> torch.optim.SGD:

@@ -86,8 +86,9 @@ class ModelConfig:
                 raise CheckpointFormatError(f"{source}: model_config.{name}: expected an integer >= 0, got {value!r}")
         return cls(**{n: data[n] for n in names})
 
-    def build(self, hierarchy: Hierarchy) -> HierarchicalSegNet:
-        """The network for ``hierarchy``, randomly initialised (weights come from the checkpoint)."""
+    def build(self, hierarchy: Hierarchy, pretrained: str | Path | None = None) -> HierarchicalSegNet:
+        """The network for ``hierarchy``; random unless ``pretrained`` names backbone weights
+        (loading a checkpoint overwrites them anyway)."""
         return HierarchicalSegNet(
             hierarchy.classifier_sizes,
             backbone=self.backbone,
@@ -95,7 +96,7 @@ class ModelConfig:
             shared_channels=self.shared_channels,
             adaptation_depth=self.adaptation_depth,
             adaptation_dilation=self.adaptation_dilation,
-            pretrained=None,
+            pretrained=pretrained,
         )
 
 
