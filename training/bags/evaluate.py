@@ -95,30 +95,6 @@ def ensure_loopback_env() -> None:
         raise RuntimeError("scripts/ros_env.sh did not set up the loopback-only DDS profile")
 
 
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-
-
-def big_buffer_profile(folder: Path) -> Path:
-    """The project's loopback Fast DDS profile with 4 MiB UDP socket buffers, for this process only.
-
-    The collector receives a burst of ~10 images per frame; with the default socket buffers (and a
-    busy machine) some are lost, and the node's keep-last-1 reliable writers replace them before
-    the reliability protocol repairs them. Only buffer sizes change: the transports, the
-    127.0.0.1 allowlist and the initial peers stay as they are.
-    """
-    source = Path(os.environ["FASTDDS_DEFAULT_PROFILES_FILE"])
-    text = source.read_text()
-    if "127.0.0.1" not in text or "<type>UDPv4</type>" not in text or "BufferSize" in text:
-        return source
-    sizes = (
-        f"<sendBufferSize>{SOCKET_BUFFER_BYTES}</sendBufferSize>"
-        f"<receiveBufferSize>{SOCKET_BUFFER_BYTES}</receiveBufferSize>"
-    )
-    out = folder / "fastdds_collector.xml"
-    out.write_text(text.replace("<type>UDPv4</type>", "<type>UDPv4</type>" + sizes))
-    return out
-
-
 def _vision_msg_dir() -> Path | None:
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -568,8 +544,6 @@ class LiveRun:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        self.profile_dir = Path(tempfile.mkdtemp(prefix="hiseg_dds_"))
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(big_buffer_profile(self.profile_dir))
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node("hiseg_bag_player", context=self.ctx)
@@ -694,8 +668,6 @@ class LiveRun:
             import rclpy
 
             rclpy.try_shutdown(context=self.ctx)
-        if getattr(self, "profile_dir", None) is not None:
-            shutil.rmtree(self.profile_dir, ignore_errors=True)
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.send_signal(2)  # SIGINT, as launch does
