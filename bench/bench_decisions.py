@@ -13,11 +13,16 @@ Timing uses random logits at the network's output stride; agreement uses the log
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the source tree
 
 from hiseg_ros.model import HierarchicalSegNet, decide, normalize_image
 
@@ -69,7 +74,10 @@ def main() -> None:
 
     low = (args.height // args.output_stride, args.width // args.output_stride)
     random_logits = {name: torch.randn(1, n, *low) for name, n in CLASSIFIERS}
-    print(f"decisions at {size[0]}x{size[1]} from {low[0]}x{low[1]} logits, torch threads {torch.get_num_threads()}")
+    print(
+        f"decisions at {size[0]}x{size[1]} from {low[0]}x{low[1]} logits, torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} CPUs, load (1 min) {os.getloadavg()[0]:.2f}"
+    )
     with torch.no_grad():
         for mode in MODES:
             print(f"  {mode:16s} {time_mode(random_logits, size, mode, args.repeats):8.2f} ms (median)")
@@ -84,6 +92,7 @@ def main() -> None:
         logits = net(image)
         near, bil = (decide(logits, size, mode) for mode in MODES)
     init = "offline ImageNet backbone" if args.pretrained else "random init"
+    print(f"load (1 min) after timing {os.getloadavg()[0]:.2f}")
     print(f"agreement on the network's logits ({args.backbone}, {init}, synthetic street image):")
     for name in net.classifier_names:
         agree = 100.0 * (near[name] == bil[name]).float().mean().item()

@@ -13,6 +13,7 @@ measures what a trained model costs. TensorRT is measured too when it can run he
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -84,7 +85,10 @@ def main() -> None:
                 print(f"  {backend:12s} skipped: {exc}")
                 continue
             med, best = median_ms(engine, image, args.repeats)
-            print(f"  {engine.name:40s} median {med:8.1f} ms   min {best:8.1f} ms   ({reason})")
+            print(
+                f"  {engine.name:40s} median {med:8.1f} ms   min {best:8.1f} ms   ({reason}; "
+                f"load (1 min) {os.getloadavg()[0]:.2f})"
+            )
             engine.close()
 
 

@@ -12,6 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "dds" / "fastdds_loopback.xml"
 _ENV_PREFIXES = ("ROS_", "FASTDDS_", "RMW_", "AMENT_", "HISEG_")
@@ -36,3 +38,13 @@ def _apply_ros_env() -> None:
 
 _apply_ros_env()
 assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST", "DDS must stay on loopback in tests"
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """*A* model for tests that just need one: the random-init iv2018 MobileNetV2 network, exported
+    once per session through the real ``python -m training.export --random-init`` command
+    (tests/node_helpers.py ``make_model``). Tests of the export itself keep running the command."""
+    from node_helpers import make_model
+
+    return make_model(tmp_path_factory.mktemp("exported_model"))

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from node_helpers import Client, make_model, reference_engine, start_node, stop_node, wait_until
+from node_helpers import Client, reference_engine, start_node, stop_node, wait_until
 
 from conftest import REPO
 from hiseg_ros import node as node_module
@@ -184,8 +184,8 @@ def test_frame_stats_rates_percentiles_drops_and_levels():
 
 # ---------------------------------------------------------------------------- the running node
 @pytest.fixture(scope="session")
-def model(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("model"))
+def model(exported_model) -> Path:
+    return exported_model  # tests/conftest.py: exported once per session
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,513 @@
+"""Node end-to-end latency vs engine-only latency (per output), and a 60 s soak at 2x the inference rate.
+
+Source ``scripts/ros_env.sh`` first (DDS on loopback only, own domain id). The model is the
+random-init IV 2018 MobileNetV2 network exported by ``python -m training.export`` (weights do not
+change the cost), or ``--model``. The node runs in its own process (``python -m hiseg_ros.node``,
+backend onnxruntime with its default threads, resize policy none, ``input_qos.reliability``
+from ``--input-reliability``, default reliable: see docs/BENCHMARKS.md); this process publishes
+``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
+
+1. engine only: ``create_engine(model, backend="onnxruntime").infer`` in this process, with the
+   node's engine options, median of ``--repeats`` (the node is not running).
+2. end to end, one output kind at a time (the node's ``outputs`` parameter) and all together:
+   one frame at a time, latency = publish call here -> the last output message of that frame
+   received here (DDS transport both ways, conversion, inference, outputs, serialisation);
+   median of ``--repeats`` frames. The node's own ``inference_p50_ms`` (from /diagnostics) is
+   reported next to it. Overhead = (end-to-end median - engine-only median) / engine-only median.
+3. in-process breakdown: the cost of each output step (``hiseg_ros.outputs`` + message building)
+   on the engine's decisions for the same image, medians, without DDS.
+4. soak: all outputs, images at twice the node's inference rate (1 / its inference p50) for
+   ``--soak-seconds``; latency of every processed frame (publish -> ``~/overlay``, the last output
+   the node publishes) per 10 s window (p50 / p95 / max), frames dropped by the latest-frame-only
+   policy, and the node's VmRSS (``/proc/<pid>/status``) sampled every second (first / last / max).
+
+The 1-minute load average is printed with every figure: the machine may be shared.
+
+    source scripts/ros_env.sh && python bench/bench_node.py [--repeats 10 --soak-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the source tree
+
+from bench.bench_decisions import synthetic_street
+
+REPO = Path(__file__).resolve().parents[1]
+NODE = "segmentation_node"
+NS = f"/{NODE}"
+CAMERA = "/bench/image"
+KINDS = ("masks", "mask", "colored", "overlay", "traffic_signs")
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def export_model(out: Path) -> Path:
+    cmd = [sys.executable, "-m", "training.export", "--random-init", "--backbone", "mobilenet_v2"]
+    cmd += ["--hierarchy", str(REPO / "config" / "hierarchies" / "iv2018.yaml"), "--out", str(out)]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=600)
+    return out
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- in-process measurements
+def engine_only(model: Path, image: np.ndarray, repeats: int) -> tuple[float, Any]:
+    from hiseg_ros.engines import create_engine
+
+    engine, reason = create_engine(str(model), backend="onnxruntime")  # what the node's load_engine does
+    for _ in range(2):
+        decisions = engine.infer(image)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decisions = engine.infer(image)
+        samples.append(1000.0 * (time.perf_counter() - start))
+    print(f"engine: {engine.name} ({reason})")
+    hierarchy = engine.hierarchy
+    engine.close()
+    return statistics.median(samples), (decisions, hierarchy)
+
+
+def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats: int) -> dict[str, float]:
+    """Median ms of each step the node runs after inference, on these decisions, without DDS."""
+    from hiseg_ros import outputs
+    from hiseg_ros.imaging import image_to_rgb, mono8_msg, mono16_msg, rgb8_msg
+
+    msg_in = rgb8_msg(image)
+    _, fit = outputs.fit_input(image, None, (0, 0, 0))
+    per_clf, leaf = outputs.restore_decisions(decisions.per_classifier, decisions.leaf, fit)
+    lut = outputs.sign_leaf_lut(hierarchy, "traffic-sign-front")
+    colored = outputs.colorize(hierarchy, leaf)
+    leaf_msg = mono8_msg if leaf.dtype == np.uint8 else mono16_msg
+    steps = {
+        "input conversion (image_to_rgb)": lambda: image_to_rgb(msg_in),
+        "masks (classifier_masks + mono8 msgs)": lambda: [
+            mono8_msg(m) for m in outputs.classifier_masks(hierarchy, per_clf, leaf).values()
+        ],
+        "mask (leaf msg)": lambda: leaf_msg(leaf),
+        "colored (colorize + rgb8 msg)": lambda: rgb8_msg(outputs.colorize(hierarchy, leaf)),
+        "overlay (find_signs + colorize + overlay + rgb8 msg)": lambda: rgb8_msg(
+            outputs.overlay(image, colored, 0.5, outputs.find_signs(hierarchy, leaf, lut, 16), hierarchy.palette)
+        ),
+        "traffic_signs (find_signs)": lambda: outputs.find_signs(hierarchy, leaf, lut, 16),
+    }
+    out = {}
+    for name, fn in steps.items():
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(1000.0 * (time.perf_counter() - start))
+        out[name] = statistics.median(samples)
+    return out
+
+
+# --------------------------------------------------------------------------- the node and a client
+class Bench:
+    """An rclpy node in this process, spun in a thread: publishes images, records output arrivals."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("hiseg_bench_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.arrivals: dict[tuple[int, int], dict[str, float]] = {}
+        self.diagnostics: dict[str, str] = {}
+        self.subs: list[Any] = []
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image
+
+        self.publisher = self.node.create_publisher(Image, CAMERA, 1)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:
+            return
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.hardware_id == NS:
+                with self.lock:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def subscribe(self, topics: list[str]) -> None:
+        from sensor_msgs.msg import Image
+        from vision_msgs.msg import Detection2DArray
+
+        for sub in self.subs:
+            self.node.destroy_subscription(sub)
+        self.subs = []
+        for topic in topics:
+            kind = Detection2DArray if topic.endswith("traffic_signs") else Image
+
+            def callback(msg: Any, topic: str = topic) -> None:
+                now = time.perf_counter()
+                key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                with self.lock:
+                    self.arrivals.setdefault(key, {})[topic] = now
+
+            self.subs.append(self.node.create_subscription(kind, topic, callback, 10))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self.thread.join(timeout=5.0)
+
+
+def output_topics(kind: str, classifiers: list[str]) -> list[str]:
+    if kind == "masks":
+        return [f"{NS}/{c}/mask" for c in classifiers]
+    if kind == "all":
+        return [t for k in KINDS for t in output_topics(k, classifiers)]
+    return [f"{NS}/{kind}"]
+
+
+#: ``--input-reliability``: the node's ``input_qos.reliability`` for the benchmark.
+INPUT_RELIABILITY = ["reliable"]
+
+
+def start_node(model: Path, kinds: list[str], log: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "hiseg_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
+    args += ["-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", f"outputs:=[{','.join(kinds)}]"]
+    args += ["-p", f"input_qos.reliability:={INPUT_RELIABILITY[0]}"]
+    args += ["-r", f"image:={CAMERA}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "wb") as fh:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class Frames:
+    """One rgb8 message re-stamped for every frame (stamp = frame number), publish time recorded."""
+
+    def __init__(self, bench: Bench, image: np.ndarray) -> None:
+        from hiseg_ros.imaging import rgb8_msg
+
+        self.bench = bench
+        self.msg = rgb8_msg(image)
+        self.msg.header.frame_id = "bench"
+        self.sent: dict[tuple[int, int], float] = {}
+        self.count = 0
+
+    def publish(self) -> tuple[int, int]:
+        self.count += 1
+        key = (1_000_000 + self.count, 0)
+        self.msg.header.stamp.sec, self.msg.header.stamp.nanosec = key
+        self.sent[key] = time.perf_counter()
+        self.bench.publisher.publish(self.msg)
+        return key
+
+
+def wait_for(predicate: Any, timeout: float, every: float = 0.002) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return None
+
+
+def run_sequential(
+    bench: Bench, frames: Frames, topics: list[str], repeats: int, warmup: int = 2
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Latency (ms) of ``repeats`` frames sent one at a time, to the last of ``topics``; and per topic."""
+    samples = []
+    per_topic: dict[str, list[float]] = {t: [] for t in topics}
+    want = set(topics)
+    done = lost = 0
+    while done < warmup + repeats:
+        key = frames.publish()
+
+        def complete(key: tuple[int, int] = key) -> Any:
+            with bench.lock:
+                got = bench.arrivals.get(key, {})
+                return max(got.values()) if want <= set(got) else None
+
+        last = wait_for(complete, 30.0)
+        if last is None:  # lost (best-effort input) or the node is not ready: try again
+            lost += 1
+            if lost > 3:
+                raise SystemExit(f"{lost} frames got no complete output within 30 s (try --delivery-probe)")
+            continue
+        if done >= warmup:
+            samples.append(1000.0 * (last - frames.sent[key]))
+            with bench.lock:
+                got = dict(bench.arrivals[key])
+            for topic in topics:
+                per_topic[topic].append(1000.0 * (got[topic] - frames.sent[key]))
+        done += 1
+        time.sleep(0.05)
+    return samples, per_topic
+
+
+def node_session(bench: Bench, model: Path, kinds: list[str], classifiers: list[str], tmp: Path) -> Any:
+    """Start the node with ``kinds`` and wait until it matches our publisher and subscriptions."""
+    topics = output_topics("all" if kinds == list(KINDS) else kinds[0], classifiers)
+    bench.subscribe(topics)
+    log = tmp / f"node_{'_'.join(kinds)}.log"
+    proc = start_node(model, kinds, log)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"node exited ({proc.returncode}):\n{log.read_text()}")
+        pubs = all(bench.node.count_publishers(t) > 0 for t in topics)
+        return pubs and bench.publisher.get_subscription_count() > 0
+
+    if not wait_for(ready, 120.0, every=0.1):
+        stop_node(proc)
+        raise SystemExit("node did not come up in 120 s")
+    time.sleep(0.5)
+    return proc, topics
+
+
+def soak(bench: Bench, frames: Frames, proc: subprocess.Popen, period: float, seconds: float) -> dict:
+    overlay = f"{NS}/overlay"
+    rss: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.is_set():
+            value = rss_kib(proc.pid)
+            if value is not None:
+                rss.append((time.monotonic() - t0, value))
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    with bench.lock:
+        before = dict(bench.diagnostics)
+    start_count = frames.count
+    sampler.start()
+    t0 = time.perf_counter()
+    next_t = t0
+    loads = [load1()]
+    while time.perf_counter() - t0 < seconds:
+        frames.publish()
+        next_t += period
+        time.sleep(max(0.0, next_t - time.perf_counter()))
+    time.sleep(3.0)  # let the last frame come out
+    loads.append(load1())
+    stop.set()
+    sampler.join()
+    with bench.lock:
+        after = dict(bench.diagnostics)
+        arrivals = dict(bench.arrivals)
+    windows: dict[int, list[float]] = {}
+    latencies = []
+    for i in range(start_count + 1, frames.count + 1):
+        key = (1_000_000 + i, 0)
+        got = arrivals.get(key, {})
+        if overlay in got:
+            sent = frames.sent[key]
+            ms = 1000.0 * (got[overlay] - sent)
+            latencies.append(ms)
+            windows.setdefault(int((sent - t0) // 10), []).append(ms)
+
+    def delta(key: str) -> int:
+        return int(after.get(key, "0")) - int(before.get(key, "0"))
+
+    return {
+        "sent": frames.count - start_count,
+        "processed": len(latencies),
+        "dropped": delta("frames_dropped"),
+        "latencies": latencies,
+        "windows": windows,
+        "rss": rss,
+        "loads": loads,
+    }
+
+
+# --------------------------------------------------------------------------- main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="an exported ONNX model (default: export the random-init one)")
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--kinds", nargs="+", default=[*KINDS, "all"], choices=[*KINDS, "all"])
+    parser.add_argument("--soak-seconds", type=float, default=60.0, help="0: no soak")
+    parser.add_argument(
+        "--input-reliability",
+        choices=("reliable", "best_effort"),
+        default="reliable",
+        help="the node's input_qos.reliability (its default best_effort loses most 512x1024 frames here, "
+        "see --delivery-probe)",
+    )
+    parser.add_argument(
+        "--delivery-probe",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only count how many of N frames (1.5 s apart) reach the node with --input-reliability",
+    )
+    args = parser.parse_args()
+    INPUT_RELIABILITY[0] = args.input_reliability
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
+        raise SystemExit("source scripts/ros_env.sh first (DDS must stay on loopback)")
+
+    image = synthetic_street(args.height, args.width)
+    with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
+        tmp = Path(tmp_name)
+        model = args.model or export_model(tmp / "iv2018_mnv2.onnx")
+        print(f"input {args.height}x{args.width} rgb8, {os.cpu_count()} CPUs, medians of {args.repeats}", flush=True)
+
+        eng_ms, (decisions, hierarchy) = engine_only(model, image, args.repeats)
+        print(f"engine only: median {eng_ms:.1f} ms (load {load1():.2f})", flush=True)
+        breakdown = output_breakdown(image, decisions, hierarchy, args.repeats)
+        classifiers = list(hierarchy.classifier_names)
+
+        bench = Bench()
+        frames = Frames(bench, image)
+        if args.delivery_probe:
+            proc, _ = node_session(bench, model, ["mask"], classifiers, tmp)
+            try:
+                for _ in range(args.delivery_probe):
+                    frames.publish()
+                    time.sleep(1.5)
+                time.sleep(1.5)
+                with bench.lock:
+                    got = bench.diagnostics.get("frames_received", "0")
+            finally:
+                stop_node(proc)
+                bench.close()
+            print(
+                f"input_qos.reliability {args.input_reliability}: the node received {got} of "
+                f"{args.delivery_probe} {args.height}x{args.width} rgb8 frames sent 1.5 s apart (load {load1():.2f})"
+            )
+            return 0
+        rows = []
+        soak_result = None
+        try:
+            for kind in args.kinds:
+                kinds = list(KINDS) if kind == "all" else [kind]
+                proc, topics = node_session(bench, model, kinds, classifiers, tmp)
+                try:
+                    load_before = load1()
+                    samples, per_topic = run_sequential(bench, frames, topics, args.repeats)
+                    if len(topics) > 1:
+                        slowest = sorted(per_topic.items(), key=lambda kv: -statistics.median(kv[1]))
+                        shown = ", ".join(f"{t.removeprefix(NS + '/')} {statistics.median(v):.1f}" for t, v in slowest)
+                        print(f"    per topic (median ms): {shown}", flush=True)
+                    time.sleep(1.2)  # one more /diagnostics period
+                    with bench.lock:
+                        node_inf = float(bench.diagnostics.get("inference_p50_ms", "nan"))
+                    e2e = statistics.median(samples)
+                    rows.append((kind, e2e, min(samples), pct(samples, 95), node_inf, load_before, load1()))
+                    print(
+                        f"  {kind:14s} end-to-end median {e2e:7.1f} ms, node inference p50 {node_inf:7.1f} ms, "
+                        f"overhead vs engine-only {100 * (e2e - eng_ms) / eng_ms:+6.1f} % (load {load1():.2f})",
+                        flush=True,
+                    )
+                    if kind == "all" and args.soak_seconds > 0:
+                        # twice the node's inference rate (its own inference p50 with all outputs on)
+                        period = node_inf / 1000.0 / 2.0
+                        print(
+                            f"soak: {1 / period:.2f} Hz (2x the node's inference rate {1000 / node_inf:.2f} Hz) "
+                            f"for {args.soak_seconds:.0f} s",
+                            flush=True,
+                        )
+                        soak_result = soak(bench, frames, proc, period, args.soak_seconds)
+                        soak_result["rate_hz"] = 1 / period
+                finally:
+                    stop_node(proc)
+        finally:
+            bench.close()
+
+    print()
+    print(f"engine only (ONNX Runtime, node's options, this process): median {eng_ms:.1f} ms")
+    print()
+    print(
+        "| outputs | end-to-end median ms | min ms | p95 ms | node inference p50 ms | "
+        "overhead vs engine-only | overhead vs node inference | load 1-min before -> after |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, e2e, best, p95, node_inf, lb, la in rows:
+        print(
+            f"| {kind} | {e2e:.1f} | {best:.1f} | {p95:.1f} | {node_inf:.1f} | "
+            f"{e2e - eng_ms:+.1f} ms ({100 * (e2e - eng_ms) / eng_ms:+.1f} %) | "
+            f"{e2e - node_inf:+.1f} ms ({100 * (e2e - node_inf) / node_inf:+.1f} %) | {lb:.2f} -> {la:.2f} |"
+        )
+    print()
+    print("| step after inference (in process, no DDS) | median ms | % of engine-only |")
+    print("|---|---|---|")
+    for name, ms in breakdown.items():
+        print(f"| {name} | {ms:.2f} | {100 * ms / eng_ms:.1f} % |")
+    if soak_result is not None:
+        s = soak_result
+        lat = s["latencies"]
+        print()
+        print(
+            f"soak: {s['rate_hz']:.2f} Hz for {args.soak_seconds:.0f} s, sent {s['sent']}, processed {s['processed']}, "
+            f"dropped (latest-frame-only) {s['dropped']}, load {s['loads'][0]:.2f} -> {s['loads'][-1]:.2f}"
+        )
+        print(
+            f"  latency publish -> ~/overlay: p50 {pct(lat, 50):.1f} ms, p95 {pct(lat, 95):.1f} ms, "
+            f"max {max(lat):.1f} ms"
+        )
+        print("  | window | frames | p50 ms | p95 ms | max ms |")
+        print("  |---|---|---|---|---|")
+        for w in sorted(s["windows"]):
+            v = s["windows"][w]
+            print(f"  | {10 * w}-{10 * w + 10} s | {len(v)} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {max(v):.1f} |")
+        rss = [v / 1024.0 for _, v in s["rss"]]
+        print(
+            f"  node VmRSS ({len(rss)} samples, 1 s apart): first {rss[0]:.1f} MiB, last {rss[-1]:.1f} MiB, "
+            f"max {max(rss):.1f} MiB, min {min(rss):.1f} MiB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
