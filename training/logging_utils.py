@@ -39,7 +39,9 @@ class CsvLog:
         self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
 
     def write(self, row: Mapping[str, object]) -> None:
+        """Append one row; flushed at once so a long run can be followed (``tail -f``) while it trains."""
         self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._file.flush()
 
     def flush(self) -> None:
         self._file.flush()
