@@ -68,6 +68,11 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
   say "creating ${VENV}"
   "${PYTHON}" -m venv "${VENV}"
 fi
+# OpenCV moved to the contrib build (cv2.saliency); both wheels own cv2/, so never keep both.
+if "${VENV}/bin/python" -m pip show -q opencv-python-headless >/dev/null 2>&1; then
+  say "replacing opencv-python-headless by opencv-contrib-python-headless"
+  "${VENV}/bin/python" -m pip uninstall -y -q opencv-python-headless opencv-contrib-python-headless
+fi
 say "installing pinned requirements (first run: a few minutes)"
 "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
   -r "${ROOT}/requirements/base.txt" -c "${ROOT}/requirements/constraints.txt"

@@ -1,0 +1,192 @@
+"""Measure pseudo labels from image-level tags against the known truth of held-out synthetic scenes.
+
+    .venv/bin/python bench/measure_pseudo_labels.py --data data/synthetic/openscapes --split validation \
+        --classifier runs/pseudo_labels/classifier.pt --foreground runs/pseudo_labels/foreground.pt \
+        --out runs/pseudo_labels/measure.json
+
+Variants (one pass per image; the attention and saliency maps are shared between variants):
+uniform tiling (IV 2019 baseline: 1/n of every tag class on every pixel, scored as fractional
+counts), CAM only, CAM + saliency (Algorithm 1), + erasing, + CRF, each with every saliency source.
+Classes = the nodes the dataset's tags map to + background; truth per pixel = the most specific
+of the image's tag nodes that is the pixel's true class or an ancestor of it (Vistas v1.2 ids from
+``ground_truth/{id}_vistas.png``; front signs refined by the GTSDB class in ``{id}_signs.png``), else
+background. Then ``generate`` (the real command, several workers) is timed for throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hiseg_ros.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
+from training.datasets import load_dataset  # noqa: E402
+from training.datasets.base import read_index_png  # noqa: E402
+from training.metrics import ConfusionMatrix  # noqa: E402
+from training.pseudo_labels.algorithm1 import Algorithm1Config, algorithm1, cam_only_labels  # noqa: E402
+from training.pseudo_labels.batch import generate_labels, split_ids  # noqa: E402
+from training.pseudo_labels.classifier import load_classifier, tag_node_space  # noqa: E402
+from training.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E402
+from training.pseudo_labels.erasing import ErasingConfig, iterative_saliency  # noqa: E402
+from training.pseudo_labels.generator import work_size  # noqa: E402
+from training.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
+from training.targets import tag_nodes  # noqa: E402
+
+SCALE = 840  # fractional uniform-tiling counts (1/n, n <= 8) become integers
+
+
+def truth_nodes(hierarchy: Hierarchy, root: Path, sample_id: str) -> np.ndarray:
+    """H x W object array of true hierarchy node names (None = unlabeled)."""
+    vistas = read_index_png(root / "ground_truth" / f"{sample_id}_vistas.png")
+    signs = cv2.imread(str(root / "ground_truth" / f"{sample_id}_signs.png"), cv2.IMREAD_UNCHANGED)
+    v_ids, g_ids = hierarchy.dataset("vistas").ids, hierarchy.dataset("gtsdb").ids
+    v_lut = np.array([v_ids.get(i) for i in range(256)], dtype=object)
+    out = v_lut[vistas]
+    front = signs != 255
+    if front.any():
+        g_lut = np.array([g_ids.get(i) for i in range(256)], dtype=object)
+        out[front] = g_lut[signs[front]]
+    return out
+
+
+def truth_map(hierarchy: Hierarchy, nodes_true: np.ndarray, present: tuple[str, ...], classes: list[str]) -> np.ndarray:
+    """Class index per pixel (len(classes) - 1 = background), restricted to the image's tag nodes."""
+    bg = len(classes) - 1
+    lut = {}
+    for name in set(nodes_true.ravel().tolist()):
+        best = bg
+        if name is not None:
+            chain = [name, *hierarchy.ancestors(name)]  # most specific first
+            for n in chain:
+                if n in present:
+                    best = classes.index(n)
+                    break
+        lut[name] = best
+    return np.vectorize(lut.__getitem__, otypes=[np.int64])(nodes_true)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/synthetic/openscapes")
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
+    ap.add_argument("--classifier", required=True)
+    ap.add_argument("--foreground", required=True, help="learned saliency checkpoint")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--work-max-side", type=int, default=320)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--out", default=None, help="JSON results file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(args.data)
+    hierarchy = load_hierarchy(args.hierarchy)
+    reader = load_dataset("openscapes", root)
+    wanted = split_ids(root, args.split)
+    indices = [i for i, s in enumerate(reader.sample_ids) if wanted is None or s in wanted][: args.limit]
+    classes = [*tag_node_space(hierarchy, "openscapes"), "background"]
+    bg = len(classes) - 1
+    classifier = load_classifier(args.classifier)
+    sources = {
+        "learned": LearnedSaliency(load_foreground(args.foreground)),
+        "spectral_residual": OpenCVSaliency("spectral_residual"),
+        "fine_grained": OpenCVSaliency("fine_grained"),
+    }
+    algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
+    matrices: dict[str, ConfusionMatrix] = defaultdict(lambda: ConfusionMatrix(len(classes), ignore_index=-100))
+    seconds: dict[str, float] = defaultdict(float)
+    uniform = np.zeros((len(classes), len(classes) + 1), np.int64)
+    n_images = 0
+    for i in indices:
+        sample = reader[i]
+        present = tag_nodes(hierarchy, "openscapes", sample.tags)
+        if not present:
+            continue
+        n_images += 1
+        h, w = sample.image.shape[:2]
+        truth = truth_map(hierarchy, truth_nodes(hierarchy, root, sample.sample_id), present, classes)
+        col = np.array([classes.index(n) for n in present] + [bg])
+
+        def score(name: str, labels: np.ndarray, col=col, truth=truth, w=w, h=h) -> None:
+            full = cv2.resize(labels.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST)
+            matrices[name].update(truth, col[full])  # -1 (background) -> last entry of col
+
+        # uniform tiling: every pixel carries 1/n of each present class (never background)
+        counts = np.bincount(truth.ravel(), minlength=len(classes))
+        for c in col[:-1]:
+            uniform[:, c] += counts * (SCALE // len(present))
+        t = time.perf_counter()
+        size = work_size((h, w), args.work_max_side)
+        small = cv2.resize(sample.image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        cams = classifier.attention(small, present, size)
+        seconds["gradcam"] += time.perf_counter() - t
+        score("cam_only", cam_only_labels(cams, algo.gamma1))
+        for name, source in sources.items():
+            t = time.perf_counter()
+            sal_once = source(small)
+            seconds[f"saliency_{name}"] += time.perf_counter() - t
+            score(f"cam+sal[{name}]", algorithm1(cams, sal_once, algo))
+            t = time.perf_counter()
+            sal, _ = iterative_saliency(small, source, erasing)
+            seconds[f"saliency+erasing_{name}"] += time.perf_counter() - t
+            score(f"cam+sal+erase[{name}]", algorithm1(cams, sal, algo))
+            t = time.perf_counter()
+            score(f"cam+sal+erase+crf[{name}]", crf_refine(small, cams, sal, algo, crf_cfg))
+            seconds[f"crf_{name}"] += time.perf_counter() - t
+        print(f"\r{n_images}/{len(indices)} images", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    results: dict = {"images": n_images, "classes": classes, "work_max_side": args.work_max_side, "variants": {}}
+    all_m = {"uniform_tiling": ConfusionMatrix(len(classes), ignore_index=-100, matrix=uniform), **matrices}
+    for name, m in all_m.items():
+        s = m.scores()
+        results["variants"][name] = {
+            "miou": round(100 * s.miou, 1),
+            "iou": {
+                c: (None if np.isnan(v) else round(100 * float(v), 1)) for c, v in zip(classes, s.iou, strict=True)
+            },
+        }
+        print(f"{name:40s} mIoU {100 * s.miou:5.1f}")
+    results["ms_per_image"] = {k: round(1000 * v / max(n_images, 1), 1) for k, v in seconds.items()}
+    print("ms per image:", results["ms_per_image"])
+    if not args.skip_throughput:
+        for source in ("learned", "spectral_residual"):
+            with tempfile.TemporaryDirectory() as tmp:
+                settings = {
+                    "classifier": str(Path(args.classifier).resolve()),
+                    "saliency": {"source": source, "checkpoint": str(Path(args.foreground).resolve())},
+                    "work_max_side": args.work_max_side,
+                }
+                ids = {reader.sample_ids[i] for i in indices}
+                report = generate_labels(
+                    "openscapes", root, Path(args.hierarchy), settings, Path(tmp), args.workers, ids, progress=False
+                )
+            total = sum(report.timings.values())
+            results[f"throughput_{source}"] = {
+                "workers": args.workers,
+                "images": report.done,
+                "seconds": round(report.seconds, 1),
+                "images_per_s": round(report.done / report.seconds, 2),
+                "worker_ms_per_image": {k: round(1000 * v / max(report.done, 1), 1) for k, v in report.timings.items()},
+                "share": {k: round(100 * v / total, 1) for k, v in report.timings.items()},
+            }
+            print(f"generate [{source}]:", report.summary())
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

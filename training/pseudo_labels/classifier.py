@@ -1,0 +1,313 @@
+"""Multi-label tag classifier: the source of the Grad-CAM attention maps.
+
+Backbone (MobileNetV2 with offline ImageNet weights by default) -> global average pooling ->
+linear layer with one output per *hierarchy node* a tag maps to (``man`` and ``woman`` both become
+``person``), trained with the multi-label soft-margin loss of Xu et al. Global average pooling keeps
+the last feature map spatial until the very end, which is what makes its Grad-CAM maps localise.
+Batch-norm statistics stay frozen at ImageNet values (batches here are small) and the first
+``freeze_blocks`` feature blocks are not trained, which keeps a CPU run to a few minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from hiseg_ros.hierarchy import Hierarchy
+from hiseg_ros.model import build_backbone, normalize_image
+from training.pseudo_labels.gradcam import grad_cam
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "hiseg_tag_classifier"
+
+
+def tag_node_space(hierarchy: Hierarchy, dataset: str) -> tuple[str, ...]:
+    """The distinct nodes the dataset's tags map to, in mapping order: the classifier's outputs."""
+    ds = hierarchy.dataset(dataset)
+    if ds.supervision != "tags":
+        raise ValueError(f"dataset {dataset!r} has {ds.supervision!r} supervision, not image-level tags")
+    return tuple(dict.fromkeys(n for n in ds.ids.values() if n is not None))
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size = (H, W)`` (area filter when shrinking: keeps thin poles and signs visible)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Small-CPU training settings shared by the tag classifier and the foreground segmenter."""
+
+    input_size: tuple[int, int] = (224, 288)
+    batch_size: int = 8
+    iterations: int = 200
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    freeze_blocks: int = 14  # MobileNetV2 has 19 blocks; >= 19 = linear probe on frozen ImageNet features
+    backbone: str = "mobilenet_v2"
+    output_stride: int = 16
+    pretrained: str | None = "default"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise ValueError(f"train.input_size: expected [H, W] >= 32, got {self.input_size!r}")
+        for key in ("batch_size", "iterations"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"train.{key}: expected a positive integer, got {getattr(self, key)!r}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr: expected > 0, got {self.lr!r}")
+        if self.output_stride not in (8, 16, 32):
+            raise ValueError(f"train.output_stride: expected 8, 16 or 32, got {self.output_stride!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "train") -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected {sorted(names)})")
+        values = dict(data)
+        if "input_size" in values:
+            values["input_size"] = tuple(int(v) for v in values["input_size"])
+        return cls(**values)
+
+
+class FrozenPrefixBackbone(nn.Module):
+    """Backbone whose first ``frozen`` feature blocks run without gradients; BN always in eval mode."""
+
+    def __init__(self, name: str, output_stride: int, pretrained: str | None, frozen: int) -> None:
+        super().__init__()
+        self.net = build_backbone(name, output_stride, pretrained=pretrained)
+        self.frozen = frozen
+        self.out_channels = int(self.net.out_channels)
+        blocks = list(self._blocks())
+        for block in blocks[:frozen]:
+            block.requires_grad_(False)
+
+    def _blocks(self) -> Iterator[nn.Module]:
+        if hasattr(self.net, "features"):
+            yield from self.net.features
+        else:  # ResNet: stem + layers
+            yield nn.Sequential(self.net.conv1, self.net.bn1, self.net.relu, self.net.maxpool)
+            yield from (self.net.layer1, self.net.layer2, self.net.layer3, self.net.layer4)
+
+    def train(self, mode: bool = True) -> FrozenPrefixBackbone:
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    @torch.no_grad()
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations after the frozen blocks (constant during training, so they can be cached)."""
+        for block in list(self._blocks())[: self.frozen]:
+            x = block(x)
+        return x
+
+    def suffix(self, x: torch.Tensor) -> torch.Tensor:
+        """The trainable blocks, from :meth:`prefix` output."""
+        for block in list(self._blocks())[self.frozen :]:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.suffix(self.prefix(x))
+
+
+@torch.no_grad()
+def cached_prefix(
+    backbone: FrozenPrefixBackbone, images: np.ndarray, chunk: int = 16, pool: bool = False
+) -> torch.Tensor:
+    """Frozen-prefix activations of pre-resized uint8 images and of their mirror images.
+
+    Row ``i`` is image ``i``, row ``N + i`` its horizontal flip. The frozen blocks cost most of a
+    training step on the CPU, and their output never changes, so computing it once makes a few
+    hundred iterations take minutes instead of tens of minutes. ``pool``: keep only the spatial mean
+    (when the whole backbone is frozen, a linear probe needs nothing else and full maps would not fit).
+    """
+    backbone.eval()
+    both = np.concatenate([images, images[:, :, ::-1]])
+    chunks = (both[i : i + chunk] for i in range(0, len(both), chunk))
+    parts = [backbone.prefix(torch.from_numpy(normalize_image(c))) for c in chunks]
+    return torch.cat([p.mean(dim=(2, 3), keepdim=True) if pool else p for p in parts])
+
+
+def cached_batch(
+    features: torch.Tensor, targets: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of cached prefix activations (second half = mirrored images) and their targets."""
+    n = len(targets)
+    pick = rng.integers(0, n, size)
+    flip = rng.random(size) < 0.5
+    y = targets[pick]
+    if y.ndim == 3:  # per-pixel targets flip with their images
+        y = np.stack([t[:, ::-1] if f else t for t, f in zip(y, flip, strict=True)])
+    rows = torch.from_numpy(pick + n * flip)
+    return features[rows], torch.from_numpy(np.ascontiguousarray(y))
+
+
+class TagClassifier(nn.Module):
+    """Backbone + global average pooling + linear; ``forward`` returns (activations, logits)."""
+
+    def __init__(self, nodes: Sequence[str], config: TrainConfig | None = None) -> None:
+        super().__init__()
+        config = config or TrainConfig()
+        self.nodes = tuple(nodes)
+        self.config = config
+        self.backbone = FrozenPrefixBackbone(
+            config.backbone, config.output_stride, config.pretrained, config.freeze_blocks
+        )
+        self.fc = nn.Linear(self.backbone.out_channels, len(self.nodes))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        return features, self.fc(features.mean(dim=(2, 3)))
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Sigmoid probability per node for one RGB uint8 image."""
+        self.eval()
+        x = torch.from_numpy(normalize_image(resize_rgb(image, self.config.input_size)))
+        return torch.sigmoid(self(x)[1][0]).numpy()
+
+    def attention(self, image: np.ndarray, nodes: Sequence[str], out_size: tuple[int, int]) -> np.ndarray:
+        """Grad-CAM maps ``len(nodes) x H x W`` in [0, 1] for the given (present) nodes."""
+        self.eval()
+        index = {n: i for i, n in enumerate(self.nodes)}
+        missing = [n for n in nodes if n not in index]
+        if missing:
+            raise ValueError(f"tag classifier has no output for nodes {missing} (it knows {list(self.nodes)})")
+        x = torch.from_numpy(normalize_image(resize_rgb(image, self.config.input_size)))
+        with torch.enable_grad():
+            features = self.backbone(x)
+            if not features.requires_grad:  # everything frozen: still need a graph from the activations
+                features.requires_grad_(True)
+            scores = self.fc(features.mean(dim=(2, 3)))
+            cams = grad_cam(features, scores, [index[n] for n in nodes], out_size)
+        return cams.numpy()
+
+
+def multi_hot(node_lists: Sequence[Sequence[str]], nodes: Sequence[str]) -> np.ndarray:
+    """``N x C`` float32 targets; nodes not in ``nodes`` are an error (a mapping bug, not data)."""
+    index = {n: i for i, n in enumerate(nodes)}
+    out = np.zeros((len(node_lists), len(nodes)), np.float32)
+    for row, present in enumerate(node_lists):
+        for n in present:
+            out[row, index[n]] = 1.0
+    return out
+
+
+def sgd_loop(
+    model: nn.Module,
+    batch: Callable[[np.random.Generator], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    config: TrainConfig,
+    what: str,
+) -> list[float]:
+    """Plain SGD with a poly learning-rate schedule; returns the loss per iteration."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    for it in range(config.iterations):
+        for group in opt.param_groups:
+            group["lr"] = config.lr * (1 - it / config.iterations) ** 0.9
+        x, y = batch(rng)
+        loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if it % 25 == 0 or it == config.iterations - 1:
+            logger.info(
+                "%s it %d/%d loss %.4f (%.1f s)",
+                what,
+                it + 1,
+                config.iterations,
+                losses[-1],
+                time.perf_counter() - start,
+            )
+    return losses
+
+
+def train_classifier(
+    images: Sequence[np.ndarray], node_lists: Sequence[Sequence[str]], nodes: Sequence[str], config: TrainConfig
+) -> TagClassifier:
+    """Train on RGB images with their present tag nodes (multi-label soft-margin loss)."""
+    if not images:
+        raise ValueError("train_classifier: no training images")
+    model = TagClassifier(nodes, config)
+    resized = np.stack([resize_rgb(im, config.input_size) for im in images])
+    targets = multi_hot(node_lists, nodes)
+    probe = model.backbone.frozen >= len(list(model.backbone._blocks()))  # whole backbone frozen: linear probe
+    features = cached_prefix(model.backbone, resized, pool=probe)
+    criterion = nn.MultiLabelSoftMarginLoss()
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return criterion(m.fc(m.backbone.suffix(x).mean(dim=(2, 3))), y)
+
+    sgd_loop(model, lambda rng: cached_batch(features, targets, config.batch_size, rng), loss_fn, config, "classifier")
+    model.eval()
+    return model
+
+
+def save_model(model: nn.Module, path: Path | str, kind: str, extra: Mapping[str, Any]) -> None:
+    """Checkpoint = tensors + JSON-like metadata (loadable with ``weights_only=True``); written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = asdict(model.config)  # type: ignore[arg-type]
+    cfg["input_size"] = list(cfg["input_size"])
+    payload = {"kind": kind, "config": cfg, "state_dict": model.state_dict(), **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_payload(path: Path | str, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: not a {kind} checkpoint (found {found!r})")
+    return payload
+
+
+def save_classifier(model: TagClassifier, path: Path | str) -> None:
+    save_model(model, path, CHECKPOINT_KIND, {"nodes": list(model.nodes)})
+
+
+def load_classifier(path: Path | str) -> TagClassifier:
+    """Rebuild a :class:`TagClassifier` from :func:`save_classifier` output (no ImageNet weights needed)."""
+    payload = load_payload(path, CHECKPOINT_KIND)
+    config = TrainConfig.from_dict({**payload["config"], "pretrained": None})
+    model = TagClassifier(payload["nodes"], config)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model
+
+
+def classifier_logits_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The multi-label soft-margin loss (exposed for tests)."""
+    return functional.multilabel_soft_margin_loss(logits, targets)
