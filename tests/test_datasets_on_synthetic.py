@@ -94,7 +94,10 @@ def test_every_sample_gives_iv2018_targets(data: Path):
 
 def test_main_job_command_generates_and_reads_back(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "training.demo", "--data", str(tmp_path / "d"), "--preset", "small", "--workers", "1"],
+        [
+            *(sys.executable, "-m", "training.demo", "--data", str(tmp_path / "d"), "--preset", "small"),
+            *("--workers", "1", "--out", str(tmp_path / "out"), "--until", "readback"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
