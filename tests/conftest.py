@@ -9,34 +9,16 @@ scripts/test.sh sources the script already; this also covers a bare ``pytest`` c
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "config" / "dds" / "fastdds_loopback.xml"
-_ENV_PREFIXES = ("ROS_", "FASTDDS_", "RMW_", "AMENT_", "HISEG_")
+from training.ros_env import PROFILE, REPO, ensure_loopback_env
+
+__all__ = ["PROFILE", "REPO"]
 
 
-def _apply_ros_env() -> None:
-    if (
-        os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"
-        and os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") == str(PROFILE)
-        and os.environ.get("ROS_DOMAIN_ID")
-    ):
-        return
-    script = REPO / "scripts" / "ros_env.sh"
-    out = subprocess.run(
-        ["bash", "-c", f'source "{script}" >/dev/null && env -0'], check=True, capture_output=True
-    ).stdout.decode()
-    for item in out.split("\0"):
-        key, _, value = item.partition("=")
-        if key.startswith(_ENV_PREFIXES):
-            os.environ[key] = value
-
-
-_apply_ros_env()
+ensure_loopback_env()
 assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST", "DDS must stay on loopback in tests"
 
 

@@ -62,6 +62,7 @@ import numpy as np
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from training.evaluate import EvaluationReport, Evaluator, atomic_write
 from training.metrics import ConfusionMatrix
+from training.ros_env import ensure_loopback_env
 
 from .read import DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, IMAGE, BagError, FrameReader, decode_label
 from .write import image_cdr
@@ -70,31 +71,9 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_NAME = "segmentation_node"  # hiseg_ros.node.NODE_NAME (not imported: it pulls in rclpy)
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
 EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE = 0, 1, 3
-_ENV_PREFIXES = ("ROS_", "FASTDDS_", "RMW_", "AMENT_", "HISEG_")
 
 
 # ---------------------------------------------------------------------------- environment / types
-def ensure_loopback_env() -> None:
-    """Apply scripts/ros_env.sh (loopback-only DDS, own domain and log dir) unless already applied."""
-    profile = REPO / "config" / "dds" / "fastdds_loopback.xml"
-    if (
-        os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"
-        and os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-        and os.environ.get("ROS_DOMAIN_ID")
-    ):
-        return
-    script = REPO / "scripts" / "ros_env.sh"
-    out = subprocess.run(
-        ["bash", "-c", f'source "{script}" >/dev/null && env -0'], check=True, capture_output=True
-    ).stdout.decode()
-    for item in out.split("\0"):
-        key, _, value = item.partition("=")
-        if key.startswith(_ENV_PREFIXES):
-            os.environ[key] = value
-    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") != str(profile):
-        raise RuntimeError("scripts/ros_env.sh did not set up the loopback-only DDS profile")
-
-
 def _vision_msg_dir() -> Path | None:
     try:
         from ament_index_python.packages import get_package_share_directory
