@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--pretrained", action="store_true", help="offline ImageNet backbone weights")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a trained checkpoint: agreement on its logits for a rendered held-out scene"
+    )
     args = parser.parse_args()
     size = (args.height, args.width)
     torch.manual_seed(0)
@@ -82,18 +85,27 @@ def main() -> None:
         for mode in MODES:
             print(f"  {mode:16s} {time_mode(random_logits, size, mode, args.repeats):8.2f} ms (median)")
 
-        net = HierarchicalSegNet(
-            CLASSIFIERS,
-            backbone=args.backbone,
-            output_stride=args.output_stride,
-            pretrained="default" if args.pretrained else None,
-        ).eval()
-        image = torch.from_numpy(normalize_image(synthetic_street(*size)))
+        if args.checkpoint:
+            from hiseg_ros.engines.checkpoint import load_checkpoint
+            from training.synthetic import render_scene
+
+            net = load_checkpoint(args.checkpoint).net.eval()
+            street = render_scene(*size, seed=10_000, domain="cityscapes").image  # seed outside every preset
+            init = f"trained checkpoint {args.checkpoint}"
+        else:
+            net = HierarchicalSegNet(
+                CLASSIFIERS,
+                backbone=args.backbone,
+                output_stride=args.output_stride,
+                pretrained="default" if args.pretrained else None,
+            ).eval()
+            street = synthetic_street(*size)
+            init = "offline ImageNet backbone" if args.pretrained else "random init"
+        image = torch.from_numpy(normalize_image(street))
         logits = net(image)
         near, bil = (decide(logits, size, mode) for mode in MODES)
-    init = "offline ImageNet backbone" if args.pretrained else "random init"
     print(f"load (1 min) after timing {os.getloadavg()[0]:.2f}")
-    print(f"agreement on the network's logits ({args.backbone}, {init}, synthetic street image):")
+    print(f"agreement on the network's logits ({init}):")
     for name in net.classifier_names:
         agree = 100.0 * (near[name] == bil[name]).float().mean().item()
         print(f"  {name:14s} {agree:7.3f} %")
