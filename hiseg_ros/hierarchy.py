@@ -266,26 +266,30 @@ class Hierarchy:
         return self._node_ids[current].astype(self.mask_dtype)
 
     @cached_property
-    def _leaf_membership(self) -> dict[str, np.ndarray]:
-        """Per classifier: boolean LUT over leaf ids, True where the leaf lies under the classifier."""
+    def _outside_luts(self) -> dict[str, np.ndarray]:
+        """Per classifier: LUT over leaf-map values, IGNORE where the leaf does not lie under the
+        classifier's node, 0 where it does (so ``decision | lut[leaf]`` is the classifier's mask)."""
         out = {}
         for clf in self.classifiers:
-            lut = np.zeros(self.max_leaf_id + 1, dtype=bool)
+            lut = np.full(max(self.max_leaf_id, self.void_value) + 1, IGNORE, dtype=np.uint8)
             for leaf in self.descendant_leaves(clf.node):
-                lut[leaf.id] = True
+                lut[leaf.id] = 0
             out[clf.name] = lut
         return out
 
     def classifier_masks(self, decisions: Mapping[str, np.ndarray], leaf_map: np.ndarray) -> dict[str, np.ndarray]:
-        """Per classifier: its decision where the pixel's path goes through it, :data:`IGNORE` elsewhere."""
+        """Per classifier: its decision where the pixel's path goes through it, :data:`IGNORE` elsewhere.
+
+        Runs on every frame in the node: one LUT lookup and a bitwise OR per classifier (class
+        indices are below IGNORE = 255, so OR-ing 255 sets a pixel to IGNORE and OR-ing 0 keeps it).
+        """
         out = {}
         for clf in self.classifiers:
             dec = np.asarray(decisions[clf.name]).astype(np.uint8, copy=False)
             if clf.node == ROOT:
                 out[clf.name] = dec
                 continue
-            inside = self._leaf_membership[clf.name][leaf_map]
-            out[clf.name] = np.where(inside, dec, np.uint8(IGNORE))
+            out[clf.name] = np.bitwise_or(dec, np.take(self._outside_luts[clf.name], leaf_map))
         return out
 
     def dataset(self, name: str) -> DatasetMapping:
