@@ -191,6 +191,16 @@ class SegmentationNode(Node):
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         super().__init__(NODE_NAME, **kwargs)
+        try:
+            self._setup()
+        except BaseException:
+            # A constructor that fails after Node.__init__ must not leave the rcl node behind:
+            # an undestroyed node can keep rclpy's shutdown (and so the process exit) waiting.
+            self.destroy_node()
+            raise
+
+    def _setup(self) -> None:
+        """Parameters, engine, publishers, subscription: everything after the rcl node exists."""
         self._params = self._declare_and_validate()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         p = self._params
