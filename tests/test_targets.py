@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_hierarchy import load_tiny
 
 from hiseg_ros.hierarchy import IGNORE, Hierarchy, load_hierarchy
 from training.datasets.base import Box, Sample
@@ -26,36 +27,10 @@ from training.targets import (
 
 HIERARCHIES = Path(__file__).resolve().parents[1] / "config" / "hierarchies"
 
-# root: road | sign | vehicle;  sign: front | back;  front: stop | yield;  vehicle: car | bus
-TINY = """name: tiny
-classes:
-  - {name: road, id: 0, parent: root, color: [1, 1, 1]}
-  - {name: sign, id: 1, parent: root, color: [2, 2, 2]}
-  - {name: vehicle, id: 2, parent: root, color: [3, 3, 3]}
-  - {name: front, id: 3, parent: sign, color: [4, 4, 4]}
-  - {name: back, id: 4, parent: sign, color: [5, 5, 5]}
-  - {name: stop, id: 5, parent: front, color: [6, 6, 6]}
-  - {name: yield, id: 6, parent: front, color: [7, 7, 7]}
-  - {name: car, id: 7, parent: vehicle, color: [8, 8, 8]}
-  - {name: bus, id: 8, parent: vehicle, color: [9, 9, 9]}
-datasets:
-  px:
-    supervision: pixel
-    ids: {0: road, 1: sign, 2: front, 3: back, 4: stop, 5: car, 6: vehicle, 7: null}
-  bx:
-    supervision: boxes
-    ids: {0: stop, 1: yield, 2: car, 3: front, 4: null, 5: bus}
-  tg:
-    supervision: tags
-    ids: {stop sign: stop, give way: yield, car: car, bus: bus, sign: sign, vehicle: vehicle, cat: null}
-"""
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Hierarchy:
-    path = tmp_path_factory.mktemp("h") / "tiny.yaml"
-    path.write_text(TINY)
-    return load_hierarchy(path)
+    return load_tiny(tmp_path_factory.mktemp("h"))
 
 
 @pytest.fixture(scope="module")
