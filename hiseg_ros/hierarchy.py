@@ -277,6 +277,10 @@ class Hierarchy:
             out[clf.name] = lut
         return out
 
+    def outside_lut(self, classifier: str) -> np.ndarray:
+        """LUT over leaf-map values: 0 where the leaf lies under ``classifier``'s node, IGNORE elsewhere."""
+        return self._outside_luts[classifier]
+
     def classifier_masks(self, decisions: Mapping[str, np.ndarray], leaf_map: np.ndarray) -> dict[str, np.ndarray]:
         """Per classifier: its decision where the pixel's path goes through it, :data:`IGNORE` elsewhere.
 

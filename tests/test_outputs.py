@@ -39,6 +39,19 @@ def test_classifier_masks_shapes_and_ignore(iv2018):
     assert (masks["rider"][~under_rider] == IGNORE).all()
 
 
+@pytest.mark.parametrize("name", ["iv2018.yaml", "iv2019.yaml"])
+def test_classifier_masks_fast_path_equals_the_hierarchy_rule(name):
+    """The node's cv2 path must give exactly Hierarchy.classifier_masks, void pixels included."""
+    h = load_hierarchy(REPO / "config" / "hierarchies" / name)
+    per, leaf = _decisions(h, np.random.default_rng(5))
+    leaf[:3] = h.void_value
+    fast = outputs.classifier_masks(h, per, leaf)
+    slow = h.classifier_masks(per, leaf)
+    assert list(fast) == list(slow)
+    for key in slow:
+        np.testing.assert_array_equal(fast[key], slow[key])
+
+
 def test_colorize_uses_the_leaf_palette(iv2018):
     _, leaf = _decisions(iv2018, np.random.default_rng(2))
     colored = outputs.colorize(iv2018, leaf)
