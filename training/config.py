@@ -5,8 +5,16 @@ Every problem is a :class:`ConfigError` whose message starts with the file and t
 misspelt keys, wrong types, unknown datasets, classes or classifiers, datasets whose labels do not
 fit the hierarchy (see :func:`check_datasets`, which also opens the dataset readers).
 
-Relative paths (``hierarchy``, ``data_root``, dataset ``root``, ``checkpoint.init``) are resolved
-against the directory of the config file; ``run.out_dir`` against the working directory.
+Relative paths (``hierarchy``, ``data_root``, dataset ``root``, ``checkpoint.init``,
+``pseudo_labels.precomputed.*.dir``) are resolved against the directory of the config file;
+``run.out_dir`` against the working directory.
+
+``pseudo_labels.precomputed`` replaces the IV 2019 uniform tiling of an image-level-tag dataset by
+the pseudo labels that ``python -m training.pseudo_labels generate --hierarchy H --out DIR`` wrote
+(read by :class:`training.pseudo_labels.generator.PrecomputedLabels`; ``output`` must be the
+generator's ``--output``, default ``hard``). The folder must hold the generator's settings file,
+made for this dataset and this hierarchy; every sampled image needs its label file (a missing one
+stops training with an error naming the file: run the generator on exactly the images trained on).
 
 Schema (defaults in the dataclasses below)::
 
@@ -17,7 +25,8 @@ Schema (defaults in the dataclasses below)::
     model: {backbone, output_stride, shared_channels, adaptation_depth, adaptation_dilation,
             pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
-    pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root}
+    pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root,
+                    precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
     loss: {weights: {classifier: weight}}  # unspecified: root 1.0, others 0.1
     optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay}
     schedule: {iterations, poly_power, warmup_iterations}
@@ -28,6 +37,7 @@ Schema (defaults in the dataclasses below)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -80,11 +90,16 @@ class AugmentSection:
     contrast: float = 0.2
 
 
+PRECOMPUTED_OUTPUTS = ("hard", "soft")
+
+
 @dataclass(frozen=True)
 class PseudoLabelSection:
     box_mode: str = "multihot"
     min_mass: float = 0.01
     supervise_root: bool = False  # flat baselines: let boxes / tags train the (only) root classifier
+    # dataset name -> {"dir": label folder (resolved), "output": "hard" | "soft"}; see the module docstring
+    precomputed: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,15 @@ class TrainConfig:
         return PseudoLabelConfig(  # type: ignore[arg-type]
             self.pseudo_labels.box_mode, self.pseudo_labels.min_mass, self.pseudo_labels.supervise_root
         )
+
+    def pseudo_label_generators(self, hierarchy: Hierarchy) -> dict[str, Any]:
+        """``TargetBuilder`` generators: precomputed pseudo labels per dataset (empty: uniform tiling)."""
+        from training.pseudo_labels.generator import PrecomputedLabels
+
+        return {
+            name: PrecomputedLabels(hierarchy, Path(entry["dir"]), entry["output"])
+            for name, entry in self.pseudo_labels.precomputed.items()
+        }
 
     def dataset_root(self, ds: DatasetConfig) -> Path:
         root = Path(ds.root)
@@ -310,7 +334,105 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     ckpt = sections["checkpoint"]
     if ckpt.init is not None:
         sections["checkpoint"] = dataclasses.replace(ckpt, init=resolve(ckpt.init))
+    pl = sections["pseudo_labels"]
+    if pl.precomputed:
+        precomputed = _parse_precomputed(pl.precomputed, source)
+        precomputed = {name: dict(entry, dir=resolve(entry["dir"])) for name, entry in precomputed.items()}
+        sections["pseudo_labels"] = dataclasses.replace(pl, precomputed=precomputed)
     return TrainConfig(hierarchy=hierarchy, datasets=datasets, data_root=data_root, source=source, **sections)
+
+
+def _parse_precomputed(raw: dict, source: str) -> dict[str, dict[str, str]]:
+    """``pseudo_labels.precomputed`` entries: ``{dir: str, output: hard | soft}`` (types and keys only)."""
+    out = {}
+    for name, entry in raw.items():
+        key = f"pseudo_labels.precomputed.{name}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping {{dir: DIR, output: hard | soft}}, got {entry!r}")
+        unknown = sorted(str(k) for k in entry if k not in ("dir", "output"))
+        if unknown:
+            raise ConfigError(f"{source}: {key}.{unknown[0]}: unknown key (expected one of dir, output)")
+        if "dir" not in entry:
+            raise ConfigError(f"{source}: {key}.dir: missing required key (folder written by the generator)")
+        folder = _convert(str, entry["dir"], lambda m, k=key: ConfigError(f"{source}: {k}.dir: {m}"))
+        output = entry.get("output", "hard")
+        if output not in PRECOMPUTED_OUTPUTS:
+            raise ConfigError(f"{source}: {key}.output: expected one of {list(PRECOMPUTED_OUTPUTS)}, got {output!r}")
+        out[str(name)] = {"dir": folder, "output": output}
+    return out
+
+
+def _check_precomputed(config: TrainConfig, hierarchy: Hierarchy, fail) -> None:
+    """Each precomputed label folder: a tag dataset of this config, made by the generator for this hierarchy."""
+    from training.pseudo_labels.batch import SETTINGS_FILE, hierarchy_fingerprint
+
+    names = [d.name for d in config.datasets]
+    for name, entry in config.pseudo_labels.precomputed.items():
+        key = f"pseudo_labels.precomputed.{name}"
+        if name not in names:
+            raise fail(key, f"dataset {name!r} is not one of the config's datasets ({', '.join(names)})")
+        supervision = hierarchy.dataset(name).supervision
+        if supervision != "tags":
+            raise fail(
+                key,
+                f"dataset {name!r} has {supervision!r} supervision in hierarchy {hierarchy.name!r}; precomputed "
+                "pseudo labels replace the uniform tiling of image-level-tag datasets only",
+            )
+        folder = Path(entry["dir"])
+        if not folder.is_dir():
+            raise fail(f"{key}.dir", f"no such folder {folder}")
+        settings_path = folder / SETTINGS_FILE
+        if not settings_path.is_file():
+            raise fail(
+                f"{key}.dir",
+                f"{folder} has no {SETTINGS_FILE}: not a folder written by `python -m training.pseudo_labels generate`",
+            )
+        try:
+            settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise fail(f"{key}.dir", f"cannot read {settings_path}: {exc}") from exc
+        if not isinstance(settings, dict):
+            raise fail(f"{key}.dir", f"{settings_path}: expected a JSON object")
+        made_for = settings.get("dataset")
+        if made_for is not None and made_for != name:
+            raise fail(f"{key}.dir", f"{settings_path}: labels were made for dataset {made_for!r}, not {name!r}")
+        made_output = (settings.get("generator") or {}).get("output")
+        if made_output is not None and made_output != entry["output"]:
+            raise fail(
+                f"{key}.output",
+                f"{entry['output']!r} but {settings_path} records output {made_output!r} "
+                f"({'PNG' if made_output == 'hard' else '.npz'} label files)",
+            )
+        _check_label_hierarchy(settings, settings_path, hierarchy, hierarchy_fingerprint, lambda m, k=key: fail(k, m))
+
+
+def _check_label_hierarchy(settings: dict, settings_path: Path, hierarchy: Hierarchy, fingerprint, fail) -> None:
+    """Labels hold class ids of the hierarchy they were made with: it must be the training hierarchy.
+
+    Newer settings record the hierarchy's fingerprint; older ones only the path given to the
+    generator, which is then loaded (as given, i.e. relative to the working directory) and compared.
+    """
+    recorded = settings.get("hierarchy_sha256")
+    if recorded is not None:
+        if recorded != fingerprint(hierarchy):
+            raise fail(
+                f"labels in {settings_path.parent} were made with hierarchy {settings.get('hierarchy_name')!r} "
+                f"({settings.get('hierarchy')}), which differs from the training hierarchy {hierarchy.name!r} "
+                f"({hierarchy.source}); regenerate them with --hierarchy {hierarchy.source}"
+            )
+        return
+    path = settings.get("hierarchy")
+    if path is None:
+        return
+    try:
+        theirs = load_hierarchy(path)
+    except (HierarchyError, OSError) as exc:
+        raise fail(f"{settings_path} records hierarchy {path}, which cannot be loaded to compare: {exc}") from exc
+    if theirs != hierarchy:
+        raise fail(
+            f"labels in {settings_path.parent} were made with hierarchy {theirs.name!r} ({path}), which differs "
+            f"from the training hierarchy {hierarchy.name!r} ({hierarchy.source})"
+        )
 
 
 def validate_config(config: TrainConfig) -> Hierarchy:
@@ -369,6 +491,7 @@ def validate_config(config: TrainConfig) -> Hierarchy:
         )
     if not 0 < config.pseudo_labels.min_mass <= 1:
         raise fail("pseudo_labels.min_mass", f"expected a number in (0, 1], got {config.pseudo_labels.min_mass}")
+    _check_precomputed(config, hierarchy, fail)
 
     classifiers = set(hierarchy.classifier_names)
     class_names = {c.name for c in hierarchy.classes}

@@ -519,16 +519,24 @@ class TargetBuilder:
             return UniformTagGenerator(self.hierarchy)
         raise ValueError(f"dataset {dataset!r} has per-pixel labels, no pseudo-label generator")
 
-    def __call__(self, sample: Sample) -> SampleTargets:
-        if self.hierarchy.dataset(sample.dataset).supervision == PIXEL:
-            return pixel_targets(self.hierarchy, sample)
+    def distribution(self, sample: Sample) -> NodeDistribution:
+        """The weak sample's pseudo label from its dataset's generator, checked against the image size."""
         distribution = self.generator_for(sample.dataset)(sample)
         if distribution.shape != tuple(sample.image.shape[:2]):
-            raise ValueError(
+            raise PseudoLabelError(
                 f"dataset {sample.dataset!r} sample {sample.sample_id!r}: pseudo label is {distribution.shape}, "
                 f"image is {sample.image.shape[:2]}"
             )
+        return distribution
+
+    def weak_targets(self, distribution: NodeDistribution) -> SampleTargets:
+        """Per-classifier targets of a pseudo label (made here or warped by the caller, e.g. into a crop)."""
         return weak_targets(self.hierarchy, distribution, self.config.min_mass, self.config.supervise_root)
+
+    def __call__(self, sample: Sample) -> SampleTargets:
+        if self.hierarchy.dataset(sample.dataset).supervision == PIXEL:
+            return pixel_targets(self.hierarchy, sample)
+        return self.weak_targets(self.distribution(sample))
 
 
 # --------------------------------------------------------------------------- batches

@@ -14,7 +14,8 @@ a resumed run sees exactly the data it would have seen and continues the same lo
 Per sample: draw the geometry; warp the image (+ photometric); per-pixel datasets get their hard
 targets at the original size and each target map is warped (nearest, fill 255); box datasets get
 their boxes warped into the crop and pseudo labels made at crop size; tag datasets get their
-(spatially uniform) pseudo labels at crop size.
+(spatially uniform) pseudo labels at crop size, or, with ``pseudo_labels.precomputed``, the
+precomputed full-image labels warped like the image (nearest, fill void).
 
 Checkpoints (rank 0, every ``checkpoint.every`` iterations and at the end) are written to a
 temporary file, fsync'ed and renamed over the final name, so a process killed at any moment leaves
@@ -56,7 +57,7 @@ from training.datasets.base import DatasetReader
 from training.datasets.composition import BatchComposition
 from training.logging_utils import CsvLog, plot_curves
 from training.losses import HierarchicalLoss
-from training.targets import SampleTargets, TargetBatch, TargetBuilder, collate_targets
+from training.targets import NodeDistribution, SampleTargets, TargetBatch, TargetBuilder, collate_targets
 
 log = logging.getLogger("training.train")
 
@@ -129,6 +130,12 @@ def make_sample(
         full = builder(sample)
         hard = {name: geometry.warp_map(t, IGNORE) for name, t in full.hard.items()}
         return image, SampleTargets(full.kind, hard)
+    if supervision == "tags" and sample.dataset in builder.generators:
+        # A configured generator (e.g. precomputed label files) labels the full image, so its labels
+        # are warped like the image; the uniform default below is made at crop size instead.
+        full = builder.distribution(sample)
+        warped = NodeDistribution(full.nodes, geometry.warp_map(full.index, -1), full.table, full.hard)
+        return image, builder.weak_targets(warped)
     boxes = geometry.warp_boxes(sample.boxes) if supervision == "boxes" else sample.boxes
     cropped = replace(sample, image=image, label=None, boxes=boxes)
     return image, builder(cropped)
@@ -422,7 +429,9 @@ def _train(
         world_size=info.world_size,
     )
     supervisions = [hierarchy.dataset(d.name).supervision for d in config.datasets]
-    builder = TargetBuilder(hierarchy, config.pseudo_label_config())
+    builder = TargetBuilder(
+        hierarchy, config.pseudo_label_config(), generators=config.pseudo_label_generators(hierarchy)
+    )
     batches = IterationBatches(readers, supervisions, composition, config.augment_config(), builder, start, stop)
     workers = config.run.num_workers
     loader = DataLoader(

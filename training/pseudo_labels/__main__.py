@@ -62,7 +62,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from hiseg_ros.hierarchy import load_hierarchy
-    from training.pseudo_labels.classifier import save_classifier, tag_node_space, train_classifier
+    from training.pseudo_labels.classifier import hierarchy_tags, save_classifier, tag_node_space, train_classifier
     from training.targets import tag_nodes
 
     hierarchy = load_hierarchy(args.hierarchy)
@@ -71,6 +71,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     node_lists = [tag_nodes(hierarchy, "openscapes", s.tags) for s in samples]
     start = time.perf_counter()
     model = train_classifier([s.image for s in samples], node_lists, nodes, _train_config(args))
+    model.tags = hierarchy_tags(hierarchy, "openscapes")  # lets other hierarchies use it (through the tag names)
     save_classifier(model, args.out)
     print(f"trained the tag classifier on {len(samples)} images in {time.perf_counter() - start:.0f} s -> {args.out}")
     return 0
@@ -106,6 +107,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings = loaded
     if args.classifier:
         settings["classifier"] = args.classifier
+    if args.classifier_hierarchy:
+        settings["classifier_hierarchy"] = args.classifier_hierarchy
     sal = dict(settings.get("saliency") or {})
     if args.saliency:
         sal["source"] = args.saliency
@@ -121,7 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings["stages"] = {s: s in chosen for s in ("saliency", "erasing", "crf")}
     if args.output:
         settings["output"] = args.output
-    for key in ("classifier",):
+    for key in ("classifier", "classifier_hierarchy"):
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
     if settings.get("saliency", {}).get("checkpoint"):
@@ -140,6 +143,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.workers,
         split_ids(root, args.split),
         progress=not args.no_progress,
+        limit=args.limit,
     )
     print(report.summary())
     return 1 if report.skipped else 0
@@ -181,11 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="label folder (created; resumable)")
     p.add_argument("--config", default=None, help="YAML/JSON generator settings (GeneratorConfig.from_dict form)")
     p.add_argument("--classifier", default=None, help="tag classifier checkpoint")
+    p.add_argument(
+        "--classifier-hierarchy",
+        default=None,
+        help="hierarchy the classifier was trained with, when --hierarchy differs and its checkpoint records "
+        "no tag map (outputs are matched through the tag names)",
+    )
     p.add_argument("--saliency", default=None, help="learned | spectral_residual | fine_grained")
     p.add_argument("--saliency-checkpoint", default=None, help="foreground segmenter checkpoint (learned)")
     p.add_argument("--stages", default=None, help="comma-separated subset of saliency,erasing,crf ('' = CAM only)")
     p.add_argument("--output", choices=("hard", "soft"), default=None)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--limit", type=int, default=None, help="only the first N selected images (trying settings)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_generate)
     return ap

@@ -26,6 +26,14 @@ CRASH_ENV = "HISEG_PSEUDO_CRASH_ON"  # test-only fault injection: a worker dies 
 logger = logging.getLogger("training.pseudo_labels")
 
 
+def hierarchy_fingerprint(hierarchy: Any) -> str:
+    """SHA-256 of the hierarchy's compact JSON: recorded with the labels, whose PNGs hold its class ids,
+    so a training run can refuse labels made for another hierarchy (:mod:`training.config`)."""
+    import hashlib
+
+    return hashlib.sha256(hierarchy.to_json().encode()).hexdigest()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a unique temporary file in the same folder, fsync, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -71,8 +79,7 @@ def _init_worker(spec: JobSpec) -> None:
 
     from hiseg_ros.hierarchy import load_hierarchy
     from training.datasets import load_dataset
-    from training.pseudo_labels.classifier import load_classifier
-    from training.pseudo_labels.generator import GeneratorConfig, WeakLabelGenerator
+    from training.pseudo_labels.generator import GeneratorConfig, WeakLabelGenerator, load_tag_classifier
     from training.pseudo_labels.saliency import make_saliency
 
     torch.set_num_threads(spec.threads)
@@ -84,7 +91,7 @@ def _init_worker(spec: JobSpec) -> None:
         spec=spec,
         hierarchy=hierarchy,
         reader=load_dataset(spec.dataset, spec.root),
-        generator=WeakLabelGenerator(hierarchy, load_classifier(config.classifier), saliency, config),
+        generator=WeakLabelGenerator(hierarchy, load_tag_classifier(config, hierarchy, spec.dataset), saliency, config),
     )
 
 
@@ -171,19 +178,38 @@ def generate_labels(
     workers: int = 2,
     ids: set[str] | None = None,
     progress: bool = True,
+    limit: int | None = None,
 ) -> RunReport:
-    """Label every (selected) image of ``root`` into ``out_dir``; see the module docstring."""
+    """Label every (selected) image of ``root`` into ``out_dir``; see the module docstring.
+
+    ``limit``: only the first ``limit`` selected images (reader order), for trying settings quickly.
+    """
     from tqdm import tqdm
 
+    from hiseg_ros.hierarchy import load_hierarchy
     from training.datasets import load_dataset
-    from training.pseudo_labels.generator import GeneratorConfig, label_path
+    from training.pseudo_labels.generator import GeneratorConfig, label_path, load_tag_classifier
 
     config = GeneratorConfig.from_dict(settings)  # validate before any work
-    for path, what in ((config.classifier, "classifier"), (config.saliency_checkpoint, "saliency.checkpoint")):
+    for path, what in (
+        (config.classifier, "classifier"),
+        (config.saliency_checkpoint, "saliency.checkpoint"),
+        (config.classifier_hierarchy, "classifier_hierarchy"),
+    ):
         if path and not Path(path).is_file():
-            raise ValueError(f"{what}: checkpoint {path} does not exist")
+            raise ValueError(f"{what}: {path} does not exist")
+    hierarchy = load_hierarchy(hierarchy_path)
+    if config.classifier:
+        load_tag_classifier(config, hierarchy, dataset)  # outputs vs hierarchy nodes: fail here, not in every worker
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"dataset": dataset, "root": str(root), "hierarchy": str(hierarchy_path), "generator": config.to_dict()}
+    record = {
+        "dataset": dataset,
+        "root": str(root),
+        "hierarchy": str(hierarchy_path),
+        "hierarchy_name": hierarchy.name,
+        "hierarchy_sha256": hierarchy_fingerprint(hierarchy),
+        "generator": config.to_dict(),
+    }
     settings_path = out_dir / SETTINGS_FILE
     if settings_path.is_file():
         previous = json.loads(settings_path.read_text())
@@ -195,9 +221,13 @@ def generate_labels(
     atomic_write(settings_path, (json.dumps(record, indent=2) + "\n").encode())
     reader = load_dataset(dataset, root)
     todo, report = [], RunReport(skipped={}, timings=defaultdict(float))
+    selected = 0
     for i, sample_id in enumerate(reader.sample_ids):
         if ids is not None and sample_id not in ids:
             continue
+        if limit is not None and selected >= limit:
+            break
+        selected += 1
         if label_path(out_dir, sample_id, config.output).is_file():
             report.already += 1
         else:

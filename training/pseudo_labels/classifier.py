@@ -166,10 +166,15 @@ def cached_batch(
 class TagClassifier(nn.Module):
     """Backbone + global average pooling + linear; ``forward`` returns (activations, logits)."""
 
-    def __init__(self, nodes: Sequence[str], config: TrainConfig | None = None) -> None:
+    def __init__(
+        self, nodes: Sequence[str], config: TrainConfig | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
         config = config or TrainConfig()
         self.nodes = tuple(nodes)
+        # tag -> output node of the hierarchy it was trained with: lets another hierarchy, which names
+        # the same tags' classes differently, use this classifier (see :func:`classifier_for_hierarchy`)
+        self.tags = None if tags is None else {str(t): str(n) for t, n in tags.items()}
         self.config = config
         self.backbone = FrozenPrefixBackbone(
             config.backbone, config.output_stride, config.pretrained, config.freeze_blocks
@@ -295,17 +300,95 @@ def load_payload(path: Path | str, kind: str) -> dict[str, Any]:
 
 
 def save_classifier(model: TagClassifier, path: Path | str) -> None:
-    save_model(model, path, CHECKPOINT_KIND, {"nodes": list(model.nodes)})
+    extra: dict[str, Any] = {"nodes": list(model.nodes)}
+    if model.tags is not None:
+        extra["tags"] = dict(model.tags)
+    save_model(model, path, CHECKPOINT_KIND, extra)
 
 
 def load_classifier(path: Path | str) -> TagClassifier:
     """Rebuild a :class:`TagClassifier` from :func:`save_classifier` output (no ImageNet weights needed)."""
     payload = load_payload(path, CHECKPOINT_KIND)
     config = TrainConfig.from_dict({**payload["config"], "pretrained": None})
-    model = TagClassifier(payload["nodes"], config)
+    model = TagClassifier(payload["nodes"], config, payload.get("tags"))  # older checkpoints record no tags
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model
+
+
+def hierarchy_tags(hierarchy: Hierarchy, dataset: str) -> dict[str, str]:
+    """Tag -> node of an image-level dataset under ``hierarchy`` (tags mapped to ``null`` left out)."""
+    return {str(t): n for t, n in hierarchy.dataset(dataset).ids.items() if n is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class RetargetedClassifier:
+    """A tag classifier answering for the nodes of another hierarchy than the one it was trained with.
+
+    Hierarchies name the classes of the same tags differently (iv2018 maps ``train`` to ``on-rails``,
+    iv2019 to ``train``; iv2019 merges ``stop sign`` into ``traffic-sign``), so outputs are matched
+    through the tag strings, which both share. A target node's attention is the pixel-wise maximum
+    of the Grad-CAM maps of the classifier outputs its tags map to (each map is normalised to [0, 1],
+    so the maximum is too). This reuses a trained classifier instead of retraining it per hierarchy.
+    """
+
+    classifier: TagClassifier
+    groups: Mapping[str, tuple[str, ...]]  # target node -> classifier output nodes
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(self.groups)
+
+    def attention(self, image: np.ndarray, nodes: Sequence[str], out_size: tuple[int, int]) -> np.ndarray:
+        """Grad-CAM maps ``len(nodes) x H x W`` for target-hierarchy nodes (see the class docstring)."""
+        missing = [n for n in nodes if n not in self.groups]
+        if missing:
+            raise ValueError(f"tag classifier has no output for nodes {missing} (it knows {list(self.groups)})")
+        if not nodes:
+            return np.zeros((0, *out_size), np.float32)
+        sources = list(dict.fromkeys(s for n in nodes for s in self.groups[n]))
+        cams = self.classifier.attention(image, sources, out_size)
+        row = {s: i for i, s in enumerate(sources)}
+        return np.stack([cams[[row[s] for s in self.groups[n]]].max(axis=0) for n in nodes])
+
+
+def classifier_for_hierarchy(
+    classifier: TagClassifier,
+    hierarchy: Hierarchy,
+    dataset: str,
+    classifier_tags: Mapping[str, str] | None = None,
+) -> TagClassifier | RetargetedClassifier:
+    """``classifier`` made to answer for ``hierarchy``'s nodes of ``dataset``'s tags.
+
+    ``classifier_tags``: tag -> classifier output (default: what the checkpoint records). Without a
+    tag map the outputs must already be the hierarchy's nodes. Raises ``ValueError`` naming the tags
+    the classifier cannot answer for.
+    """
+    target = hierarchy_tags(hierarchy, dataset)
+    tags = classifier_tags if classifier_tags is not None else classifier.tags
+    if tags is None:
+        missing = sorted(set(target.values()) - set(classifier.nodes))
+        if missing:
+            raise ValueError(
+                f"tag classifier outputs {list(classifier.nodes)} lack nodes {missing} of hierarchy "
+                f"{hierarchy.name!r} and its checkpoint records no tag map: give the hierarchy it was trained "
+                "with (--classifier-hierarchy) so outputs can be matched through the tag names"
+            )
+        return classifier
+    groups: dict[str, list[str]] = {}
+    for tag, node in target.items():
+        source = tags.get(tag)
+        if source is None or source not in classifier.nodes:
+            raise ValueError(
+                f"tag {tag!r} (node {node!r} of hierarchy {hierarchy.name!r}) has no output in the tag "
+                f"classifier (its tags: {sorted(tags)}, outputs: {list(classifier.nodes)})"
+            )
+        groups.setdefault(node, [])
+        if source not in groups[node]:
+            groups[node].append(source)
+    if all(sources == [node] for node, sources in groups.items()):
+        return classifier  # same node names: nothing to translate
+    return RetargetedClassifier(classifier, {n: tuple(s) for n, s in groups.items()})
 
 
 def classifier_logits_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

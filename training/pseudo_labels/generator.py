@@ -23,17 +23,33 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from hiseg_ros.hierarchy import Hierarchy
+from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training.datasets.base import Sample
 from training.pseudo_labels.algorithm1 import BACKGROUND, Algorithm1Config, algorithm1, cam_only_labels, combined_map
-from training.pseudo_labels.classifier import TagClassifier
+from training.pseudo_labels.classifier import (
+    RetargetedClassifier,
+    TagClassifier,
+    classifier_for_hierarchy,
+    hierarchy_tags,
+    load_classifier,
+)
 from training.pseudo_labels.crf import CRFConfig, crf_refine
 from training.pseudo_labels.erasing import ErasingConfig, iterative_saliency
 from training.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
 from training.targets import NodeDistribution, PseudoLabelError, tag_nodes
 
 Output = Literal["hard", "soft"]
-_TOP_KEYS = {"classifier", "saliency", "stages", "algorithm1", "erasing", "crf", "output", "work_max_side"}
+_TOP_KEYS = {
+    "classifier",
+    "classifier_hierarchy",
+    "saliency",
+    "stages",
+    "algorithm1",
+    "erasing",
+    "crf",
+    "output",
+    "work_max_side",
+}
 _STAGES = ("saliency", "erasing", "crf")
 
 
@@ -44,9 +60,12 @@ class GeneratorConfig:
     ``stages``: ``saliency`` off = the "CAM only" ablation (background where ``max A < gamma1``);
     ``erasing`` / ``crf`` need ``saliency``. ``work_max_side``: the pipeline runs with the image's
     longer side scaled to this (labels are upsampled, nearest, to the full image).
+    ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
+    record no tag map, when labels are made for another hierarchy (outputs matched through the tags).
     """
 
     classifier: str = ""
+    classifier_hierarchy: str | None = None
     saliency_source: str = "learned"
     saliency_checkpoint: str | None = None
     saliency: bool = True
@@ -88,8 +107,12 @@ class GeneratorConfig:
         classifier = data.get("classifier", "")
         if not isinstance(classifier, str):
             raise ValueError(f"classifier: expected a checkpoint path, got {classifier!r}")
+        classifier_hierarchy = data.get("classifier_hierarchy")
+        if classifier_hierarchy is not None and not isinstance(classifier_hierarchy, str):
+            raise ValueError(f"classifier_hierarchy: expected a hierarchy YAML path, got {classifier_hierarchy!r}")
         return cls(
             classifier=classifier,
+            classifier_hierarchy=classifier_hierarchy,
             saliency_source=sal.get("source", "learned"),
             saliency_checkpoint=sal.get("checkpoint"),
             saliency=stages.get("saliency", True),
@@ -103,9 +126,15 @@ class GeneratorConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready nested settings (round-trips through :meth:`from_dict`)."""
+        """JSON-ready nested settings (round-trips through :meth:`from_dict`).
+
+        ``classifier_hierarchy`` appears only when set, so folders written before it existed still
+        compare equal on a resumed run.
+        """
+        extra = {} if self.classifier_hierarchy is None else {"classifier_hierarchy": self.classifier_hierarchy}
         return {
             "classifier": self.classifier,
+            **extra,
             "saliency": {"source": self.saliency_source, "checkpoint": self.saliency_checkpoint},
             "stages": {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf},
             "algorithm1": {"gamma1": self.algorithm1.gamma1, "gamma2": self.algorithm1.gamma2},
@@ -123,12 +152,23 @@ def work_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     return (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
+def load_tag_classifier(
+    config: GeneratorConfig, hierarchy: Hierarchy, dataset: str
+) -> TagClassifier | RetargetedClassifier:
+    """The configured tag classifier, answering for ``hierarchy``'s nodes (ValueError if it cannot)."""
+    classifier = load_classifier(config.classifier)
+    tags = None
+    if config.classifier_hierarchy is not None:
+        tags = hierarchy_tags(load_hierarchy(config.classifier_hierarchy), dataset)
+    return classifier_for_hierarchy(classifier, hierarchy, dataset, tags)
+
+
 @dataclass
 class WeakLabelGenerator:
     """On-the-fly Xu et al. pseudo labels; ``timings`` accumulates seconds per stage."""
 
     hierarchy: Hierarchy
-    classifier: TagClassifier
+    classifier: TagClassifier | RetargetedClassifier
     saliency: SaliencySource | None
     config: GeneratorConfig = field(default_factory=GeneratorConfig)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
