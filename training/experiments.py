@@ -25,7 +25,9 @@ The comparison is the ``human`` / ``vehicle`` mIoU (second table of ``results.md
 Evaluation on held-out scenes: Cityscapes ``val`` and Vistas ``validation`` (per-classifier mIoU
 and each dataset's own label space) and the GTSDB test images, whose per-pixel sign classes the
 renderer knows: sign-class mIoU over the 43 GTSDB leaves on true front-sign pixels of the
-flattened map (identical for hierarchical and flat networks).
+flattened map (identical for hierarchical and flat networks), and the same "given the location"
+(training/sign_eval.py: the best of the 43 sign leaves by path log-probability, whether or not the
+network labels the pixel a sign).
 
     python -m training.experiments --iterations 300 --out runs/experiments [--variants pixel,flat]
     python -m training.experiments --iterations 300 --out runs/experiments_weak \
@@ -54,6 +56,7 @@ from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from training.datasets import load_dataset
 from training.evaluate import Evaluator, atomic_write
 from training.metrics import ConfusionMatrix
+from training.sign_eval import sign_confusion_given_location
 from training.synthetic import iter_scenes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,10 +259,13 @@ def evaluate_variant(checkpoint: Path, data_root: Path, limit: int | None) -> di
         "classifiers": {k: v["miou"] for k, v in report["classifiers"].items()},
         "datasets": {k: v["miou"] for k, v in report["datasets"].items()},
         "signs": {"miou": None, "pixel_accuracy": None},
+        "signs_given_location": {"miou": None, "pixel_accuracy": None},
     }
     if resolves_sign_classes(hierarchy):
         signs = sign_confusion(engine, hierarchy, data_root, limit).scores()
         result["signs"] = {"miou": _finite(signs.miou), "pixel_accuracy": _finite(signs.pixel_accuracy)}
+        given = sign_confusion_given_location(checkpoint, data_root, limit).scores()
+        result["signs_given_location"] = {"miou": _finite(given.miou), "pixel_accuracy": _finite(given.pixel_accuracy)}
     return result
 
 
@@ -312,15 +318,17 @@ def results_table(results: dict[str, dict]) -> str:
     """Markdown table: per-classifier mIoU, dataset mIoU, sign-class mIoU (%) per variant."""
     head = (
         "| variant | root | drivable | rider | traffic_sign | Cityscapes (19) | Vistas (65) "
-        "| GTSDB sign classes (43) | sign px acc | train s |"
+        "| GTSDB sign classes (43) | sign px acc | given location: mIoU | given location: px acc | train s |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 12]
     for name, r in results.items():
         c, d, s = r["classifiers"], r["datasets"], r["signs"]
+        g = r.get("signs_given_location", {})
         lines.append(
             f"| {name} | {_pct(c.get('root'))} | {_pct(c.get('drivable'))} | {_pct(c.get('rider'))} | "
             f"{_pct(c.get('traffic_sign'))} | {_pct(d.get('cityscapes'))} | {_pct(d.get('vistas'))} | "
-            f"{_pct(s['miou'])} | {_pct(s['pixel_accuracy'])} | {r['train_seconds']:.0f} |"
+            f"{_pct(s['miou'])} | {_pct(s['pixel_accuracy'])} | {_pct(g.get('miou'))} | "
+            f"{_pct(g.get('pixel_accuracy'))} | {r['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 
