@@ -4,7 +4,7 @@ Source ``scripts/ros_env.sh`` first (DDS on loopback only, own domain id). The m
 random-init IV 2018 MobileNetV2 network exported by ``python -m training.export`` (weights do not
 change the cost), or ``--model``. The node runs in its own process (``python -m hiseg_ros.node``,
 backend onnxruntime with its default threads, resize policy none, ``input_qos.reliability``
-from ``--input-reliability``, default reliable: see docs/BENCHMARKS.md); this process publishes
+from ``--input-reliability``, default the node's own best_effort); this process publishes
 ``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
 
 1. engine only: ``create_engine(model, backend="onnxruntime").infer`` in this process, with the
@@ -204,14 +204,10 @@ def output_topics(kind: str, classifiers: list[str]) -> list[str]:
     return [f"{NS}/{kind}"]
 
 
-#: ``--input-reliability``: the node's ``input_qos.reliability`` for the benchmark.
-INPUT_RELIABILITY = ["reliable"]
-
-
-def start_node(model: Path, kinds: list[str], log: Path) -> subprocess.Popen:
+def start_node(model: Path, kinds: list[str], log: Path, input_reliability: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "hiseg_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
     args += ["-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", f"outputs:=[{','.join(kinds)}]"]
-    args += ["-p", f"input_qos.reliability:={INPUT_RELIABILITY[0]}"]
+    args += ["-p", f"input_qos.reliability:={input_reliability}"]
     args += ["-r", f"image:={CAMERA}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "wb") as fh:
@@ -292,12 +288,14 @@ def run_sequential(
     return samples, per_topic
 
 
-def node_session(bench: Bench, model: Path, kinds: list[str], classifiers: list[str], tmp: Path) -> Any:
+def node_session(
+    bench: Bench, model: Path, kinds: list[str], classifiers: list[str], tmp: Path, input_reliability: str
+) -> Any:
     """Start the node with ``kinds`` and wait until it matches our publisher and subscriptions."""
     topics = output_topics("all" if kinds == list(KINDS) else kinds[0], classifiers)
     bench.subscribe(topics)
     log = tmp / f"node_{'_'.join(kinds)}.log"
-    proc = start_node(model, kinds, log)
+    proc = start_node(model, kinds, log, input_reliability)
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -381,9 +379,8 @@ def main() -> int:
     parser.add_argument(
         "--input-reliability",
         choices=("reliable", "best_effort"),
-        default="reliable",
-        help="the node's input_qos.reliability (its default best_effort loses most 512x1024 frames here, "
-        "see --delivery-probe)",
+        default="best_effort",
+        help="the node's input_qos.reliability (default: the node's own default; see --delivery-probe)",
     )
     parser.add_argument(
         "--delivery-probe",
@@ -393,7 +390,6 @@ def main() -> int:
         help="only count how many of N frames (1.5 s apart) reach the node with --input-reliability",
     )
     args = parser.parse_args()
-    INPUT_RELIABILITY[0] = args.input_reliability
     if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
         raise SystemExit("source scripts/ros_env.sh first (DDS must stay on loopback)")
 
@@ -411,7 +407,7 @@ def main() -> int:
         bench = Bench()
         frames = Frames(bench, image)
         if args.delivery_probe:
-            proc, _ = node_session(bench, model, ["mask"], classifiers, tmp)
+            proc, _ = node_session(bench, model, ["mask"], classifiers, tmp, args.input_reliability)
             try:
                 for _ in range(args.delivery_probe):
                     frames.publish()
@@ -432,7 +428,7 @@ def main() -> int:
         try:
             for kind in args.kinds:
                 kinds = list(KINDS) if kind == "all" else [kind]
-                proc, topics = node_session(bench, model, kinds, classifiers, tmp)
+                proc, topics = node_session(bench, model, kinds, classifiers, tmp, args.input_reliability)
                 try:
                     load_before = load1()
                     samples, per_topic = run_sequential(bench, frames, topics, args.repeats)

@@ -30,3 +30,14 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from node_helpers import make_model
 
     return make_model(tmp_path_factory.mktemp("exported_model"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Short trainings in tests: one torch thread (two test trainings on 2 cores thrash), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -43,12 +43,7 @@ IV2018 = HIERARCHIES / "iv2018.yaml"
 IV2019 = HIERARCHIES / "iv2019.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -66,17 +66,12 @@ def write_config(path: Path, raw: dict) -> Path:
     return path
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _state_equal(a: dict, b: dict) -> bool:
