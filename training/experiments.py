@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
     ap.add_argument("--limit", type=int, default=None, help="evaluate at most N images per dataset")
     args = ap.parse_args(argv)
+    # the variants' configs name these paths; relative ones would resolve against the config or data root
+    args.data, args.out, args.pseudo_labels = (p.resolve() for p in (args.data, args.out, args.pseudo_labels))
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
