@@ -4,7 +4,8 @@ Source ``scripts/ros_env.sh`` first (DDS on loopback only, own domain id). The m
 random-init IV 2018 MobileNetV2 network exported by ``python -m training.export`` (weights do not
 change the cost), or ``--model``. The node runs in its own process (``python -m hiseg_ros.node``,
 backend onnxruntime with its default threads, resize policy none, ``input_qos.reliability``
-from ``--input-reliability``, default the node's own best_effort); this process publishes
+from ``--input-reliability``, default the node's own best_effort; ``cpu_spin_wait`` from ``--cpu-spin-wait``,
+default off like the node); this process publishes
 ``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
 
 1. engine only: ``create_engine(model, backend="onnxruntime").infer`` in this process, with the
@@ -80,10 +81,11 @@ def rss_kib(pid: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- in-process measurements
-def engine_only(model: Path, image: np.ndarray, repeats: int) -> tuple[float, Any]:
+def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -> tuple[float, Any]:
     from hiseg_ros.engines import create_engine
 
-    engine, reason = create_engine(str(model), backend="onnxruntime")  # what the node's load_engine does
+    # what the node's load_engine does
+    engine, reason = create_engine(str(model), backend="onnxruntime", spin_wait=spin_wait)
     for _ in range(2):
         decisions = engine.infer(image)
     samples = []
@@ -204,10 +206,11 @@ def output_topics(kind: str, classifiers: list[str]) -> list[str]:
     return [f"{NS}/{kind}"]
 
 
-def start_node(model: Path, kinds: list[str], log: Path, input_reliability: str) -> subprocess.Popen:
+def start_node(model: Path, kinds: list[str], log: Path, node_params: dict[str, str]) -> subprocess.Popen:
     args = [sys.executable, "-m", "hiseg_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
     args += ["-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", f"outputs:=[{','.join(kinds)}]"]
-    args += ["-p", f"input_qos.reliability:={input_reliability}"]
+    for name, value in node_params.items():
+        args += ["-p", f"{name}:={value}"]
     args += ["-r", f"image:={CAMERA}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "wb") as fh:
@@ -289,13 +292,13 @@ def run_sequential(
 
 
 def node_session(
-    bench: Bench, model: Path, kinds: list[str], classifiers: list[str], tmp: Path, input_reliability: str
+    bench: Bench, model: Path, kinds: list[str], classifiers: list[str], tmp: Path, node_params: dict[str, str]
 ) -> Any:
     """Start the node with ``kinds`` and wait until it matches our publisher and subscriptions."""
     topics = output_topics("all" if kinds == list(KINDS) else kinds[0], classifiers)
     bench.subscribe(topics)
     log = tmp / f"node_{'_'.join(kinds)}.log"
-    proc = start_node(model, kinds, log, input_reliability)
+    proc = start_node(model, kinds, log, node_params)
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -383,6 +386,11 @@ def main() -> int:
         help="the node's input_qos.reliability (default: the node's own default; see --delivery-probe)",
     )
     parser.add_argument(
+        "--cpu-spin-wait",
+        action="store_true",
+        help="the node's cpu_spin_wait (ONNX Runtime threads busy-wait between runs; node default: off)",
+    )
+    parser.add_argument(
         "--delivery-probe",
         type=int,
         default=0,
@@ -393,13 +401,17 @@ def main() -> int:
     if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
         raise SystemExit("source scripts/ros_env.sh first (DDS must stay on loopback)")
 
+    node_params = {
+        "input_qos.reliability": args.input_reliability,
+        "cpu_spin_wait": "true" if args.cpu_spin_wait else "false",
+    }
     image = synthetic_street(args.height, args.width)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
         model = args.model or export_model(tmp / "iv2018_mnv2.onnx")
         print(f"input {args.height}x{args.width} rgb8, {os.cpu_count()} CPUs, medians of {args.repeats}", flush=True)
 
-        eng_ms, (decisions, hierarchy) = engine_only(model, image, args.repeats)
+        eng_ms, (decisions, hierarchy) = engine_only(model, image, args.repeats, args.cpu_spin_wait)
         print(f"engine only: median {eng_ms:.1f} ms (load {load1():.2f})", flush=True)
         breakdown = output_breakdown(image, decisions, hierarchy, args.repeats)
         classifiers = list(hierarchy.classifier_names)
@@ -407,7 +419,7 @@ def main() -> int:
         bench = Bench()
         frames = Frames(bench, image)
         if args.delivery_probe:
-            proc, _ = node_session(bench, model, ["mask"], classifiers, tmp, args.input_reliability)
+            proc, _ = node_session(bench, model, ["mask"], classifiers, tmp, node_params)
             try:
                 for _ in range(args.delivery_probe):
                     frames.publish()
@@ -428,7 +440,7 @@ def main() -> int:
         try:
             for kind in args.kinds:
                 kinds = list(KINDS) if kind == "all" else [kind]
-                proc, topics = node_session(bench, model, kinds, classifiers, tmp, args.input_reliability)
+                proc, topics = node_session(bench, model, kinds, classifiers, tmp, node_params)
                 try:
                     load_before = load1()
                     samples, per_topic = run_sequential(bench, frames, topics, args.repeats)

@@ -100,6 +100,11 @@ PARAMETERS: tuple[Param, ...] = (
     Param("precision", "fp16", "TensorRT precision (ignored by other backends)", PRECISIONS),
     Param("engine_cache_dir", "", "Directory of cached TensorRT engines ('' = the engine's default)"),
     Param("int8_calibration_dir", "", "Folder of calibration images for precision int8"),
+    Param(
+        "cpu_spin_wait",
+        False,
+        "ONNX Runtime CPU threads busy-wait between frames (faster alone; false leaves the cores to DDS and outputs)",
+    ),
     Param("resize.policy", "none", "none: infer at input size; fit: scale keeping aspect + pad", RESIZE_POLICIES),
     Param("resize.width", 1024, "Network input width for resize.policy fit", int_range=(16, 16384)),
     Param("resize.height", 512, "Network input height for resize.policy fit", int_range=(16, 16384)),
@@ -158,7 +163,9 @@ def _qos(depth: int, reliability: str, transient_local: bool = False) -> QoSProf
     )
 
 
-def load_engine(model_path: str, backend: str, precision: str, cache_dir: str, calibration_dir: str) -> tuple[Any, str]:
+def load_engine(
+    model_path: str, backend: str, precision: str, cache_dir: str, calibration_dir: str, spin_wait: bool = False
+) -> tuple[Any, str]:
     """``hiseg_ros.engines.create_engine`` with the node's parameters; ConfigurationError on failure."""
     import inspect
 
@@ -168,7 +175,12 @@ def load_engine(model_path: str, backend: str, precision: str, cache_dir: str, c
         raise ConfigurationError(f"cannot import the inference engines (hiseg_ros.engines): {exc}", 1) from exc
     if not os.path.isfile(model_path):
         raise ConfigurationError(f"model_path: {model_path!r} does not exist or is not a file", EXIT_MODEL_ERROR)
-    kwargs: dict[str, Any] = {"backend": backend, "precision": precision, "cache_dir": cache_dir or None}
+    kwargs: dict[str, Any] = {
+        "backend": backend,
+        "precision": precision,
+        "cache_dir": cache_dir or None,
+        "spin_wait": spin_wait,
+    }
     if calibration_dir:
         accepted = inspect.signature(create_engine).parameters
         for key in ("int8_calibration_dir", "calibration_dir"):
@@ -207,7 +219,12 @@ class SegmentationNode(Node):
 
         t0 = time.monotonic()
         self.engine, reason = load_engine(
-            p["model_path"], p["backend"], p["precision"], p["engine_cache_dir"], p["int8_calibration_dir"]
+            p["model_path"],
+            p["backend"],
+            p["precision"],
+            p["engine_cache_dir"],
+            p["int8_calibration_dir"],
+            p["cpu_spin_wait"],
         )
         load_s = time.monotonic() - t0
         self.hierarchy = self.engine.hierarchy

@@ -107,6 +107,22 @@ def test_onnxruntime_and_torch_backends_agree(
     assert (a.leaf == b.leaf).mean() >= 0.999
 
 
+def test_onnxruntime_without_spin_wait_sets_the_session_option_and_gives_the_same_decisions(
+    models: dict[str, Path], ort_engine: OnnxRuntimeEngine
+) -> None:
+    """The node's default (cpu_spin_wait false) must only change how ORT's threads wait, not results."""
+    quiet, _ = create_engine(models["onnx"], backend="onnxruntime", intra_op_threads=2, spin_wait=False)
+    options = quiet._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # the default engine leaves ORT's default
+        ort_engine._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    image = _image(64, 96, seed=11)
+    a, b = quiet.infer(image), ort_engine.infer(image)
+    for name in quiet.classifier_names:
+        np.testing.assert_array_equal(a.per_classifier[name], b.per_classifier[name])
+    np.testing.assert_array_equal(a.leaf, b.leaf)
+
+
 def test_both_backends_read_the_same_hierarchy(
     models: dict[str, Path], ort_engine: OnnxRuntimeEngine, torch_engine: TorchEngine
 ) -> None:

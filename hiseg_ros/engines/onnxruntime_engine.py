@@ -53,6 +53,7 @@ class OnnxRuntimeEngine(Engine):
         model_path: str | Path,
         *,
         intra_op_threads: int | None = None,
+        spin_wait: bool = True,
         prefer_gpu: bool = True,
         precision: str = "fp32",
         cache_dir: str | Path | None = None,
@@ -69,6 +70,12 @@ class OnnxRuntimeEngine(Engine):
             if intra_op_threads < 0:
                 raise ValueError(f"intra_op_threads must be >= 0 (0 = ONNX Runtime default), got {intra_op_threads}")
             options.intra_op_num_threads = intra_op_threads
+        if not spin_wait:
+            # ONNX Runtime's CPU threads busy-wait after each run by default: the fastest choice for a
+            # process that only infers, but in the node they then hold the cores that DDS and the
+            # output images need right after inference (docs/BENCHMARKS.md, node section).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = choose_providers(ort.get_available_providers(), prefer_gpu, precision, cache_dir)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -90,6 +90,7 @@ def create_engine(
     cache_dir: str | Path | None = None,
     *,
     intra_op_threads: int | None = None,
+    spin_wait: bool = True,
     pad_to_stride: bool = False,
     profile: ShapeProfile | None = None,
     workspace_bytes: int = 1 << 30,
@@ -103,6 +104,8 @@ def create_engine(
     ``precision`` and the TensorRT options (``cache_dir``, ``profile``, ``workspace_bytes``,
     ``calibration_dir``) are used by TensorRT (and ``fp16`` by ONNX Runtime's TensorRT provider);
     the other backends run fp32 and say so in the reason. ``probe`` replaces the TensorRT probe.
+    ``spin_wait=False`` stops ONNX Runtime's CPU threads from busy-waiting between runs (for
+    processes that share the cores with other work, like the node).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -132,6 +135,7 @@ def create_engine(
         ort_engine = OnnxRuntimeEngine(
             model_path,
             intra_op_threads=intra_op_threads,
+            spin_wait=spin_wait,
             precision=precision,
             cache_dir=cache_dir,
             pad_to_stride=pad_to_stride,
