@@ -13,8 +13,10 @@ default off like the node); this process publishes
 2. end to end, one output kind at a time (the node's ``outputs`` parameter) and all together:
    one frame at a time, latency = publish call here -> the last output message of that frame
    received here (DDS transport both ways, conversion, inference, outputs, serialisation);
-   median of ``--repeats`` frames. The node's own ``inference_p50_ms`` (from /diagnostics) is
-   reported next to it. Overhead = (end-to-end median - engine-only median) / engine-only median.
+   median of ``--repeats`` frames. Right before each frame the engine of step 1 runs once here
+   while the node is idle ("engine alone, same frames"); node overhead = median over the frames of
+   (end-to-end - engine alone), so that slow drift of the machine cancels. The node's own
+   ``inference_p50_ms`` (from /diagnostics) is reported next to it.
 3. in-process breakdown: the cost of each output step (``hiseg_ros.outputs`` + message building)
    on the engine's decisions for the same image, medians, without DDS.
 4. soak: all outputs, images at twice the node's inference rate (1 / its inference p50) for
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +84,9 @@ def rss_kib(pid: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- in-process measurements
-def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -> tuple[float, Any]:
+def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -> tuple[float, Any, Any]:
+    """Median ms of the node's engine in this process; also the last decisions and the engine, kept
+    open for the per-frame engine runs interleaved with the node's frames (:func:`run_sequential`)."""
     from hiseg_ros.engines import create_engine
 
     # what the node's load_engine does
@@ -94,9 +99,7 @@ def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -
         decisions = engine.infer(image)
         samples.append(1000.0 * (time.perf_counter() - start))
     print(f"engine: {engine.name} ({reason})")
-    hierarchy = engine.hierarchy
-    engine.close()
-    return statistics.median(samples), (decisions, hierarchy)
+    return statistics.median(samples), decisions, engine
 
 
 def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats: int) -> dict[str, float]:
@@ -259,14 +262,17 @@ def wait_for(predicate: Any, timeout: float, every: float = 0.002) -> Any:
 
 
 def run_sequential(
-    bench: Bench, frames: Frames, topics: list[str], repeats: int, warmup: int = 2
-) -> tuple[list[float], dict[str, list[float]]]:
-    """Latency (ms) of ``repeats`` frames sent one at a time, to the last of ``topics``; and per topic."""
-    samples = []
+    bench: Bench, frames: Frames, topics: list[str], repeats: int, engine_run: Callable[[], float], warmup: int = 2
+) -> tuple[list[float], dict[str, list[float]], list[float]]:
+    """Latency (ms) of ``repeats`` frames sent one at a time, to the last of ``topics``; per topic; and
+    the engine alone in this process right before each frame (node idle), so that both see the same
+    machine state: run-to-run drift of the engine time here is larger than the 5 % being measured."""
+    samples, engine_samples = [], []
     per_topic: dict[str, list[float]] = {t: [] for t in topics}
     want = set(topics)
     done = lost = 0
     while done < warmup + repeats:
+        engine_ms = engine_run()
         key = frames.publish()
 
         def complete(key: tuple[int, int] = key) -> Any:
@@ -282,13 +288,14 @@ def run_sequential(
             continue
         if done >= warmup:
             samples.append(1000.0 * (last - frames.sent[key]))
+            engine_samples.append(engine_ms)
             with bench.lock:
                 got = dict(bench.arrivals[key])
             for topic in topics:
                 per_topic[topic].append(1000.0 * (got[topic] - frames.sent[key]))
         done += 1
         time.sleep(0.05)
-    return samples, per_topic
+    return samples, per_topic, engine_samples
 
 
 def node_session(
@@ -411,8 +418,15 @@ def main() -> int:
         model = args.model or export_model(tmp / "iv2018_mnv2.onnx")
         print(f"input {args.height}x{args.width} rgb8, {os.cpu_count()} CPUs, medians of {args.repeats}", flush=True)
 
-        eng_ms, (decisions, hierarchy) = engine_only(model, image, args.repeats, args.cpu_spin_wait)
+        eng_ms, decisions, engine = engine_only(model, image, args.repeats, args.cpu_spin_wait)
+        hierarchy = engine.hierarchy
         print(f"engine only: median {eng_ms:.1f} ms (load {load1():.2f})", flush=True)
+
+        def engine_run() -> float:
+            start = time.perf_counter()
+            engine.infer(image)
+            return 1000.0 * (time.perf_counter() - start)
+
         breakdown = output_breakdown(image, decisions, hierarchy, args.repeats)
         classifiers = list(hierarchy.classifier_names)
 
@@ -443,7 +457,7 @@ def main() -> int:
                 proc, topics = node_session(bench, model, kinds, classifiers, tmp, node_params)
                 try:
                     load_before = load1()
-                    samples, per_topic = run_sequential(bench, frames, topics, args.repeats)
+                    samples, per_topic, engine_samples = run_sequential(bench, frames, topics, args.repeats, engine_run)
                     if len(topics) > 1:
                         slowest = sorted(per_topic.items(), key=lambda kv: -statistics.median(kv[1]))
                         shown = ", ".join(f"{t.removeprefix(NS + '/')} {statistics.median(v):.1f}" for t, v in slowest)
@@ -452,10 +466,15 @@ def main() -> int:
                     with bench.lock:
                         node_inf = float(bench.diagnostics.get("inference_p50_ms", "nan"))
                     e2e = statistics.median(samples)
-                    rows.append((kind, e2e, min(samples), pct(samples, 95), node_inf, load_before, load1()))
+                    eng_k = statistics.median(engine_samples)
+                    paired = statistics.median(s - e for s, e in zip(samples, engine_samples, strict=True))
+                    rows.append(
+                        (kind, e2e, min(samples), pct(samples, 95), node_inf, eng_k, paired, load_before, load1())
+                    )
                     print(
-                        f"  {kind:14s} end-to-end median {e2e:7.1f} ms, node inference p50 {node_inf:7.1f} ms, "
-                        f"overhead vs engine-only {100 * (e2e - eng_ms) / eng_ms:+6.1f} % (load {load1():.2f})",
+                        f"  {kind:14s} end-to-end median {e2e:7.1f} ms, engine alone {eng_k:7.1f} ms, "
+                        f"overhead {paired:+6.1f} ms ({100 * paired / eng_k:+5.1f} %), "
+                        f"node inference p50 {node_inf:7.1f} ms (load {load1():.2f})",
                         flush=True,
                     )
                     if kind == "all" and args.soak_seconds > 0:
@@ -472,19 +491,21 @@ def main() -> int:
                     stop_node(proc)
         finally:
             bench.close()
+            engine.close()
 
     print()
-    print(f"engine only (ONNX Runtime, node's options, this process): median {eng_ms:.1f} ms")
+    print(f"engine only (ONNX Runtime, node's options, this process) before the node sessions: median {eng_ms:.1f} ms")
     print()
     print(
-        "| outputs | end-to-end median ms | min ms | p95 ms | node inference p50 ms | "
-        "overhead vs engine-only | overhead vs node inference | load 1-min before -> after |"
+        "| outputs | end-to-end median ms | min ms | p95 ms | engine alone, same frames: median ms | "
+        "node overhead (median of per-frame differences) | node inference p50 ms | "
+        "end-to-end - node inference | load 1-min before -> after |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for kind, e2e, best, p95, node_inf, lb, la in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind, e2e, best, p95, node_inf, eng_k, paired, lb, la in rows:
         print(
-            f"| {kind} | {e2e:.1f} | {best:.1f} | {p95:.1f} | {node_inf:.1f} | "
-            f"{e2e - eng_ms:+.1f} ms ({100 * (e2e - eng_ms) / eng_ms:+.1f} %) | "
+            f"| {kind} | {e2e:.1f} | {best:.1f} | {p95:.1f} | {eng_k:.1f} | "
+            f"{paired:+.1f} ms ({100 * paired / eng_k:+.1f} %) | {node_inf:.1f} | "
             f"{e2e - node_inf:+.1f} ms ({100 * (e2e - node_inf) / node_inf:+.1f} %) | {lb:.2f} -> {la:.2f} |"
         )
     print()
