@@ -19,6 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from hiseg_ros.atomic import atomic_write_bytes
+
 SETTINGS_FILE = "pseudo_labels.json"
 SKIPPED_FILE = "skipped.json"
 CRASH_ENV = "HISEG_PSEUDO_CRASH_ON"  # test-only fault injection: a worker dies on this sample id
@@ -32,16 +34,6 @@ def hierarchy_fingerprint(hierarchy: Any) -> str:
     import hashlib
 
     return hashlib.sha256(hierarchy.to_json().encode()).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a unique temporary file in the same folder, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def split_ids(root: Path, split: str | None) -> set[str] | None:
@@ -123,7 +115,7 @@ def _run_one(index: int) -> tuple[str, str, str, dict[str, float]]:
     if not dist.nodes:
         return sample_id, "skip", f"no tag of {list(sample.tags)} maps to a hierarchy class", {**timings, **gen.timings}
     t = time.perf_counter()
-    atomic_write(
+    atomic_write_bytes(
         label_path(Path(spec.out_dir), sample_id, gen.config.output),
         encode_label(dist, _STATE["hierarchy"], gen.config.output),
     )
@@ -218,7 +210,7 @@ def generate_labels(
                 f"{settings_path}: labels in {out_dir} were made with different settings; use another --out "
                 "(mixing two kinds of pseudo labels in one folder is refused)"
             )
-    atomic_write(settings_path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(settings_path, (json.dumps(record, indent=2) + "\n").encode())
     reader = load_dataset(dataset, root)
     todo, report = [], RunReport(skipped={}, timings=defaultdict(float))
     selected = 0
@@ -271,5 +263,5 @@ def generate_labels(
     bar.close()
     report.seconds = time.perf_counter() - start
     skipped_path = out_dir / SKIPPED_FILE
-    atomic_write(skipped_path, (json.dumps(dict(sorted(report.skipped.items())), indent=2) + "\n").encode())
+    atomic_write_bytes(skipped_path, (json.dumps(dict(sorted(report.skipped.items())), indent=2) + "\n").encode())
     return report
