@@ -40,7 +40,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,6 +253,13 @@ def _convert(tp: Any, value: Any, err) -> Any:
     raise err(f"expected {_type_name(tp)}, got {value!r}")
 
 
+def _reject_unknown(raw: Mapping, allowed: Sequence[str], prefix: str, source: str) -> None:
+    """ConfigError at the first key of ``raw`` not in ``allowed`` (``prefix`` = dotted parent key or '')."""
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        raise ConfigError(f"{source}: {prefix}{unknown[0]}: unknown key (expected one of {', '.join(allowed)})")
+
+
 def _parse_section(cls: type, raw: Any, where: str, source: str, required: tuple[str, ...] = ()) -> Any:
     def error_at(key: str):
         return lambda message: ConfigError(f"{source}: {key}: {message}")
@@ -263,9 +270,7 @@ def _parse_section(cls: type, raw: Any, where: str, source: str, required: tuple
         raise ConfigError(f"{source}: {where}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
-    unknown = sorted(str(k) for k in raw if k not in names)
-    if unknown:
-        raise ConfigError(f"{source}: {where}.{unknown[0]}: unknown key (expected one of {', '.join(names)})")
+    _reject_unknown(raw, names, f"{where}.", source)
     for key in required:
         if key not in raw:
             raise ConfigError(f"{source}: {where}.{key}: missing required key")
@@ -300,10 +305,7 @@ def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     """Types and keys only (no file access); relative paths resolved against ``base_dir``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    top = {"hierarchy", "datasets", "data_root", *_SECTIONS}
-    unknown = sorted(str(k) for k in raw if k not in top)
-    if unknown:
-        raise ConfigError(f"{source}: {unknown[0]}: unknown key (expected one of {', '.join(sorted(top))})")
+    _reject_unknown(raw, sorted({"hierarchy", "datasets", "data_root", *_SECTIONS}), "", source)
     if "hierarchy" not in raw:
         raise ConfigError(f"{source}: hierarchy: missing required key (path of the hierarchy YAML)")
     hierarchy = _convert(str, raw["hierarchy"], lambda m: ConfigError(f"{source}: hierarchy: {m}"))
@@ -349,9 +351,7 @@ def _parse_precomputed(raw: dict, source: str) -> dict[str, dict[str, str]]:
         key = f"pseudo_labels.precomputed.{name}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping {{dir: DIR, output: hard | soft}}, got {entry!r}")
-        unknown = sorted(str(k) for k in entry if k not in ("dir", "output"))
-        if unknown:
-            raise ConfigError(f"{source}: {key}.{unknown[0]}: unknown key (expected one of dir, output)")
+        _reject_unknown(entry, ("dir", "output"), f"{key}.", source)
         if "dir" not in entry:
             raise ConfigError(f"{source}: {key}.dir: missing required key (folder written by the generator)")
         folder = _convert(str, entry["dir"], lambda m, k=key: ConfigError(f"{source}: {k}.dir: {m}"))
