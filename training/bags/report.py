@@ -129,17 +129,18 @@ def write_report(
     written: list[Path] = []
     charts: list[tuple[str, str]] = []
     if evaluation is not None:
-        for name, res in evaluation.datasets.items():
+        iou_charts = [
+            (res, f"iou_{name}.png", f"{name}: per-class IoU ({res.num_samples} frames)", f"dataset {name}")
+            for name, res in evaluation.datasets.items()
+        ] + [
+            (res, f"iou_classifier_{name}.png", f"classifier {name}: per-class IoU", f"classifier {name}")
+            for name, res in evaluation.classifiers.items()
+        ]
+        for res, file_name, title, caption in iou_charts:
             iou = [None if math.isnan(v) else v for v in res.scores.iou]
-            png = out_dir / f"iou_{name}.png"
-            atomic_write(png, iou_bar_chart(res.class_names, iou, f"{name}: per-class IoU ({res.num_samples} frames)"))
-            charts.append((f"Per-class IoU, dataset {name}", png.name))
-            written.append(png)
-        for name, res in evaluation.classifiers.items():
-            iou = [None if math.isnan(v) else v for v in res.scores.iou]
-            png = out_dir / f"iou_classifier_{name}.png"
-            atomic_write(png, iou_bar_chart(res.class_names, iou, f"classifier {name}: per-class IoU"))
-            charts.append((f"Per-class IoU, classifier {name}", png.name))
+            png = out_dir / file_name
+            atomic_write(png, iou_bar_chart(res.class_names, iou, title))
+            charts.append((f"Per-class IoU, {caption}", png.name))
             written.append(png)
     kind = metrics.get("latency_kind", "latency")
     png = out_dir / "latency_histogram.png"
