@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from hiseg_ros.hierarchy import IGNORE, ROOT, Classifier, Hierarchy
+from training.config_keys import reject_unknown_keys
 from training.datasets.base import Box, Sample
 
 PIXEL = "pixel"
@@ -480,9 +481,7 @@ class PseudoLabelConfig:
     def from_mapping(cls, raw: Mapping[str, object] | None) -> PseudoLabelConfig:
         """From a config section; unknown keys are errors (a typo must not silently select the default)."""
         raw = dict(raw or {})
-        unknown = sorted(set(raw) - {"box_mode", "min_mass", "supervise_root"})
-        if unknown:
-            raise ValueError(f"pseudo_labels: unknown keys {unknown} (expected box_mode, min_mass, supervise_root)")
+        reject_unknown_keys("pseudo_labels", raw, ("box_mode", "min_mass", "supervise_root"))
         return cls(**raw)  # type: ignore[arg-type]
 
 

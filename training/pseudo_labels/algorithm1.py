@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from training.config_keys import reject_unknown_keys
+
 BACKGROUND = -1
 
 
@@ -32,9 +34,7 @@ class Algorithm1Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "algorithm1") -> Algorithm1Config:
-        unknown = set(data) - {"gamma1", "gamma2"}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected gamma1, gamma2)")
+        reject_unknown_keys(where, data, ("gamma1", "gamma2"))
         return cls(**dict(data))
 
 

@@ -25,6 +25,7 @@ from torch.nn import functional
 
 from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.model import build_backbone, normalize_image
+from training.config_keys import reject_unknown_keys
 from training.pseudo_labels.gradcam import grad_cam
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "train") -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected {sorted(names)})")
+        reject_unknown_keys(where, data, sorted(names))
         values = dict(data)
         if "input_size" in values:
             values["input_size"] = tuple(int(v) for v in values["input_size"])

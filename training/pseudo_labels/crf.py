@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from training.config_keys import reject_unknown_keys
 from training.pseudo_labels.algorithm1 import BACKGROUND, Algorithm1Config, combined_map
 
 
@@ -48,9 +49,7 @@ class CRFConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "crf") -> CRFConfig:
         names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected {sorted(names)})")
+        reject_unknown_keys(where, data, sorted(names))
         return cls(**dict(data))
 
 

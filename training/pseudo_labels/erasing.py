@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from training.config_keys import reject_unknown_keys
+
 SaliencyFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -30,9 +32,7 @@ class ErasingConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "erasing") -> ErasingConfig:
-        unknown = set(data) - {"thresholds"}
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (expected 'thresholds')")
+        reject_unknown_keys(where, data, ("thresholds",))
         raw = data.get("thresholds", cls.thresholds)
         if not isinstance(raw, Sequence) or isinstance(raw, str):
             raise ValueError(f"{where}.thresholds: expected a list of numbers, got {raw!r}")

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
+from training.config_keys import reject_unknown_keys
 from training.datasets.base import Sample
 from training.pseudo_labels.algorithm1 import BACKGROUND, Algorithm1Config, algorithm1, cam_only_labels, combined_map
 from training.pseudo_labels.classifier import (
@@ -90,17 +91,11 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeneratorConfig:
         """Parse the nested form of :meth:`to_dict` (unknown keys are errors naming the key)."""
-        unknown = set(data) - _TOP_KEYS
-        if unknown:
-            raise ValueError(f"pseudo-label config: unknown keys {sorted(unknown)} (expected {sorted(_TOP_KEYS)})")
+        reject_unknown_keys("pseudo-label config", data, sorted(_TOP_KEYS))
         sal = dict(data.get("saliency") or {})
-        bad = set(sal) - {"source", "checkpoint"}
-        if bad:
-            raise ValueError(f"saliency: unknown keys {sorted(bad)} (expected source, checkpoint)")
+        reject_unknown_keys("saliency", sal, ("source", "checkpoint"))
         stages = dict(data.get("stages") or {})
-        bad = set(stages) - set(_STAGES)
-        if bad:
-            raise ValueError(f"stages: unknown keys {sorted(bad)} (expected {list(_STAGES)})")
+        reject_unknown_keys("stages", stages, _STAGES)
         for key, value in stages.items():
             if not isinstance(value, bool):
                 raise ValueError(f"stages.{key}: expected true or false, got {value!r}")
