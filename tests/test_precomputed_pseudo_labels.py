@@ -25,7 +25,7 @@ from training import experiments
 from training.augment import AugmentConfig
 from training.config import ConfigError, load_config
 from training.datasets import load_dataset
-from training.pseudo_labels.batch import SETTINGS_FILE, generate_labels
+from training.pseudo_labels.batch import SETTINGS_FILE, generate_labels, split_ids
 from training.pseudo_labels.classifier import (
     RetargetedClassifier,
     TagClassifier,
@@ -258,7 +258,7 @@ def test_generated_settings_record_the_hierarchy(labels_iv2019: Path) -> None:
 # --------------------------------------------------------------------------- the experiment
 def test_experiment_variants_configs_and_tables(data_root: Path, labels_iv2019: Path, tmp_path: Path) -> None:
     view = experiments.tag_split_view(data_root, "train", tmp_path / "_data")
-    train_ids = experiments.split_members(data_root, "openscapes", "train")
+    train_ids = sorted(split_ids(data_root / "openscapes", "train"))
     full = load_dataset("openscapes", data_root / "openscapes")
     viewed = load_dataset("openscapes", view)
     assert sorted(viewed.sample_ids) == sorted(train_ids) and len(viewed) < len(full)

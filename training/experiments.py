@@ -52,12 +52,11 @@ import numpy as np
 import yaml
 
 from hiseg_ros.engines.torch_engine import TorchEngine
-from hiseg_ros.hierarchy import IGNORE, Hierarchy
+from hiseg_ros.hierarchy import Hierarchy
 from training.datasets import load_dataset
 from training.evaluate import Evaluator, atomic_write
-from training.metrics import ConfusionMatrix
-from training.sign_eval import sign_confusion_given_location
-from training.synthetic import iter_scenes
+from training.pseudo_labels.batch import split_ids
+from training.sign_eval import evaluate_signs
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "config" / "training" / "default.yaml"
@@ -106,19 +105,6 @@ LOSS_WEIGHTS = {  # None: the base config's weights (they name the IV 2018 class
 }
 
 
-def _split_members(data_root: Path, dataset: str) -> dict[str, list[str]]:
-    info = json.loads((data_root / dataset / "synthetic.json").read_text())
-    return info["split_members"]
-
-
-def split_members(data_root: Path, dataset: str, split: str) -> list[str]:
-    """Sample ids of one split of a synthetic set (``synthetic.json``)."""
-    members = _split_members(data_root, dataset)
-    if split not in members:
-        raise ValueError(f"{data_root / dataset}/synthetic.json has no split {split!r} (splits: {sorted(members)})")
-    return [m.removesuffix(".jpg") for m in members[split]]
-
-
 def tag_split_view(data_root: Path, split: str, out: Path) -> Path:
     """An image-tags folder with only ``split``'s images: symlinked images, CSVs filtered to them.
 
@@ -128,7 +114,7 @@ def tag_split_view(data_root: Path, split: str, out: Path) -> Path:
     Rebuilt on every call (cheap); sample ids are unchanged, so label files match by name.
     """
     src = data_root / TAGS
-    keep = set(split_members(data_root, TAGS, split))
+    keep = split_ids(data_root / TAGS, split)
     view = out / f"{TAGS}_{split}"
     images = view / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -170,7 +156,7 @@ def variant_config(
     raw = copy.deepcopy(raw)
     raw["hierarchy"] = str(HIERARCHIES / variant.hierarchy)
     raw["data_root"] = str(data_root)
-    gtsdb_train = [int(Path(n).stem) for n in _split_members(data_root, "gtsdb")["train"]]
+    gtsdb_train = sorted(int(Path(n).stem) for n in split_ids(data_root / "gtsdb", "train"))
     datasets = []
     for entry in raw["datasets"]:
         if entry["name"] not in variant.datasets:
@@ -224,27 +210,6 @@ def train_variant(
     return checkpoint
 
 
-def sign_confusion(engine: TorchEngine, hierarchy: Hierarchy, data_root: Path, limit: int | None) -> ConfusionMatrix:
-    """GTSDB test scenes: predicted leaf vs true GTSDB class on the true front-sign pixels."""
-    info = json.loads((data_root / "gtsdb" / "synthetic.json").read_text())["settings"]
-    sign_ids = np.full(hierarchy.void_value + 1, IGNORE, np.uint8)  # leaf id -> GTSDB class
-    gtsdb_ids = hierarchy.dataset("gtsdb").ids
-    for native, node in gtsdb_ids.items():
-        sign_ids[hierarchy.node(node).id] = int(native)
-    cm = ConfusionMatrix(len(gtsdb_ids))
-    done = 0
-    for task, scene in iter_scenes("gtsdb", info["preset"], info["seed"], info["scale"]):
-        if task.split != "test":
-            continue
-        truth = scene.sign_classes()
-        if (truth != IGNORE).any():
-            cm.update(truth, sign_ids[engine.infer(scene.image).leaf])
-        done += 1
-        if limit and done >= limit:
-            break
-    return cm
-
-
 def evaluate_variant(checkpoint: Path, data_root: Path, limit: int | None) -> dict:
     engine = TorchEngine(checkpoint)
     hierarchy = engine.hierarchy
@@ -262,10 +227,10 @@ def evaluate_variant(checkpoint: Path, data_root: Path, limit: int | None) -> di
         "signs_given_location": {"miou": None, "pixel_accuracy": None},
     }
     if resolves_sign_classes(hierarchy):
-        signs = sign_confusion(engine, hierarchy, data_root, limit).scores()
-        result["signs"] = {"miou": _finite(signs.miou), "pixel_accuracy": _finite(signs.pixel_accuracy)}
-        given = sign_confusion_given_location(checkpoint, data_root, limit).scores()
-        result["signs_given_location"] = {"miou": _finite(given.miou), "pixel_accuracy": _finite(given.pixel_accuracy)}
+        signs = evaluate_signs(engine, data_root, limit)
+        for key, cm in (("signs", signs.end_to_end), ("signs_given_location", signs.given_location)):
+            scores = cm.scores()
+            result[key] = {"miou": _finite(scores.miou), "pixel_accuracy": _finite(scores.pixel_accuracy)}
     return result
 
 
@@ -358,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         variant = VARIANTS[name]
         if variant.precomputed:  # a missing label stops training mid-way: check all of them first
-            ids = split_members(args.data, TAGS, variant.tags_split) if variant.tags_split else None
+            ids = sorted(split_ids(args.data / TAGS, variant.tags_split)) if variant.tags_split else None
             if not args.pseudo_labels.is_dir():
                 print(f"error: {name}: no pseudo-label folder {args.pseudo_labels} (see --help)", file=sys.stderr)
                 return 2

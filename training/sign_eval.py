@@ -22,19 +22,20 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional
 
-from hiseg_ros.engines.checkpoint import load_checkpoint
+from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model.normalize import normalize_image
 from training.metrics import ConfusionMatrix
 from training.synthetic import iter_scenes
 
-__all__ = ["leaf_log_probabilities", "root_on_sign_pixels", "sign_confusion_given_location"]
+__all__ = ["SignEvaluation", "evaluate_signs", "leaf_log_probabilities", "root_on_cityscapes_signs"]
 
 
 def leaf_log_probabilities(hierarchy: Hierarchy, logits: Mapping[str, torch.Tensor], leaves: list[str]) -> torch.Tensor:
@@ -60,53 +61,62 @@ def _gtsdb_test_scenes(data_root: Path, limit: int | None) -> Iterator[tuple[np.
             return
 
 
-def sign_confusion_given_location(checkpoint: Path, data_root: Path, limit: int | None) -> ConfusionMatrix:
-    """Confusion (true vs chosen GTSDB class) over the true front-sign pixels of the test scenes."""
-    loaded = load_checkpoint(checkpoint)
-    hierarchy, net = loaded.hierarchy, loaded.net.eval()
+@dataclass
+class SignEvaluation:
+    """What a network does on the true front-sign pixels of the held-out GTSDB test scenes."""
+
+    end_to_end: ConfusionMatrix  # true GTSDB class vs the class of the flattened leaf map
+    given_location: ConfusionMatrix  # true GTSDB class vs the best sign leaf by path log-probability
+    root_counts: np.ndarray  # how often the root decided each of its classes (index = class)
+
+
+def evaluate_signs(engine: TorchEngine, data_root: Path, limit: int | None) -> SignEvaluation:
+    """Both sign scores and the root's decisions in one pass over the GTSDB test scenes (each scene is
+    rendered once and the engine's network serves both the decisions and the logits)."""
+    hierarchy = engine.hierarchy
+    net = engine.checkpoint.net
     gtsdb = hierarchy.dataset("gtsdb").ids
     natives = sorted(int(k) for k, node in gtsdb.items() if node is not None)
     leaves = [gtsdb[k] for k in natives]
-    cm = ConfusionMatrix(max(natives) + 1)
+    leaf_to_native = np.full(hierarchy.void_value + 1, IGNORE, np.uint8)
+    for native, leaf in zip(natives, leaves, strict=True):
+        leaf_to_native[hierarchy.node(leaf).id] = native
+    result = SignEvaluation(
+        ConfusionMatrix(max(natives) + 1), ConfusionMatrix(max(natives) + 1), np.zeros(256, np.int64)
+    )
     for image, truth in _gtsdb_test_scenes(data_root, limit):
-        if not (truth != IGNORE).any():
+        on_sign = truth != IGNORE
+        if not on_sign.any():
             continue
+        decisions = engine.infer(image)
+        result.end_to_end.update(truth, leaf_to_native[decisions.leaf])
+        result.root_counts += np.bincount(decisions.per_classifier["root"][on_sign], minlength=256)
         with torch.inference_mode():
             logits = net(torch.from_numpy(normalize_image(image)))
             scores = leaf_log_probabilities(hierarchy, logits, leaves)
             scores = functional.interpolate(scores, size=image.shape[:2], mode="nearest")
-        chosen = np.asarray(natives, np.uint8)[scores[0].argmax(0).numpy()]
-        cm.update(truth, chosen)
-    return cm
+        result.given_location.update(truth, np.asarray(natives, np.uint8)[scores[0].argmax(0).numpy()])
+    return result
 
 
-def root_on_sign_pixels(
-    checkpoint: Path, data_root: Path, limit: int | None, cityscapes_sign_id: int = 20
-) -> dict[str, dict[str, float]]:
-    """Share of each root class among the root's decisions on true sign pixels, per source:
-    GTSDB test scenes (front signs) and Cityscapes ``val`` (label id 20, traffic sign)."""
-    from hiseg_ros.engines.torch_engine import TorchEngine
+def root_on_cityscapes_signs(engine: TorchEngine, data_root: Path, limit: int | None, sign_id: int = 20) -> np.ndarray:
+    """How often the root decided each class on Cityscapes ``val`` traffic-sign pixels (label id 20)."""
     from training.datasets import load_dataset
 
-    engine = TorchEngine(checkpoint)
-    root = engine.hierarchy.classifier("root")
-    counts = {"gtsdb_test": np.zeros(256, np.int64), "cityscapes_val": np.zeros(256, np.int64)}
-    for image, truth in _gtsdb_test_scenes(data_root, limit):
-        on_sign = truth != IGNORE
-        if on_sign.any():
-            counts["gtsdb_test"] += np.bincount(engine.infer(image).per_classifier["root"][on_sign], minlength=256)
+    counts = np.zeros(256, np.int64)
     reader = load_dataset("cityscapes", data_root / "cityscapes", split="val")
     for i in range(min(limit or len(reader), len(reader))):
         sample = reader[i]
-        on_sign = sample.label == cityscapes_sign_id
+        on_sign = sample.label == sign_id
         if on_sign.any():
-            decided = engine.infer(sample.image).per_classifier["root"][on_sign]
-            counts["cityscapes_val"] += np.bincount(decided, minlength=256)
-    out = {}
-    for source, c in counts.items():
-        total = max(int(c.sum()), 1)
-        out[source] = {root.classes[k]: float(c[k]) / total for k in np.flatnonzero(c) if k < len(root.classes)}
-    return out
+            counts += np.bincount(engine.infer(sample.image).per_classifier["root"][on_sign], minlength=256)
+    return counts
+
+
+def _shares(classes: tuple[str, ...], counts: np.ndarray) -> str:
+    total = max(int(counts.sum()), 1)
+    top = sorted((k for k in np.flatnonzero(counts) if k < len(classes)), key=lambda k: -counts[k])[:4]
+    return ", ".join(f"{classes[k]} {100 * counts[k] / total:.1f} %" for k in top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,14 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("data/synthetic"))
     ap.add_argument("--limit", type=int, default=40, help="at most N images per source")
     args = ap.parse_args(argv)
-    given = sign_confusion_given_location(args.checkpoint, args.data, args.limit).scores()
+    engine = TorchEngine(args.checkpoint)
+    signs = evaluate_signs(engine, args.data, args.limit)
+    given = signs.given_location.scores()
     print(
         f"sign classes given the location: mIoU {100 * given.miou:.1f} %, "
         f"pixel accuracy {100 * given.pixel_accuracy:.1f} %"
     )
-    for source, shares in root_on_sign_pixels(args.checkpoint, args.data, args.limit).items():
-        top = sorted(shares.items(), key=lambda kv: -kv[1])[:4]
-        print(f"root on true sign pixels ({source}): " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in top))
+    root = engine.hierarchy.classifier("root").classes
+    print(f"root on true sign pixels (gtsdb_test): {_shares(root, signs.root_counts)}")
+    cityscapes = root_on_cityscapes_signs(engine, args.data, args.limit)
+    print(f"root on true sign pixels (cityscapes_val): {_shares(root, cityscapes)}")
     return 0
 
 
