@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -277,15 +277,18 @@ class Hierarchy:
             out[clf.name] = lut
         return out
 
-    def outside_lut(self, classifier: str) -> np.ndarray:
-        """LUT over leaf-map values: 0 where the leaf lies under ``classifier``'s node, IGNORE elsewhere."""
-        return self._outside_luts[classifier]
-
-    def classifier_masks(self, decisions: Mapping[str, np.ndarray], leaf_map: np.ndarray) -> dict[str, np.ndarray]:
+    def classifier_masks(
+        self,
+        decisions: Mapping[str, np.ndarray],
+        leaf_map: np.ndarray,
+        lookup: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.take,
+    ) -> dict[str, np.ndarray]:
         """Per classifier: its decision where the pixel's path goes through it, :data:`IGNORE` elsewhere.
 
         Runs on every frame in the node: one LUT lookup and a bitwise OR per classifier (class
         indices are below IGNORE = 255, so OR-ing 255 sets a pixel to IGNORE and OR-ing 0 keeps it).
+        ``lookup(lut, leaf_map)`` indexes the LUT; the node passes a faster one for uint8 maps
+        (:func:`hiseg_ros.outputs.classifier_masks`).
         """
         out = {}
         for clf in self.classifiers:
@@ -293,7 +296,7 @@ class Hierarchy:
             if clf.node == ROOT:
                 out[clf.name] = dec
                 continue
-            out[clf.name] = np.bitwise_or(dec, np.take(self._outside_luts[clf.name], leaf_map))
+            out[clf.name] = np.bitwise_or(dec, lookup(self._outside_luts[clf.name], leaf_map))
         return out
 
     def dataset(self, name: str) -> DatasetMapping:

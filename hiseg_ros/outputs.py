@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from .hierarchy import IGNORE, ROOT, Hierarchy
+from .hierarchy import Hierarchy
 
 __all__ = [
     "FitTransform",
@@ -108,26 +108,17 @@ def classifier_masks(
 ) -> dict[str, np.ndarray]:
     """Per classifier: uint8 class indices, 255 where the pixel's path does not go through it.
 
-    Same result as :meth:`Hierarchy.classifier_masks`; for uint8 leaf maps (every hierarchy with
-    fewer than 255 leaves) the lookup and OR run in cv2, about 2x faster at 512x1024, since this
-    runs on every frame with a ``~/<classifier>/mask`` subscriber.
+    :meth:`Hierarchy.classifier_masks` with the LUT lookup in cv2 for uint8 leaf maps (every
+    hierarchy with fewer than 255 leaves; its LUTs then have the 256 entries cv2.LUT wants): about
+    2x faster at 512x1024 than numpy indexing, and this runs on every frame with a
+    ``~/<classifier>/mask`` subscriber.
     """
-    if leaf.dtype != np.uint8:
-        return hierarchy.classifier_masks(per_classifier, leaf)
-    out = {}
-    for clf in hierarchy.classifiers:
-        dec = np.ascontiguousarray(per_classifier[clf.name], dtype=np.uint8)
-        if clf.node == ROOT:
-            out[clf.name] = dec
-            continue
-        out[clf.name] = cv2.bitwise_or(dec, cv2.LUT(leaf, _outside_lut_256(hierarchy, clf.name)))
-    return out
+    lookup = _cv2_lookup if leaf.dtype == np.uint8 else np.take
+    return hierarchy.classifier_masks(per_classifier, leaf, lookup)
 
 
-def _outside_lut_256(hierarchy: Hierarchy, classifier: str) -> np.ndarray:
-    """The hierarchy's "outside this classifier" LUT padded to the 256 entries cv2.LUT wants."""
-    lut = hierarchy.outside_lut(classifier)[:256]
-    return np.pad(lut, (0, 256 - lut.size), constant_values=IGNORE)
+def _cv2_lookup(lut: np.ndarray, leaf: np.ndarray) -> np.ndarray:
+    return cv2.LUT(np.ascontiguousarray(leaf), lut)
 
 
 def colorize(hierarchy: Hierarchy, leaf: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def test_classifier_masks_shapes_and_ignore(iv2018):
 
 @pytest.mark.parametrize("name", ["iv2018.yaml", "iv2019.yaml"])
 def test_classifier_masks_fast_path_equals_the_hierarchy_rule(name):
-    """The node's cv2 path must give exactly Hierarchy.classifier_masks, void pixels included."""
+    """The node's cv2 lookup must give exactly Hierarchy.classifier_masks' numpy lookup, void pixels included."""
     h = load_hierarchy(REPO / "config" / "hierarchies" / name)
     per, leaf = _decisions(h, np.random.default_rng(5))
     leaf[:3] = h.void_value
