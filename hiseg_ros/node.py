@@ -167,28 +167,21 @@ def load_engine(
     model_path: str, backend: str, precision: str, cache_dir: str, calibration_dir: str, spin_wait: bool = False
 ) -> tuple[Any, str]:
     """``hiseg_ros.engines.create_engine`` with the node's parameters; ConfigurationError on failure."""
-    import inspect
-
     try:
         from .engines import create_engine
     except ImportError as exc:
         raise ConfigurationError(f"cannot import the inference engines (hiseg_ros.engines): {exc}", 1) from exc
     if not os.path.isfile(model_path):
         raise ConfigurationError(f"model_path: {model_path!r} does not exist or is not a file", EXIT_MODEL_ERROR)
-    kwargs: dict[str, Any] = {
-        "backend": backend,
-        "precision": precision,
-        "cache_dir": cache_dir or None,
-        "spin_wait": spin_wait,
-    }
-    if calibration_dir:
-        accepted = inspect.signature(create_engine).parameters
-        for key in ("int8_calibration_dir", "calibration_dir"):
-            if key in accepted:
-                kwargs[key] = calibration_dir
-                break
     try:
-        return create_engine(model_path, **kwargs)
+        return create_engine(
+            model_path,
+            backend=backend,
+            precision=precision,
+            cache_dir=cache_dir or None,
+            calibration_dir=calibration_dir or None,
+            spin_wait=spin_wait,
+        )
     except Exception as exc:  # ModelLoadError and whatever a corrupt file makes a backend raise
         raise ConfigurationError(
             f"cannot load model {model_path!r} with backend {backend!r}: {type(exc).__name__}: {exc}", EXIT_MODEL_ERROR
