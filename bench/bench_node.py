@@ -84,6 +84,13 @@ def rss_kib(pid: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- in-process measurements
+def timed_infer(engine: Any, image: np.ndarray) -> tuple[float, Any]:
+    """(ms, decisions) of one ``engine.infer`` call."""
+    start = time.perf_counter()
+    decisions = engine.infer(image)
+    return 1000.0 * (time.perf_counter() - start), decisions
+
+
 def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -> tuple[float, Any, Any]:
     """Median ms of the node's engine in this process; also the last decisions and the engine, kept
     open for the per-frame engine runs interleaved with the node's frames (:func:`run_sequential`)."""
@@ -95,9 +102,8 @@ def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -
         decisions = engine.infer(image)
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        decisions = engine.infer(image)
-        samples.append(1000.0 * (time.perf_counter() - start))
+        ms, decisions = timed_infer(engine, image)
+        samples.append(ms)
     print(f"engine: {engine.name} ({reason})")
     return statistics.median(samples), decisions, engine
 
@@ -423,9 +429,7 @@ def main() -> int:
         print(f"engine only: median {eng_ms:.1f} ms (load {load1():.2f})", flush=True)
 
         def engine_run() -> float:
-            start = time.perf_counter()
-            engine.infer(image)
-            return 1000.0 * (time.perf_counter() - start)
+            return timed_infer(engine, image)[0]
 
         breakdown = output_breakdown(image, decisions, hierarchy, args.repeats)
         classifiers = list(hierarchy.classifier_names)
