@@ -109,9 +109,9 @@ def classifier_masks(
     """Per classifier: uint8 class indices, 255 where the pixel's path does not go through it.
 
     :meth:`Hierarchy.classifier_masks` with the LUT lookup in cv2 for uint8 leaf maps (every
-    hierarchy with fewer than 255 leaves; its LUTs then have the 256 entries cv2.LUT wants): about
-    2x faster at 512x1024 than numpy indexing, and this runs on every frame with a
-    ``~/<classifier>/mask`` subscriber.
+    hierarchy with fewer than 255 leaves; its LUTs then have the 256 entries cv2.LUT wants), which
+    is faster than numpy indexing at camera resolution; this runs on every frame with a
+    ``~/<classifier>/mask`` subscriber (cost: docs/BENCHMARKS.md, node section).
     """
     lookup = _cv2_lookup if leaf.dtype == np.uint8 else np.take
     return hierarchy.classifier_masks(per_classifier, leaf, lookup)
