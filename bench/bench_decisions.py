@@ -87,7 +87,7 @@ def main() -> None:
 
         if args.checkpoint:
             from hiseg_ros.engines.checkpoint import load_checkpoint
-            from training.synthetic import render_scene
+            from training.data.synthetic import render_scene
 
             net = load_checkpoint(args.checkpoint).net.eval()
             street = render_scene(*size, seed=10_000, domain="cityscapes").image  # seed outside every preset

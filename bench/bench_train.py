@@ -1,6 +1,6 @@
 """Training throughput (images/s) and peak memory (RSS) at 512x1024 crops, 1 vs 2 DDP processes.
 
-Runs the real training loop (``training.train.train``) on the default config
+Runs the real training loop (``training.fit.train.train``) on the default config
 (config/training/default.yaml: IV 2018 hierarchy, MobileNetV2, synthetic data, 5 images per
 process per iteration) with these overrides: ``augment.crop = [512, 1024]``, random-init backbone
 (weights do not change the cost), ``schedule.iterations = warmup + iterations``, a temporary
@@ -44,8 +44,8 @@ def _free_port() -> int:
 def worker(args: argparse.Namespace) -> int:
     """One training process (rank from the environment); writes its peak RSS to ``out/rss_rank{r}.json``."""
     sys.path.insert(0, str(REPO))
-    from training.config import load_config
-    from training.train import train
+    from training.fit.config import load_config
+    from training.fit.train import train
 
     config, hierarchy = load_config(args.config, check_data=False)
     config = config.with_overrides(
@@ -107,7 +107,7 @@ def run_world(world: int, args: argparse.Namespace, out: Path) -> dict:
         rows = list(csv.DictReader(f))
     timed = [float(r["seconds"]) for r in rows[args.warmup :]]
     sys.path.insert(0, str(REPO))
-    from training.config import load_config
+    from training.fit.config import load_config
 
     config, _ = load_config(args.config, check_data=False)
     global_batch = world * sum(d.per_batch for d in config.datasets)

@@ -31,17 +31,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy  # noqa: E402
-from training.datasets import load_dataset  # noqa: E402
-from training.datasets.base import read_index_png  # noqa: E402
-from training.metrics import ConfusionMatrix  # noqa: E402
-from training.pseudo_labels.algorithm1 import Algorithm1Config, algorithm1, cam_only_labels  # noqa: E402
-from training.pseudo_labels.batch import generate_labels, split_ids  # noqa: E402
-from training.pseudo_labels.classifier import load_classifier, tag_node_space  # noqa: E402
-from training.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E402
-from training.pseudo_labels.erasing import ErasingConfig, iterative_saliency  # noqa: E402
-from training.pseudo_labels.generator import work_size  # noqa: E402
-from training.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
-from training.targets import tag_nodes  # noqa: E402
+from training.data.readers import load_dataset  # noqa: E402
+from training.data.readers.base import read_index_png  # noqa: E402
+from training.evaluation.metrics import ConfusionMatrix  # noqa: E402
+from training.labels.pseudo_labels.algorithm1 import Algorithm1Config, algorithm1, cam_only_labels  # noqa: E402
+from training.labels.pseudo_labels.batch import generate_labels, split_ids  # noqa: E402
+from training.labels.pseudo_labels.classifier import load_classifier, tag_node_space  # noqa: E402
+from training.labels.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E402
+from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency  # noqa: E402
+from training.labels.pseudo_labels.generator import work_size  # noqa: E402
+from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
+from training.labels.targets import tag_nodes  # noqa: E402
 
 SCALE = 840  # fractional uniform-tiling counts (1/n, n <= 8) become integers
 

@@ -13,13 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from training.ros_env import PROFILE, REPO, ensure_loopback_env
+from training.evaluation.bags.node_process import PROFILE, REPO, ensure_loopback_env
 
 __all__ = ["PROFILE", "REPO"]
 
 
 ensure_loopback_env()
 assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST", "DDS must stay on loopback in tests"
+
+
+_FOLDER_MARKERS = ("runtime", "training", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers follow the folders: tests/runtime -> ``runtime``, tests/training -> ``training``,
+    tests/integration -> ``integration`` (``scripts/test.sh --fast`` leaves out the last and ``slow``)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(item.fspath).resolve().relative_to(tests).parts
+        if parts and parts[0] in _FOLDER_MARKERS:
+            item.add_marker(parts[0])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers of tests/test_node.py: a tiny model, the reference engine, the node process, a ROS client.
+"""Helpers of tests/integration/test_node.py: a tiny model, the reference engine, the node process, a ROS client.
 
 The model is the random-initialised MobileNetV2 network of iv2018 exported once per session by
 ``training.export``; the test process runs it with ``hiseg_ros.engines`` (ONNX Runtime) to know
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from training import REPO
+
 HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 
 

@@ -49,6 +49,7 @@ from hiseg_ros.engines.metadata import INPUT_NAME, LEAF_OUTPUT, ModelMetadata
 from hiseg_ros.engines.torch_graph import DecisionGraph
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
 from hiseg_ros.model import BACKBONES, HierarchicalSegNet
+from training import REPO
 
 __all__ = [
     "OPSET",
@@ -64,7 +65,6 @@ OPSET = 18
 EXAMPLE_SHAPE = (2, 64, 96, 3)  # batch 2, not 1: a size-1 example would be specialised to a constant
 MAX_BATCH = 64
 MIN_SIDE, MAX_SIDE = 32, 8192
-_REPO = Path(__file__).resolve().parents[1]
 
 
 class ExportError(RuntimeError):
@@ -83,7 +83,7 @@ def load_checkpoint_for_export(path: str | Path, hierarchy: Hierarchy | None = N
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None

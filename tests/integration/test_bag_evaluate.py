@@ -1,0 +1,287 @@
+"""training.evaluation.bags.evaluate: offline (engine) and live (node over loopback DDS) evaluation of a bag.
+
+One random-init iv2018 model is exported for the module (~30 s); bags are tiny (64 x 128, a few
+frames), so the live runs take a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from node_helpers import make_model
+
+from training import REPO
+from training.data.readers.cityscapes import CityscapesDataset
+from training.evaluation.bags.evaluate import EXIT_INCOMPLETE, EXIT_OK, NODE_NAME, evaluate_bag
+from training.evaluation.bags.read import iter_frames, open_bag_info
+from training.evaluation.bags.write import image_cdr, write_bag, write_cityscapes_bag
+from training.evaluation.evaluate import evaluate
+
+START = 1_700_000_000_000_000_000
+NS = f"/{NODE_NAME}"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def cityscapes(tmp_path_factory) -> Path:
+    from training.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, "small", only=["cityscapes"], scale=0.5)  # 64 x 128: train 6, val 3
+    return out / "cityscapes"
+
+
+@pytest.fixture(scope="module")
+def drive(cityscapes, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bags") / "drive"
+    return write_cityscapes_bag(cityscapes, out, "train", rate_hz=10.0, start_ns=START, storage="mcap").path
+
+
+def _output_topics(hierarchy) -> set[str]:
+    topics = {f"{NS}/{c}/mask" for c in hierarchy.classifier_names}
+    return topics | {f"{NS}/mask", f"{NS}/colored", f"{NS}/overlay", f"{NS}/traffic_signs"}
+
+
+def _bag_topics(bag: Path) -> dict[str, list[tuple[int, bytes]]]:
+    from rosbags.rosbag2 import Reader
+
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    with Reader(bag) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, bytes(raw)))
+    return out
+
+
+def _stamp(raw: bytes) -> int:
+    sec, nsec = np.frombuffer(raw[4:12], dtype="<u4")
+    return int(sec) * 10**9 + int(nsec)
+
+
+def _no_leftovers(folder: Path) -> None:
+    hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert hidden == [], f"temporary folders left behind: {hidden}"
+
+
+def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscapes, drive, tmp_path):
+    from hiseg_ros.engines import create_engine
+
+    out = tmp_path / "offline"
+    code, metrics = evaluate_bag(
+        [str(drive), "--model", str(model), "--out", str(out), "--no-progress", "--backend", "onnxruntime"]
+    )
+    assert code == EXIT_OK and metrics["complete"] is True and metrics["reason"] is None
+    assert metrics["frames"] == {
+        "in_bag": 6,
+        "processed": 6,
+        "with_outputs": 6,
+        "dropped": 0,
+        "partial": 0,
+        "with_gt": 6,
+        "without_gt": 0,
+        "late_outputs": 0,
+    }
+    assert metrics["latency_ms"]["count"] == 6 and metrics["latency_ms"]["p50"] > 0 and metrics["fps"] > 0
+
+    # the same frames through training.evaluation.evaluate give identical confusion matrices in both views
+    engine, _ = create_engine(str(model), backend="onnxruntime")
+    reference = evaluate(
+        engine.hierarchy,
+        lambda img: engine.infer(img).per_classifier,
+        [CityscapesDataset(cityscapes, "train")],
+        progress=False,
+        plots=False,
+    )
+    ref = reference.to_dict()
+    got = json.loads((out / "metrics.json").read_text())["evaluation"]
+    assert got["samples"] == ref["samples"] == {"cityscapes": 6}
+    for view in ("classifiers", "datasets"):
+        assert set(got[view]) == set(ref[view])
+        for name in ref[view]:
+            assert got[view][name]["confusion"] == ref[view][name]["confusion"], (view, name)
+            assert got[view][name]["miou"] == ref[view][name]["miou"]
+
+    # report files, sample overlays, nothing temporary left
+    for name in ("metrics.json", "report.html", "report.md", "latency_histogram.png", "iou_cityscapes.png"):
+        assert (out / name).is_file(), name
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert len(list((out / "samples").glob("*.png"))) == 4
+    _no_leftovers(tmp_path)
+
+    # output bag: the inputs plus every output, at the input stamps and bag times
+    topics = _bag_topics(out / "bag")
+    assert set(topics) == {"/camera/image_raw", "/camera/labels"} | _output_topics(engine.hierarchy)
+    in_times = [t for t, _ in topics["/camera/image_raw"]]
+    assert in_times == [START + i * 100_000_000 for i in range(6)]
+    for topic in _output_topics(engine.hierarchy):
+        assert [t for t, _ in topics[topic]] == in_times, topic
+        assert [_stamp(raw) for _, raw in topics[topic]] == in_times, topic
+    # readable with the real message classes (what ros2 bag play would publish)
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    first = next(iter_frames(drive))
+    leaf = deserialize_message(topics[f"{NS}/mask"][0][1], Image)
+    expected = engine.infer(first.rgb).leaf
+    np.testing.assert_array_equal(np.frombuffer(bytes(leaf.data), np.uint8).reshape(64, 128), expected)
+    signs = deserialize_message(topics[f"{NS}/traffic_signs"][0][1], Detection2DArray)
+    assert signs.header.stamp.sec * 10**9 + signs.header.stamp.nanosec == START
+
+
+def test_offline_without_ground_truth_and_atomic_output(model, cityscapes, tmp_path):
+    frames = [(s.image, None) for s in CityscapesDataset(cityscapes, "val")]
+    bag = write_bag(tmp_path / "nogt", frames, rate_hz=5.0, start_ns=START, label_topic=None).path
+    out = tmp_path / "res"
+    code, metrics = evaluate_bag(
+        [str(bag), "--model", str(model), "--out", str(out), "--no-progress", "--no-output-bag", "--samples", "1"]
+    )
+    assert code == EXIT_OK and metrics["complete"] and metrics["evaluation"] is None
+    assert metrics["frames"]["without_gt"] == 3 and not (out / "bag").exists()
+    with pytest.raises(FileExistsError):
+        evaluate_bag([str(bag), "--model", str(model), "--out", str(out), "--no-progress"])
+    before = (out / "metrics.json").read_text()
+    code, _ = evaluate_bag([str(bag), "--model", str(model), "--out", str(out), "--overwrite", "--no-progress"])
+    assert code == EXIT_OK and (out / "bag").is_dir() and (out / "metrics.json").read_text() != before
+    _no_leftovers(tmp_path)
+
+
+def test_bag_broken_midway_gives_an_incomplete_result(model, tmp_path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    bag = tmp_path / "broken"
+    img = np.zeros((64, 128, 3), np.uint8)
+    with Writer(bag, version=9) as writer:
+        cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        lab = writer.add_connection("/camera/labels", "sensor_msgs/msg/Image", typestore=store)
+        for i in range(4):
+            t = START + i * 10**8
+            writer.write(cam, t, image_cdr(img, "rgb8", t, "cam"))
+            if i < 2:
+                label = image_cdr(np.full((64, 128), 7, np.uint8), "mono8", t, "cam")
+            else:  # an rgb8 "label" image from frame 2 on: not a label-id encoding
+                label = image_cdr(np.zeros((64, 128, 3), np.uint8), "rgb8", t, "cam")
+            writer.write(lab, t, label)
+    out = tmp_path / "res"
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.evaluation.bags.evaluate",
+        str(bag),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run([*cmd, "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    assert "INCOMPLETE" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] is False and metrics["frames"]["processed"] == 2
+    assert f"bag {bag}, topic /camera/labels: message 2" in metrics["reason"]
+    assert "INCOMPLETE RESULT" in (out / "report.html").read_text()
+    # nothing written for a bag that cannot be opened at all
+    done = subprocess.run(
+        [*cmd[:3], str(tmp_path / "missing"), *cmd[4:], "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "bag" in done.stderr and "missing" in done.stderr
+
+
+# ---------------------------------------------------------------------------- live
+@pytest.mark.ros
+def test_live_every_frame_through_the_node(model, drive, tmp_path):
+    out = tmp_path / "live"
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.evaluation.bags.evaluate",
+        str(drive),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+    ]
+    cmd += ["--mode", "live", "--rate-scale", "1.0", "--no-progress", "--startup-timeout", "60"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert out.is_dir(), done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    fr = metrics["frames"]
+    # honest accounting: every published frame is complete, partial or dropped
+    assert fr["processed"] == fr["in_bag"] == 6
+    assert fr["with_outputs"] + fr["partial"] + fr["dropped"] == 6
+    assert metrics["complete"] == (fr["with_outputs"] == 6) == (done.returncode == EXIT_OK), (metrics["reason"], done)
+    assert fr["with_outputs"] == 6, f"frames lost at 10 Hz on 64x128: {metrics['reason']} {metrics['notes']}"
+    lat = metrics["latency_ms"]
+    assert lat["count"] == 6 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] < 5000
+    assert metrics["first_output_latency_ms"]["p50"] <= lat["p50"]
+    assert metrics["recorded_rate_hz"] == pytest.approx(10.0)
+    assert metrics["input_rate_hz"] == pytest.approx(10.0, rel=0.2)
+    assert metrics["fps"] > 0 and metrics["node"]["exit_code"] == 0
+    assert (out / "node.log").is_file() and (out / "report.html").is_file()
+
+    # the per-dataset view of the node's masks equals the engine's offline result (exact view)
+    code, offline = evaluate_bag(
+        [str(drive), "--model", str(model), "--out", str(tmp_path / "off"), "--no-progress", "--no-output-bag"]
+    )
+    assert code == EXIT_OK
+    live_ds = metrics["evaluation"]["datasets"]["cityscapes"]
+    off_ds = offline["evaluation"]["datasets"]["cityscapes"]
+    assert live_ds["confusion"] == off_ds["confusion"]
+    root_live = metrics["evaluation"]["classifiers"]["root"]["confusion"]
+    assert root_live == offline["evaluation"]["classifiers"]["root"]["confusion"]  # root is never blanked
+
+    # output bag: inputs and all outputs, re-stamped to the input stamps, readable
+    info = open_bag_info(out / "bag")
+    assert info.frame_count == 6 and info.label_topic == "/camera/labels" and info.storage == "mcap"
+    topics = _bag_topics(out / "bag")
+    stamps = [START + i * 100_000_000 for i in range(6)]
+    assert [t for t, _ in topics["/camera/image_raw"]] == stamps
+    outputs = {t for t in topics if t.startswith(NS)}
+    assert f"{NS}/overlay" in outputs and f"{NS}/root/mask" in outputs and f"{NS}/traffic_signs" in outputs
+    for topic in outputs:
+        assert sorted(_stamp(raw) for _, raw in topics[topic]) == stamps, topic
+    _no_leftovers(tmp_path)
+
+
+@pytest.mark.ros
+def test_live_node_that_dies_gives_an_incomplete_result(model, drive, tmp_path):
+    out = tmp_path / "live_bad"
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.evaluation.bags.evaluate",
+        str(drive),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+    ]
+    cmd += [
+        "--mode",
+        "live",
+        "--no-progress",
+        "--startup-timeout",
+        "60",
+        "--node-arg=-p",
+        "--node-arg=outputs:=[bogus]",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_INCOMPLETE, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] is False and "node exited with code 2" in metrics["reason"]
+    assert metrics["frames"]["with_outputs"] == 0 and metrics["node"]["exit_code"] == 2
+    _no_leftovers(tmp_path)

@@ -1,0 +1,115 @@
+"""The main job (README command 1, ``python -m training.jobs.main_job``) end to end, reduced for CI.
+
+Same path as the real command: small-preset synthetic data in tmp, a few training iterations at
+tiny crops from the offline ImageNet weights, the ONNX export (~30 s), a 6-frame 64x128 drive bag,
+the live replay through the node over loopback DDS, the report. Then the second run reuses every
+stage. About 2-3 minutes on a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training import REPO
+from training.jobs.main_job import Pipeline, digest, headline
+
+STAGE_HEADERS = [f"[{i}/7]" for i in range(1, 8)]
+
+
+def _tiny_config(tmp_path: Path) -> Path:
+    raw = yaml.safe_load((REPO / "config" / "training" / "demo.yaml").read_text())
+    raw["hierarchy"] = str(REPO / "config" / "hierarchies" / "iv2018.yaml")
+    raw["augment"].update(crop=[64, 128], base_height=128)
+    raw["run"]["num_workers"] = 0
+    raw["checkpoint"]["every"] = 2
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "training.jobs.main_job", "--data", str(tmp_path / "data"), "--preset", "small"]
+    cmd += ["--out", str(tmp_path / "out"), "--config", str(tmp_path / "tiny.yaml"), "--iterations", "3"]
+    cmd += ["--drive-split", "train", "--drive-size", "64", "128", "--rate", "5", "--workers", "1", "--no-progress"]
+    return subprocess.run([*cmd, *extra], cwd=REPO, capture_output=True, text=True, timeout=420, check=False)
+
+
+@pytest.mark.ros
+def test_main_job_end_to_end_and_reuse(tmp_path: Path):
+    _tiny_config(tmp_path)
+    start = time.perf_counter()
+    first = _demo(tmp_path)
+    first_s = time.perf_counter() - start
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    positions = [out.find(h) for h in STAGE_HEADERS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), out
+    assert out.count(" done in ") + out.count(" reused in ") == 7  # every stage: header ... duration
+
+    result = tmp_path / "out" / "live"
+    for name in ("report.html", "report.md", "metrics.json", "node.log"):
+        assert (result / name).is_file(), name
+    assert (tmp_path / "out" / "model.onnx").is_file() and (tmp_path / "out" / "drive").is_dir()
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["mode"] == "live"
+    assert metrics["frames"]["in_bag"] == 6 and metrics["frames"]["dropped"] == 0
+    assert str(result / "report.html") in out
+    assert "mIoU per classifier: root " in out and "cityscapes mIoU: " in out
+    assert "p50 " in out and "p95 " in out and "fps " in out and "0 dropped" in out
+    train_manifest = json.loads((tmp_path / "out" / "stages" / "train.json").read_text())
+    assert train_manifest["iterations"] == 3
+
+    # second run: every stage's output exists and was made from the same settings -> reused
+    start = time.perf_counter()
+    second = _demo(tmp_path)
+    second_s = time.perf_counter() - start
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    for n in range(1, 7):
+        assert f"[{n}/7] reused in " in second.stdout, (n, second.stdout)
+    assert "mIoU per classifier: root " in second.stdout
+    assert second_s < first_s / 2, (first_s, second_s)
+
+
+def test_stage_manifests_key_and_outputs(tmp_path: Path):
+    p = Pipeline(tmp_path, ("a",))
+    out = tmp_path / "thing"
+    key = digest({"x": 1})
+    assert p.reusable("a", key, (out,)) is None
+    out.write_text("x")
+    p.complete("a", key, extra=5)
+    assert p.reusable("a", key, (out,))["extra"] == 5
+    assert p.reusable("a", digest({"x": 2}), (out,)) is None  # other settings: run again
+    out.unlink()
+    assert p.reusable("a", key, (out,)) is None  # output gone: run again
+    out.write_text("x")
+    p.invalidate("a")
+    assert p.reusable("a", key, (out,)) is None
+
+
+def test_failed_stage_is_named_and_exits_non_zero(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hierarchy: nowhere.yaml\ndatasets: []\n")
+    cmd = [sys.executable, "-m", "training.jobs.main_job", "--data", str(tmp_path / "d"), "--config", str(bad)]
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "error:" in done.stderr and "bad.yaml" in done.stderr
+
+
+def test_headline_of_an_incomplete_result_shows_drops():
+    metrics = {
+        "complete": False,
+        "latency_kind": "latency stamp->all outputs",
+        "latency_ms": {"p50": 120.0, "p95": 300.0},
+        "fps": 3.5,
+        "recorded_rate_hz": 4.0,
+        "frames": {"in_bag": 10, "with_outputs": 8, "dropped": 2, "partial": 0},
+        "evaluation": {"classifiers": {"root": {"miou": 0.25}}, "datasets": {"cityscapes": {"miou": 0.1}}},
+    }
+    text = "\n".join(headline(metrics))
+    assert "root 25.0 %" in text and "cityscapes mIoU: 10.0 %" in text and "2 dropped" in text and "p95 300 ms" in text

@@ -1,0 +1,152 @@
+"""hiseg_ros.outputs: masks, colours, overlay, sign instances and the fit resize policy (no ROS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hiseg_ros import outputs
+from hiseg_ros.hierarchy import IGNORE, load_hierarchy
+from hiseg_ros.outputs import FitTransform
+from training import REPO
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def iv2018():
+    return load_hierarchy(REPO / "config" / "hierarchies" / "iv2018.yaml")
+
+
+def _decisions(h, rng):
+    per = {name: rng.integers(0, n, (H, W), dtype=np.uint8) for name, n in h.classifier_sizes}
+    return per, h.flatten(per)
+
+
+def _leaf(h, name):
+    return h.node(name).id
+
+
+def test_classifier_masks_shapes_and_ignore(iv2018):
+    per, leaf = _decisions(iv2018, np.random.default_rng(1))
+    masks = outputs.classifier_masks(iv2018, per, leaf)
+    assert list(masks) == list(iv2018.classifier_names)
+    for mask in masks.values():
+        assert mask.shape == (H, W) and mask.dtype == np.uint8
+    np.testing.assert_array_equal(masks["root"], per["root"])
+    under_rider = np.isin(leaf, [c.id for c in iv2018.descendant_leaves("rider")])
+    np.testing.assert_array_equal(masks["rider"][under_rider], per["rider"][under_rider])
+    assert (masks["rider"][~under_rider] == IGNORE).all()
+
+
+@pytest.mark.parametrize("name", ["iv2018.yaml", "iv2019.yaml"])
+def test_classifier_masks_fast_path_equals_the_hierarchy_rule(name):
+    """The node's cv2 lookup must give exactly Hierarchy.classifier_masks' numpy lookup, void pixels included."""
+    h = load_hierarchy(REPO / "config" / "hierarchies" / name)
+    per, leaf = _decisions(h, np.random.default_rng(5))
+    leaf[:3] = h.void_value
+    fast = outputs.classifier_masks(h, per, leaf)
+    slow = h.classifier_masks(per, leaf)
+    assert list(fast) == list(slow)
+    for key in slow:
+        np.testing.assert_array_equal(fast[key], slow[key])
+
+
+def test_colorize_uses_the_leaf_palette(iv2018):
+    _, leaf = _decisions(iv2018, np.random.default_rng(2))
+    colored = outputs.colorize(iv2018, leaf)
+    assert colored.shape == (H, W, 3) and colored.dtype == np.uint8
+    road = leaf == _leaf(iv2018, "road")
+    if road.any():
+        assert (colored[road] == iv2018.node("road").color).all()
+    for y, x in [(0, 0), (10, 20), (H - 1, W - 1)]:
+        assert tuple(int(c) for c in colored[y, x]) == next(c.color for c in iv2018.leaves if c.id == leaf[y, x])
+
+
+def _sign_scene(h):
+    """Sky background, two sign regions of different classes and one tiny region."""
+    leaf = np.full((H, W), _leaf(h, "sky"), dtype=np.uint8)
+    s30, s50 = _leaf(h, "sign-speed-limit-30"), _leaf(h, "sign-speed-limit-50")
+    stop = h.descendant_leaves("traffic-sign-front")[14].id
+    # region A: rows 5..14, cols 10..21 (10 x 12 = 120 px): 100 px speed-limit-30, 20 px speed-limit-50
+    leaf[5:15, 10:22] = s30
+    leaf[5:7, 10:20] = s50
+    # region B: rows 30..49, cols 50..69 (400 px), all "stop"-ish class 14, with a traffic-sign-back hole
+    leaf[30:50, 50:70] = stop
+    leaf[40, 60] = _leaf(h, "traffic-sign-back")
+    # region C: 2 x 2 = 4 px, below the minimum area
+    leaf[60:62, 0:2] = s30
+    return leaf, s30, stop
+
+
+def test_find_signs_boxes_classes_scores(iv2018):
+    leaf, s30, stop = _sign_scene(iv2018)
+    lut = outputs.sign_leaf_lut(iv2018, "traffic-sign-front")
+    assert not lut[_leaf(iv2018, "traffic-sign-back")] and lut[s30]
+    signs = outputs.find_signs(iv2018, leaf, lut, min_area=10)
+    assert len(signs) == 2
+    big, small = signs
+    assert (big.x, big.y, big.width, big.height, big.area) == (50, 30, 20, 20, 399)
+    assert big.leaf_id == stop and big.class_name == iv2018.descendant_leaves("traffic-sign-front")[14].name
+    assert big.score == pytest.approx(1.0)
+    assert big.center == (60.0, 40.0)
+    assert (small.x, small.y, small.width, small.height, small.area) == (10, 5, 12, 10, 120)
+    assert small.leaf_id == s30 and small.class_name == "sign-speed-limit-30"
+    assert small.score == pytest.approx(100 / 120)
+    # the tiny region appears once the minimum area allows it
+    assert len(outputs.find_signs(iv2018, leaf, lut, min_area=4)) == 3
+    assert outputs.find_signs(iv2018, np.full((H, W), 27, np.uint8), lut, 1) == []
+
+
+def test_sign_class_can_be_a_leaf_and_unknown_is_an_error(iv2018):
+    leaf, _, _ = _sign_scene(iv2018)
+    back = outputs.sign_leaf_lut(iv2018, "traffic-sign-back")
+    signs = outputs.find_signs(iv2018, leaf, back, 1)
+    assert [(s.x, s.y, s.area, s.class_name) for s in signs] == [(60, 40, 1, "traffic-sign-back")]
+    with pytest.raises(KeyError, match="no class"):
+        outputs.sign_leaf_lut(iv2018, "no-such-class")
+
+
+def test_overlay_blends_and_draws_boxes(iv2018):
+    leaf, _, _ = _sign_scene(iv2018)
+    rgb = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    colored = outputs.colorize(iv2018, leaf)
+    plain = outputs.overlay(rgb, colored, 0.5)
+    assert plain.shape == (H, W, 3) and plain.dtype == np.uint8
+    expected = (rgb.astype(np.float64) * 0.5 + colored.astype(np.float64) * 0.5).round()
+    assert np.abs(plain.astype(np.float64) - expected).max() <= 1
+    np.testing.assert_array_equal(outputs.overlay(rgb, colored, 0.0), rgb)
+    np.testing.assert_array_equal(outputs.overlay(rgb, colored, 1.0), colored)
+    signs = outputs.find_signs(iv2018, leaf, outputs.sign_leaf_lut(iv2018, "traffic-sign-front"), 10)
+    boxed = outputs.overlay(rgb, colored, 0.5, signs, iv2018.palette)
+    big = signs[0]
+    color = iv2018.palette[big.leaf_id]
+    # the box outline has the sign's colour; pixels far from boxes and labels are the plain blend
+    assert (boxed[big.y + big.height - 1, big.x : big.x + big.width] == color).all()
+    np.testing.assert_array_equal(boxed[55:, 75:], plain[55:, 75:])
+    assert (boxed != plain).any()
+    with pytest.raises(ValueError, match="differ in shape"):
+        outputs.overlay(rgb, colored[:10], 0.5)
+
+
+def test_fit_input_keeps_aspect_and_pads():
+    rgb = np.random.default_rng(4).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    same, fit = outputs.fit_input(rgb, None)
+    assert same is rgb and fit.identity
+    net_in, fit = outputs.fit_input(rgb, (64, 64))
+    assert net_in.shape == (64, 64, 3)
+    assert fit == FitTransform((60, 100), (38, 64), (64, 64))
+    assert (net_in[38:] == 0).all()
+    per = {"root": np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)}
+    leaf = np.full((64, 64), 7, np.uint8)
+    leaf[38:] = 9  # padding: must disappear
+    restored, restored_leaf = outputs.restore_decisions(per, leaf, fit)
+    assert restored["root"].shape == (60, 100) and restored_leaf.shape == (60, 100)
+    assert (restored_leaf == 7).all()
+
+
+def test_fit_input_upscales_small_images():
+    rgb = np.full((10, 20, 3), 200, np.uint8)
+    net_in, fit = outputs.fit_input(rgb, (64, 96))
+    assert fit.scaled_size == (48, 96) and net_in.shape == (64, 96, 3)
+    assert (net_in[:48] == 200).all() and (net_in[48:] == 0).all()

@@ -1,0 +1,110 @@
+"""The readers on data the synthetic generator wrote: every file reads back as what was rendered.
+
+This closes the loop between the writers (training/data/synthetic) and the readers
+(training/data/readers): both follow docs/DATASET_FORMATS.md, and a disagreement shows up here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import REPO
+from hiseg_ros.hierarchy import load_hierarchy
+from training.data.readers import load_dataset
+from training.data.readers.label_tables import OPENSCAPES_TAGS, VISTAS_V12_ID
+from training.jobs.main_job import read_back
+from training.data.synthetic import CITYSCAPES_FROM_VISTAS, generate, iter_scenes
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, "small", seed=3, workers=1)
+    return root
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_cityscapes_images_and_labels_are_the_rendered_scenes(data: Path):
+    scenes = {_digest(scene.image): scene for _, scene in iter_scenes("cityscapes", "small", seed=3)}
+    samples = [s for split in ("train", "val") for s in load_dataset("cityscapes", data / "cityscapes", split=split)]
+    assert len(samples) == len(scenes)
+    for sample in samples:
+        scene = scenes[_digest(sample.image)]  # PNG is lossless: the exact rendered image
+        np.testing.assert_array_equal(sample.label, CITYSCAPES_FROM_VISTAS[scene.labels])
+
+
+def test_vistas_labels_are_palette_indices_of_the_truth(data: Path):
+    truths = {_digest(scene.labels): scene for _, scene in iter_scenes("vistas", "small", seed=3)}
+    reader = load_dataset("vistas", data / "vistas", split="training")
+    assert len(reader.labels) == 66 and reader.labels[65].name == "void--unlabeled"
+    for sample in reader:
+        scene = truths[_digest(sample.label)]
+        assert sample.image.shape == scene.image.shape  # JPEG: same size, lossy pixels
+        assert np.abs(sample.image.astype(int) - scene.image).mean() < 12
+
+
+def test_gtsdb_boxes_are_the_visible_front_signs(data: Path):
+    scenes = {_digest(scene.image): scene for _, scene in iter_scenes("gtsdb", "small", seed=3)}
+    reader = load_dataset("gtsdb", data / "gtsdb")
+    without = 0
+    for sample in reader:
+        scene = scenes[_digest(sample.image)]  # PPM is lossless
+        expected = sorted(
+            (*inst.bbox, inst.gtsdb_class)
+            for inst in scene.instances
+            if inst.label == VISTAS_V12_ID["object--traffic-sign--front"] and inst.area > 0
+        )
+        got = sorted((b.x0, b.y0, b.x1, b.y1, b.label) for b in sample.boxes)
+        assert got == expected
+        without += not got
+    assert 0 < without < len(reader)  # images without signs exist, and are the exception
+
+
+def test_openscapes_tags_come_from_the_vocabulary(data: Path):
+    reader = load_dataset("openscapes", data / "openscapes")
+    assert len(reader) > 0
+    seen = set()
+    for sample in reader:
+        assert set(sample.tags) <= set(OPENSCAPES_TAGS)
+        seen |= set(sample.tags)
+        assert (data / "openscapes" / "ground_truth" / f"{sample.sample_id}_vistas.png").is_file()
+    assert {"car", "person", "traffic sign"} <= seen
+
+
+def test_every_sample_gives_iv2018_targets(data: Path):
+    results = read_back(data, load_hierarchy(REPO / "config" / "hierarchies" / "iv2018.yaml"))
+    assert [r.dataset for r in results] == ["cityscapes", "cityscapes", "vistas", "vistas", "gtsdb", "openscapes"]
+    assert all(r.samples > 0 for r in results)
+    assert all(r.labelled_pixels > 0 for r in results if r.dataset != "openscapes")
+    assert sum(r.boxes for r in results if r.dataset == "gtsdb") > 0
+    # Weak tags never train the root: under iv2018 only tags below the root (stop sign) teach
+    # anything; under iv2019 every vehicle / person tag reaches its sub-classifier.
+    iv2019 = read_back(data, load_hierarchy(REPO / "config" / "hierarchies" / "iv2019.yaml"))
+    assert next(r for r in iv2019 if r.dataset == "openscapes").labelled_pixels > 0
+
+
+def test_main_job_command_generates_and_reads_back(tmp_path: Path):
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "training.jobs.main_job", "--data", str(tmp_path / "d"), "--preset", "small"),
+            *("--workers", "1", "--out", str(tmp_path / "out"), "--until", "readback"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reading every sample back" in result.stdout and "done: datasets in" in result.stdout
+    for name in ("cityscapes", "vistas", "gtsdb", "openscapes"):
+        assert (tmp_path / "d" / name / "synthetic.json").is_file()

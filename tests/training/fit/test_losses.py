@@ -1,0 +1,248 @@
+"""The hierarchical loss against values computed by hand from explicit log-softmax arithmetic.
+
+Tiny hierarchy: root = road | sign | vehicle; sign = front | back; front = stop | yield; vehicle = car | bus.
+Every classifier has its logits given per pixel; ``ce(v, k) = log(sum_i e^v_i) - v_k``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_hierarchy import load_tiny
+
+from hiseg_ros.hierarchy import IGNORE, Hierarchy, load_hierarchy
+from training import REPO
+from training.data.readers.base import Box, Sample
+from training.fit.loss import HierarchicalLoss, default_weights
+from training.labels.targets import SampleTargets, SoftTarget, TargetBuilder, collate_targets
+
+HIERARCHIES = REPO / "config" / "hierarchies"
+I = IGNORE  # noqa: E741
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Hierarchy:
+    return load_tiny(tmp_path_factory.mktemp("h"))
+
+
+def ce(values: list[float], k: int) -> float:
+    """Hard cross-entropy of one pixel, by hand."""
+    return math.log(sum(math.exp(v) for v in values)) - values[k]
+
+
+def row(*pixels: list[float]) -> list:
+    """One image row of pixels (each a list of C logits) as a 1 x C x 1 x W nested list."""
+    return [[[[p[c] for p in pixels]] for c in range(len(pixels[0]))]]
+
+
+def logits(tiny: Hierarchy, batch: int, h: int, w: int, **given: list) -> dict[str, torch.Tensor]:
+    """Zero logits per classifier, replaced by ``given`` (nested B x C x h x w lists); all require grad."""
+    out = {}
+    for name, classes in tiny.classifier_sizes:
+        value = torch.tensor(given[name]) if name in given else torch.zeros(batch, classes, h, w)
+        out[name] = value.float().requires_grad_()
+    return out
+
+
+def targets(tiny: Hierarchy, kind: str, shape: tuple[int, int], soft=None, **hard: list) -> SampleTargets:
+    maps = {n: np.full(shape, IGNORE, np.uint8) for n in tiny.classifier_names}
+    maps.update({n: np.array(v, np.uint8) for n, v in hard.items()})
+    soft_targets = {
+        n: SoftTarget(np.array(i, np.int32), np.array(t, np.float32), np.array(m, np.float32))
+        for n, (i, t, m) in (soft or {}).items()
+    }
+    return SampleTargets(kind, maps, soft_targets)  # type: ignore[arg-type]
+
+
+def zero_grad(t: torch.Tensor) -> bool:
+    return t.grad is None or bool((t.grad == 0).all())
+
+
+# --------------------------------------------------------------------------- per-pixel term
+def test_ignore_pixels_are_excluded_from_the_average(tiny: Hierarchy):
+    loss = HierarchicalLoss(tiny)
+    lg = logits(tiny, 1, 1, 3, root=row([2, 0, 0], [0, 1, 0], [5, -5, 9]))
+    batch = collate_targets([targets(tiny, "pixel", (1, 3), root=[[0, 2, I]])])
+    out = loss(lg, batch)
+    expected = (ce([2, 0, 0], 0) + ce([0, 1, 0], 2)) / 2  # the IGNORE pixel neither adds nor counts
+    assert expected == pytest.approx((math.log(math.e**2 + 2) - 2 + math.log(2 + math.e)) / 2)
+    assert out.per_classifier["root"].item() == pytest.approx(expected, rel=1e-6)
+    assert out.total.item() == pytest.approx(1.0 * expected, rel=1e-6)
+    assert out.pixels["root"] == (2, 0)
+    assert all(out.per_classifier[n].item() == 0 for n in ("sign", "vehicle", "front"))
+    out.total.backward()
+    grad = lg["root"].grad
+    assert (grad[0, :, 0, 2] == 0).all() and (grad[0, :, 0, :2] != 0).any()
+
+
+def test_logits_are_upsampled_bilinearly_to_the_target(tiny: Hierarchy):
+    # 1x2 logits -> 1x4 targets, align_corners=False: columns take weights (1,0), (3/4,1/4), (1/4,3/4), (0,1).
+    a, b = [2.0, 0.0, 1.0], [0.0, 4.0, 0.0]
+    lg = logits(tiny, 1, 1, 2, root=row(a, b))
+    out = HierarchicalLoss(tiny)(lg, collate_targets([targets(tiny, "pixel", (1, 4), root=[[0, 0, 0, 0]])]))
+    cols = [
+        [wa * x + wb * y for x, y in zip(a, b, strict=True)] for wa, wb in ((1, 0), (0.75, 0.25), (0.25, 0.75), (0, 1))
+    ]
+    expected = sum(ce(c, 0) for c in cols) / 4
+    assert out.per_classifier["root"].item() == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- P1 and P2 averaged separately
+def test_pixel_and_weak_pixels_are_averaged_separately(tiny: Hierarchy):
+    # sample 0 (per-pixel): one vehicle label; sample 1 (weak, e.g. "fill" boxes): two, where the root says vehicle.
+    pixel = targets(tiny, "pixel", (1, 2), vehicle=[[0, I]])
+    weak = targets(tiny, "weak", (1, 2), vehicle=[[0, 1]])
+    root = [row([0, 0, 0], [0, 0, 0])[0], row([0, 0, 3], [1, 0, 2])[0]]  # sample 0: root says road (irrelevant)
+    vehicle = [row([1, 0], [7, 7])[0], row([0, 0], [0, 2])[0]]
+    lg = logits(tiny, 2, 1, 2, root=root, vehicle=vehicle)
+    out = HierarchicalLoss(tiny)(lg, collate_targets([pixel, weak]))
+    p1 = ce([1, 0], 0) / 1
+    p2 = (ce([0, 0], 0) + ce([0, 2], 1)) / 2
+    assert p1 + p2 != pytest.approx((ce([1, 0], 0) + ce([0, 0], 0) + ce([0, 2], 1)) / 3)
+    assert out.per_classifier["vehicle"].item() == pytest.approx(p1 + p2, rel=1e-6)
+    assert out.pixels["vehicle"] == (1, 2)
+    assert out.total.item() == pytest.approx(0.1 * (p1 + p2), rel=1e-6)
+
+
+def test_weak_hard_and_soft_pixels_share_one_average(tiny: Hierarchy):
+    # weak "front" targets: a hard one at pixel 0 and a soft [1/2, 1/2] one at pixel 1; "sign" says front at both.
+    weak = targets(tiny, "weak", (1, 2), front=[[1, I]], soft={"front": ([[-1, 0]], [[0.5, 0.5]], [1.0])})
+    lg = logits(tiny, 1, 1, 2, sign=row([1, 0], [1, 0]), front=row([0, 1], [2, 0]))
+    out = HierarchicalLoss(tiny)(lg, collate_targets([weak]))
+    soft = 0.5 * ce([2, 0], 0) + 0.5 * ce([2, 0], 1)
+    assert out.per_classifier["front"].item() == pytest.approx((ce([0, 1], 1) + soft) / 2, rel=1e-6)
+    assert out.pixels["front"] == (0, 2)
+
+
+# --------------------------------------------------------------------------- conditional accumulation
+def test_soft_weak_term_follows_the_parent_decision(tiny: Hierarchy):
+    # One weak pixel with a soft "front" target [1/4, 3/4] (mass 1/2 under "front").
+    batch = collate_targets([targets(tiny, "weak", (1, 1), soft={"front": ([[0]], [[0.25, 0.75]], [0.5])})])
+    front = row([1, 3])
+    says_front = logits(tiny, 1, 1, 1, sign=row([2, 0]), front=front)
+    out = HierarchicalLoss(tiny)(says_front, batch)
+    lse = math.log(math.e**1 + math.e**3)
+    expected = -(0.25 * (1 - lse) + 0.75 * (3 - lse))
+    assert out.per_classifier["front"].item() == pytest.approx(expected, rel=1e-6)
+    assert out.pixels["front"] == (0, 1)
+    assert out.total.item() == pytest.approx(0.1 * expected, rel=1e-6)
+    out.total.backward()
+    assert not zero_grad(says_front["front"])
+    assert zero_grad(says_front["sign"])  # the decision is detached: the parent learns nothing from it
+    assert zero_grad(says_front["root"])
+
+    says_back = logits(tiny, 1, 1, 1, sign=row([0, 2]), front=front)  # the same pixel, "sign" now says back
+    out = HierarchicalLoss(tiny)(says_back, batch)
+    assert out.per_classifier["front"].item() == 0 and out.pixels["front"] == (0, 0)
+    out.total.backward()
+    assert all(torch.isfinite(t.grad).all() and zero_grad(t) for t in says_back.values())
+
+
+def test_root_decision_gates_classifiers_under_root(tiny: Hierarchy):
+    # weak vehicle target "bus" at two pixels; the root says vehicle at pixel 0 only.
+    batch = collate_targets([targets(tiny, "weak", (1, 2), vehicle=[[1, 1]])])
+    vehicle = row([0, 1], [3, 0])
+    lg = logits(tiny, 1, 1, 2, root=row([0, 0, 1], [1, 0, 0]), vehicle=vehicle)
+    out = HierarchicalLoss(tiny)(lg, batch)
+    assert out.per_classifier["vehicle"].item() == pytest.approx(ce([0, 1], 1), rel=1e-6)
+    assert out.pixels["vehicle"] == (0, 1)
+    out.total.backward()
+    assert (lg["vehicle"].grad[0, :, 0, 1] == 0).all() and (lg["vehicle"].grad[0, :, 0, 0] != 0).all()
+    flipped = logits(tiny, 1, 1, 2, root=row([0, 0, 1], [0, 0, 1]), vehicle=vehicle)  # now vehicle at both
+    out = HierarchicalLoss(tiny)(flipped, batch)
+    assert out.per_classifier["vehicle"].item() == pytest.approx((ce([0, 1], 1) + ce([3, 0], 1)) / 2, rel=1e-6)
+
+
+def test_per_pixel_samples_ignore_the_parent_decision(tiny: Hierarchy):
+    batch = collate_targets([targets(tiny, "pixel", (1, 1), vehicle=[[1]])])
+    lg = logits(tiny, 1, 1, 1, root=row([5, 0, 0]), vehicle=row([0, 1]))  # the root says road
+    out = HierarchicalLoss(tiny)(lg, batch)
+    assert out.per_classifier["vehicle"].item() == pytest.approx(ce([0, 1], 1), rel=1e-6)
+
+
+def test_loss_min_mass_drops_light_soft_targets(tiny: Hierarchy):
+    batch = collate_targets([targets(tiny, "weak", (1, 1), soft={"front": ([[0]], [[0.25, 0.75]], [0.5])})])
+    lg = logits(tiny, 1, 1, 1, sign=row([2, 0]), front=row([1, 3]))
+    assert HierarchicalLoss(tiny, min_mass=0.5)(lg, batch).pixels["front"] == (0, 1)
+    assert HierarchicalLoss(tiny, min_mass=0.6)(lg, batch).pixels["front"] == (0, 0)
+
+
+# --------------------------------------------------------------------------- weights
+def test_weights_default_and_override(tiny: Hierarchy):
+    assert default_weights(tiny) == {"root": 1.0, "sign": 0.1, "vehicle": 0.1, "front": 0.1}
+    batch = collate_targets([targets(tiny, "pixel", (1, 1), root=[[2]], vehicle=[[0]], sign=[[1]])])
+    lg = logits(tiny, 1, 1, 1, root=row([0, 1, 2]), vehicle=row([1, 1]), sign=row([3, 0]))
+    lr, lv, ls = ce([0, 1, 2], 2), ce([1, 1], 0), ce([3, 0], 1)
+    out = HierarchicalLoss(tiny)(lg, batch)
+    assert out.total.item() == pytest.approx(1.0 * lr + 0.1 * lv + 0.1 * ls, rel=1e-6)
+    out = HierarchicalLoss(tiny, weights={"root": 0.5, "vehicle": 2.0})(lg, batch)
+    assert out.total.item() == pytest.approx(0.5 * lr + 2.0 * lv + 0.1 * ls, rel=1e-6)
+    assert out.per_classifier["vehicle"].item() == pytest.approx(lv, rel=1e-6)  # reported unweighted
+    with pytest.raises(ValueError, match="unknown classifier 'rider'"):
+        HierarchicalLoss(tiny, weights={"rider": 1.0})
+
+
+# --------------------------------------------------------------------------- empty sets, gradients
+def test_empty_sets_give_zero_loss_and_finite_gradients(tiny: Hierarchy):
+    batch = collate_targets([targets(tiny, "pixel", (2, 2)), targets(tiny, "weak", (2, 2))])
+    lg = {n: torch.randn(2, c, 1, 1, requires_grad=True) for n, c in tiny.classifier_sizes}
+    out = HierarchicalLoss(tiny)(lg, batch)
+    assert out.total.item() == 0 and not torch.isnan(out.total)
+    assert all(v.item() == 0 for v in out.per_classifier.values())
+    assert all(p == (0, 0) for p in out.pixels.values())
+    out.total.backward()
+    for t in lg.values():
+        assert t.grad is not None and torch.isfinite(t.grad).all() and (t.grad == 0).all()
+
+
+def test_weak_only_batch_gives_root_no_gradient(tiny: Hierarchy):
+    # hard weak targets (as from "fill" boxes) for sign / front at pixel 0 and vehicle at pixel 1
+    weak = targets(tiny, "weak", (1, 3), sign=[[0, I, I]], front=[[1, I, I]], vehicle=[[I, 0, I]])
+    lg = logits(tiny, 1, 1, 3, root=row([0, 2, 0], [0, 0, 2], [2, 0, 0]), sign=row([1, 0], [1, 0], [1, 0]))
+    out = HierarchicalLoss(tiny)(lg, collate_targets([weak]))
+    assert out.pixels == {"root": (0, 0), "sign": (0, 1), "vehicle": (0, 1), "front": (0, 1)}
+    out.total.backward()
+    assert zero_grad(lg["root"])
+    for name, pixel in (("sign", 0), ("front", 0), ("vehicle", 1)):
+        grad = lg[name].grad[0, :, 0]
+        assert (grad[:, pixel] != 0).all()
+        assert (grad[:, [p for p in range(3) if p != pixel]] == 0).all()
+
+
+def test_iv2018_cityscapes_and_gtsdb_batch(tmp_path: Path):
+    h = load_hierarchy(HIERARCHIES / "iv2018.yaml")
+    builder = TargetBuilder(h)
+    image = np.zeros((8, 16, 3), np.uint8)
+    label = np.full((8, 16), 7, np.uint8)  # road
+    label[:, 8:] = 20  # traffic sign
+    city = builder(Sample("cityscapes", "c", image, label))
+    gtsdb = builder(Sample("gtsdb", "g", image, None, boxes=(Box(2, 2, 9, 5, 14), Box(6, 1, 12, 6, 1))))
+    batch = collate_targets([city, gtsdb])
+    torch.manual_seed(0)
+    lg = {n: torch.randn(2, c, 2, 4, requires_grad=True) for n, c in h.classifier_sizes}  # output stride 4
+    out = HierarchicalLoss(h)(lg, batch)
+    assert torch.isfinite(out.total) and out.total.item() > 0
+    assert out.pixels["root"] == (128, 0) and out.pixels["traffic_sign"][0] == 64
+    assert out.pixels["drivable"] == (0, 0)  # Cityscapes road is not a drivable class
+    out.total.backward()
+    assert (lg["root"].grad[1] == 0).all() and (lg["root"].grad[0] != 0).any()
+    assert (lg["traffic_sign_front"].grad[0] == 0).all()  # Cityscapes signs do not name a GTSDB class
+
+
+# --------------------------------------------------------------------------- validation
+def test_logits_must_match_the_hierarchy(tiny: Hierarchy):
+    loss = HierarchicalLoss(tiny)
+    batch = collate_targets([targets(tiny, "pixel", (1, 1))])
+    good = logits(tiny, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"missing \['front'\], unexpected \['rider'\]"):
+        loss({**{k: v for k, v in good.items() if k != "front"}, "rider": torch.zeros(1, 3, 1, 1)}, batch)
+    with pytest.raises(ValueError, match=r"logits\['vehicle'\] has 3 channels, classifier 'vehicle'.*has 2 classes"):
+        loss({**good, "vehicle": torch.zeros(1, 3, 1, 1)}, batch)
+    with pytest.raises(ValueError, match="batch size 2, targets 1"):
+        loss({**good, "sign": torch.zeros(2, 2, 1, 1)}, batch)
+    with pytest.raises(ValueError, match=r"hard targets of 'vehicle' must be 0\.\.1"):
+        loss(good, collate_targets([targets(tiny, "pixel", (1, 1), vehicle=[[2]])]))

@@ -1,0 +1,148 @@
+"""Training loop: a tiny run end to end, exact resume, crash-safe checkpoints, checkpoint mismatch errors.
+
+Data: the synthetic generator's "small" preset (the four datasets in their real on-disk formats,
+scaled to the crop height by ``augment.base_height``). Model:
+MobileNetV2 without pretrained weights, shared_channels 16, 64x128 crops, 2-4 iterations.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_training import HIERARCHIES, PYTHON, make_tiny_data, tiny_config, write_config
+
+from training import REPO
+from training.fit.config import ConfigError, load_config
+from training.fit.log import read_csv
+from training.fit.train import CheckpointMismatchError, checkpoint_paths, load_checkpoint, main, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+def _state_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: Path) -> None:
+    cfg_a = write_config(tmp_path / "a.yaml", tiny_config(data_root, tmp_path / "a"))
+    config, hierarchy = load_config(cfg_a)
+    straight = train(config, hierarchy, progress=False)
+    assert straight.iteration == 4 and len(straight.losses) == 4
+
+    cfg_b = write_config(tmp_path / "b.yaml", tiny_config(data_root, tmp_path / "b"))
+    config_b, _ = load_config(cfg_b)
+    first = train(config_b, hierarchy, stop_after=2, progress=False)
+    assert first.iteration == 2 and (tmp_path / "b" / "last.pt").is_file()
+    second = train(config_b, hierarchy, resume=True, progress=False)
+    assert second.iteration == 4
+
+    assert first.losses + second.losses == straight.losses  # identical, not just close
+    ca, cb = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert _state_equal(ca["model"], cb["model"])
+    assert ca["iteration"] == cb["iteration"] == 4
+    assert ca["scheduler"] == cb["scheduler"]
+
+    # checkpoint contract and log / plots
+    assert {"model", "hierarchy", "model_config", "optimizer", "scheduler", "iteration", "config", "rng"} <= set(ca)
+    assert set(ca["model_config"]) == {
+        "backbone",
+        "output_stride",
+        "shared_channels",
+        "adaptation_depth",
+        "adaptation_dilation",
+    }
+    assert [p.name for p in checkpoint_paths(tmp_path / "a")] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
+    rows = read_csv(tmp_path / "b" / "train_log.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert {f"loss/{n}" for n in hierarchy.classifier_names} <= set(rows[0])
+    assert float(rows[0]["loss"]) == pytest.approx(straight.losses[0]["loss"], rel=1e-5)
+    assert (tmp_path / "b" / "plots" / "losses.png").stat().st_size > 1000
+    # sub-classifiers got their own weight decay group
+    groups = ca["optimizer"]["param_groups"]
+    assert sorted(g["weight_decay"] for g in groups) == [1e-4, 1.7e-4]
+
+
+def test_checkpoint_of_another_hierarchy_is_refused_before_training(data_root: Path, tmp_path: Path) -> None:
+    flat_raw = tiny_config(data_root, tmp_path / "flat", hierarchy=str(HIERARCHIES / "iv2018_flat.yaml"))
+    flat_raw["schedule"] = {"iterations": 1}
+    config, hierarchy = load_config(write_config(tmp_path / "flat.yaml", flat_raw))
+    assert hierarchy.is_flat
+    train(config, hierarchy, progress=False)  # the flat baseline trains with the same code
+    flat_ckpt = tmp_path / "flat" / "last.pt"
+
+    # as --resume of a hierarchical run
+    raw = tiny_config(data_root, tmp_path / "flat")
+    config_h, hierarchy_h = load_config(write_config(tmp_path / "h.yaml", raw))
+    with pytest.raises(CheckpointMismatchError, match="hierarchy 'iv2018_flat'.*'iv2018'"):
+        train(config_h, hierarchy_h, resume=True, progress=False)
+    # as init
+    raw = tiny_config(data_root, tmp_path / "h", checkpoint={"init": str(flat_ckpt)})
+    config_i, hierarchy_i = load_config(write_config(tmp_path / "i.yaml", raw))
+    with pytest.raises(CheckpointMismatchError, match="iv2018_flat"):
+        train(config_i, hierarchy_i, progress=False)
+    assert not (tmp_path / "h").exists()  # nothing was written: the error came first
+    # a different model layout is refused too
+    raw = tiny_config(data_root, tmp_path / "flat", hierarchy=str(HIERARCHIES / "iv2018_flat.yaml"))
+    raw["model"]["shared_channels"] = 8
+    config_m, hierarchy_m = load_config(write_config(tmp_path / "m.yaml", raw))
+    with pytest.raises(CheckpointMismatchError, match="shared_channels"):
+        train(config_m, hierarchy_m, resume=True, progress=False)
+    # CLI: a clear message and exit status 2
+    assert main(["--config", str(tmp_path / "h.yaml"), "--resume", str(flat_ckpt), "--no-progress"]) == 2
+
+
+def test_kill_during_checkpointing_leaves_loadable_checkpoints(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    raw = tiny_config(data_root, out, checkpoint={"every": 1, "keep": 3}, schedule={"iterations": 400})
+    cfg = write_config(tmp_path / "kill.yaml", raw)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "training.fit.train", "--config", str(cfg), "--no-progress"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(checkpoint_paths(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.37)  # land somewhere in a checkpoint write (one every iteration)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    files = sorted(out.glob("*.pt"))
+    assert out / "last.pt" in files and len(files) >= 2
+    for path in files:
+        ckpt = load_checkpoint(path)
+        assert ckpt["iteration"] >= 1
+    last_iteration = load_checkpoint(out / "last.pt")["iteration"]
+    config, hierarchy = load_config(cfg)
+    resumed = train(config, hierarchy, resume=True, stop_after=last_iteration + 1, progress=False)
+    assert resumed.iteration == last_iteration + 1
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_cli_runs_and_rejects_bad_config_before_training(data_root: Path, tmp_path: Path) -> None:
+    raw = tiny_config(data_root, tmp_path / "cli", schedule={"iterations": 1})
+    raw["loss"] = {"weights": {"root": 1.0, "traffic_sgn": 0.1}}
+    cfg = write_config(tmp_path / "bad.yaml", raw)
+    with pytest.raises(ConfigError, match=r"bad\.yaml: loss\.weights\.traffic_sgn: unknown classifier"):
+        load_config(cfg)
+    assert main(["--config", str(cfg), "--no-progress"]) == 2
+    assert not (tmp_path / "cli").exists()

@@ -1,0 +1,135 @@
+"""Training config: the shipped configs load, and every kind of mistake is a ConfigError naming file and key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from dataset_files import make_vistas
+from tiny_training import HIERARCHIES, make_tiny_data, tiny_config, write_config
+
+from training import REPO
+from training.fit.config import ConfigError, load_config
+
+CONFIGS = REPO / "config" / "training"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_data(tmp_path_factory.mktemp("cfg_data"))
+
+
+def _error(tmp_path: Path, raw: dict, name: str = "cfg.yaml", check_data: bool = True) -> str:
+    path = write_config(tmp_path / name, raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_data=check_data)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_parse(name: str) -> None:
+    config, hierarchy = load_config(CONFIGS / name, check_data=False)
+    assert Path(config.hierarchy).is_file()
+    assert {d.name for d in config.datasets} <= set(hierarchy.datasets)
+    assert config.optimizer.momentum == 0.9 and config.schedule.poly_power > 0
+
+
+def test_default_config_is_the_papers_recipe() -> None:
+    config, hierarchy = load_config(CONFIGS / "default.yaml", check_data=False)
+    assert [(d.name, d.per_batch) for d in config.datasets] == [
+        ("cityscapes", 1),
+        ("vistas", 2),
+        ("gtsdb", 1),
+        ("openscapes", 1),
+    ]
+    assert config.augment.crop == (256, 512) and config.model.backbone == "mobilenet_v2"
+    assert config.optimizer.lr == 0.01 and config.optimizer.sub_weight_decay == 1.7e-4
+    assert config.loss.weights["root"] == 1.0
+    assert all(config.loss.weights[n] == 0.1 for n in hierarchy.classifier_names[1:])
+    flat, flat_h = load_config(CONFIGS / "flat_baseline.yaml", check_data=False)
+    assert flat_h.is_flat and flat.model.checkpoint_config() == config.model.checkpoint_config()
+
+
+def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> None:
+    config, hierarchy = load_config(write_config(tmp_path / "ok.yaml", tiny_config(data_root, tmp_path / "o")))
+    assert config.augment_config().crop == (64, 128)
+    assert config.dataset_root(config.datasets[0]) == data_root / "cityscapes"
+    assert hierarchy.name == "iv2018"
+
+
+@pytest.mark.parametrize(
+    ("patch", "pattern"),
+    [
+        ({"optimiser": {"lr": 0.1}}, r"cfg\.yaml: optimiser: unknown key"),
+        ({"optimizer": {"lr": 0.01, "momentun": 0.9}}, r"cfg\.yaml: optimizer\.momentun: unknown key"),
+        ({"optimizer": {"lr": "fast"}}, r"cfg\.yaml: optimizer\.lr: expected a number, got 'fast'"),
+        ({"schedule": {"iterations": 2.5}}, r"cfg\.yaml: schedule\.iterations: expected an integer"),
+        ({"run": {"amp": "yes"}}, r"cfg\.yaml: run\.amp: expected true/false"),
+        ({"augment": {"crop": [64]}}, r"cfg\.yaml: augment\.crop: expected a list of 2"),
+        ({"model": {"backbone": "vgg16"}}, r"cfg\.yaml: model\.backbone: unknown backbone 'vgg16'"),
+        ({"loss": {"weights": {"traffic_sgn": 0.1}}}, r"cfg\.yaml: loss\.weights\.traffic_sgn: unknown classifier"),
+        ({"loss": {"weights": {"road": 0.1}}}, r"cfg\.yaml: loss\.weights\.road: class 'road' .* owns no classifier"),
+        ({"loss": {"weights": {"rider": -1}}}, r"cfg\.yaml: loss\.weights\.rider: expected a number >= 0"),
+        ({"checkpoint": {"every": 0}}, r"cfg\.yaml: checkpoint\.every: expected > 0"),
+        ({"hierarchy": "nowhere.yaml"}, r"cfg\.yaml: hierarchy: cannot load"),
+        ({"datasets": []}, r"cfg\.yaml: datasets: expected a non-empty list"),
+    ],
+)
+def test_bad_values_name_file_and_key(data_root: Path, tmp_path: Path, patch: dict, pattern: str) -> None:
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw.update(patch)
+    assert re.search(pattern, _error(tmp_path, raw, check_data=False)), _error(tmp_path, raw, check_data=False)
+
+
+def test_unknown_dataset_and_dataset_keys(data_root: Path, tmp_path: Path) -> None:
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][1]["name"] = "kitti"
+    assert re.search(r"datasets\[1\]\.name: unknown dataset 'kitti'", _error(tmp_path, raw, check_data=False))
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][0]["per_bach"] = 2
+    assert re.search(r"datasets\[0\]\.per_bach: unknown key", _error(tmp_path, raw, check_data=False))
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][0]["options"] = {"spilt": "train"}
+    assert re.search(r"datasets\[0\]\.options: .*spilt", _error(tmp_path, raw))
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][2]["root"] = "no_such_dir"
+    assert re.search(r"datasets\[2\] \(gtsdb at .*no_such_dir\)", _error(tmp_path, raw))
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"].append(dict(raw["datasets"][0]))
+    assert re.search(r"datasets\[4\]\.name: dataset 'cityscapes' listed twice", _error(tmp_path, raw, check_data=False))
+
+
+def test_dataset_not_mapped_by_the_hierarchy(data_root: Path, tmp_path: Path) -> None:
+    hierarchy = yaml.safe_load((HIERARCHIES / "iv2018.yaml").read_text(encoding="utf-8"))
+    del hierarchy["datasets"]["openscapes"]
+    (tmp_path / "no_tags.yaml").write_text(yaml.safe_dump(hierarchy, sort_keys=False), encoding="utf-8")
+    raw = tiny_config(data_root, tmp_path / "o", hierarchy=str(tmp_path / "no_tags.yaml"))
+    message = _error(tmp_path, raw, check_data=False)
+    assert re.search(r"cfg\.yaml: datasets\[3\]\.name: dataset 'openscapes' has no label mapping", message)
+
+
+def test_dataset_labels_that_do_not_fit_the_hierarchy(data_root: Path, tmp_path: Path) -> None:
+    # Vistas v2.0 (124 labels) against the v1.2 mapping of iv2018
+    make_vistas(tmp_path / "vistas20", "training", ["k1"], version="v2.0", num_labels=124)
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][1] = {"name": "vistas", "root": str(tmp_path / "vistas20"), "options": {"split": "training"}}
+    message = _error(tmp_path, raw)
+    assert re.search(r"cfg\.yaml: datasets\[1\]: labels of dataset 'vistas' do not fit hierarchy 'iv2018'", message)
+    assert "66" in message  # the first unmapped id
+    # a tag vocabulary with tags the hierarchy does not map
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["datasets"][3]["options"] = {"vocabulary": ["car", "unicorn"]}
+    assert re.search(r"native tags 'unicorn' are not mapped", _error(tmp_path, raw))
+
+
+def test_not_yaml_or_not_a_mapping(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("hierarchy: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML"):
+        load_config(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at the top level"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,274 @@
+"""Write an image sequence with ground truth into a rosbag2, e.g. a Cityscapes-format folder as a drive.
+
+    python -m training.evaluation.bags.write ROOT OUT [--split val] [--city NAME ...] [--limit N]
+        [--storage sqlite3|mcap] [--rate 10] [--format raw|jpeg|png] [--jpeg-quality 90]
+        [--camera-topic /camera/image_raw] [--label-topic /camera/labels] [--frame-id camera]
+        [--start-ns NS] [--overwrite] [--no-progress]
+
+The bag (rosbag2 version 9, ``Stores.ROS2_KILTED`` message definitions, readable by ``ros2 bag``)
+holds, per frame ``i``, the camera image (``sensor_msgs/msg/Image`` rgb8 on the camera topic, or
+``sensor_msgs/msg/CompressedImage`` jpeg / png on ``<camera topic>/compressed``, the image_transport
+naming) and the ground-truth Cityscapes labelIds (``sensor_msgs/msg/Image`` mono8 on the label
+topic). Both carry header stamp ``start + i / rate`` and ``frame_id``, and that stamp is also the
+bag's receive timestamp. Frames are in sample-id order (city, sequence, frame). The bag is written
+in a hidden sibling folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .read import COMPRESSED, DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, IMAGE, typestore
+
+STORAGES = ("sqlite3", "mcap")
+FORMATS = ("raw", "jpeg", "png")
+
+
+@dataclass
+class WriteSummary:
+    path: Path
+    frames: int
+    storage: str
+    camera_topic: str
+    label_topic: str | None
+    rate_hz: float
+    start_ns: int
+    height: int = 0
+    width: int = 0
+
+
+def _storage_plugin(storage: str) -> Any:
+    from rosbags.rosbag2 import StoragePlugin
+
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+
+
+def _header(stamp: int, frame_id: str) -> Any:
+    ts = typestore()
+    time_t = ts.types["builtin_interfaces/msg/Time"]
+    header_t = ts.types["std_msgs/msg/Header"]
+    return header_t(stamp=time_t(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
+
+
+def image_cdr(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> bytes:
+    """Serialized ``sensor_msgs/msg/Image``: ``HxW`` uint8 (mono8), ``HxWx3`` uint8 (rgb8) or ``HxW``
+    uint16 (mono16, little endian) array."""
+    ts = typestore()
+    if encoding == "mono16":
+        arr = np.ascontiguousarray(array, dtype="<u2").view(np.uint8).reshape(array.shape[0], -1)
+    else:
+        arr = np.ascontiguousarray(array, dtype=np.uint8)
+    msg = ts.types[IMAGE](
+        header=_header(stamp, frame_id),
+        height=arr.shape[0],
+        width=array.shape[1],
+        encoding=encoding,
+        is_bigendian=0,
+        step=arr.strides[0],
+        data=arr.reshape(-1),
+    )
+    return bytes(ts.serialize_cdr(msg, IMAGE))
+
+
+def compressed_cdr(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str, jpeg_quality: int = 90) -> bytes:
+    """Serialized ``sensor_msgs/msg/CompressedImage`` (jpeg / png of an RGB image)."""
+    import cv2
+
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
+    if not ok:
+        raise RuntimeError(f"cannot encode a {fmt} image")
+    ts = typestore()
+    msg = ts.types[COMPRESSED](
+        header=_header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8", data=data.reshape(-1)
+    )
+    return bytes(ts.serialize_cdr(msg, COMPRESSED))
+
+
+def _fresh_path(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _move_into_place(tmp_bag: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp_bag, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp_bag, out)
+
+
+def write_bag(
+    out: Path | str,
+    frames: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    *,
+    rate_hz: float = 10.0,
+    storage: str = "sqlite3",
+    camera_topic: str = DEFAULT_CAMERA_TOPIC,
+    label_topic: str | None = DEFAULT_LABEL_TOPIC,
+    frame_id: str = "camera",
+    image_format: str = "raw",
+    jpeg_quality: int = 90,
+    start_ns: int | None = None,
+    overwrite: bool = False,
+    total: int | None = None,
+    progress: bool = False,
+) -> WriteSummary:
+    """Write ``(rgb, label or None)`` frames as a bag at ``rate_hz`` (streaming; atomic)."""
+    from rosbags.rosbag2 import Writer
+
+    if rate_hz <= 0:
+        raise ValueError(f"rate must be positive, got {rate_hz}")
+    if image_format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {image_format!r}")
+    plugin = _storage_plugin(storage)
+    out = Path(out)
+    _fresh_path(out, overwrite)
+    start = time.time_ns() if start_ns is None else int(start_ns)
+    cam_topic = camera_topic if image_format == "raw" else f"{camera_topic.rstrip('/')}/compressed"
+    summary = WriteSummary(out, 0, storage, cam_topic, label_topic, rate_hz, start)
+    tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        tmp_bag = tmp_dir / out.name  # the storage file inside is named after the bag folder
+        ts = typestore()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", desc=f"bag {out.name}")
+        with Writer(tmp_bag, version=9, storage_plugin=plugin) as writer:
+            cam_type = IMAGE if image_format == "raw" else COMPRESSED
+            cam_conn = writer.add_connection(cam_topic, cam_type, typestore=ts, rihs01=ts.hash_rihs01(cam_type))
+            lab_conn = None
+            if label_topic:
+                lab_conn = writer.add_connection(label_topic, IMAGE, typestore=ts, rihs01=ts.hash_rihs01(IMAGE))
+            for i, (rgb, label) in enumerate(frames):
+                stamp = start + round(i * 1e9 / rate_hz)
+                rgb = np.asarray(rgb)
+                if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                    raise ValueError(f"frame {i}: expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+                if image_format == "raw":
+                    cam = image_cdr(rgb, "rgb8", stamp, frame_id)
+                else:
+                    cam = compressed_cdr(rgb, image_format, stamp, frame_id, jpeg_quality)
+                writer.write(cam_conn, stamp, cam)
+                if lab_conn is not None and label is not None:
+                    label = np.asarray(label)
+                    if label.shape != rgb.shape[:2]:
+                        raise ValueError(f"frame {i}: label {label.shape} does not match the image {rgb.shape[:2]}")
+                    if label.dtype != np.uint8:
+                        if label.size and (label.min() < 0 or label.max() > 255):
+                            raise ValueError(f"frame {i}: label ids outside 0..255 cannot be stored as mono8")
+                        label = label.astype(np.uint8)
+                    writer.write(lab_conn, stamp, image_cdr(label, "mono8", stamp, frame_id))
+                summary.frames += 1
+                summary.height, summary.width = rgb.shape[:2]
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        _move_into_place(tmp_bag, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return summary
+
+
+def cityscapes_frames(
+    root: Path | str, split: str = "val", cities: Sequence[str] | None = None, limit: int | None = None
+):
+    """``(reader, generator of (rgb, labelIds))`` over a Cityscapes-format split, in sample-id order."""
+    from training.data.readers.cityscapes import CityscapesDataset
+
+    reader = CityscapesDataset(root, split, cities)
+    count = len(reader) if limit is None else min(limit, len(reader))
+    order = sorted(range(len(reader)), key=lambda i: reader.sample_ids[i])[:count]
+
+    def gen():
+        for i in order:
+            sample = reader[i]
+            yield sample.image, sample.label
+
+    return count, gen()
+
+
+def write_cityscapes_bag(
+    root: Path | str,
+    out: Path | str,
+    split: str = "val",
+    cities: Sequence[str] | None = None,
+    limit: int | None = None,
+    **kwargs: Any,
+) -> WriteSummary:
+    """A Cityscapes-format split (leftImg8bit + gtFine labelIds) as a bag; see :func:`write_bag`."""
+    count, frames = cityscapes_frames(root, split, cities, limit)
+    if count == 0:
+        raise ValueError(f"{root}: Cityscapes split {split!r} has no samples")
+    return write_bag(out, frames, total=count, **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluation.bags.write", description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", type=Path, help="Cityscapes-format folder (leftImg8bit/, gtFine/)")
+    ap.add_argument("out", type=Path, help="bag folder to create")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--city", action="append", dest="cities", help="only this city (repeatable)")
+    ap.add_argument("--limit", type=int, help="at most this many frames")
+    ap.add_argument("--storage", choices=STORAGES, default="sqlite3")
+    ap.add_argument("--rate", type=float, default=10.0, help="frames per second (stamps and bag times)")
+    ap.add_argument("--format", choices=FORMATS, default="raw", help="raw = Image rgb8, else CompressedImage")
+    ap.add_argument("--jpeg-quality", type=int, default=90)
+    ap.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
+    ap.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="ground-truth topic ('' = none)")
+    ap.add_argument("--frame-id", default="camera")
+    ap.add_argument("--start-ns", type=int, help="stamp of the first frame (default: now)")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        summary = write_cityscapes_bag(
+            args.root,
+            args.out,
+            args.split,
+            args.cities,
+            args.limit,
+            rate_hz=args.rate,
+            storage=args.storage,
+            camera_topic=args.camera_topic,
+            label_topic=args.label_topic or None,
+            frame_id=args.frame_id,
+            image_format=args.format,
+            jpeg_quality=args.jpeg_quality,
+            start_ns=args.start_ns,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {summary.path} ({summary.storage}): {summary.frames} frames {summary.width}x{summary.height} "
+        f"at {summary.rate_hz:g} Hz on {summary.camera_topic}"
+        + (f" + {summary.label_topic}" if summary.label_topic else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The hierarchical loss of Meletis & Dubbelman (IV 2018, IV 2019).
+
+Per classifier ``j``::
+
+    L^j = -1/|P1| sum_{P1} log p_j(target)  -  1/|P2| sum_{P2} sum_k q_k log p_j,k
+
+``P1``: pixels of per-pixel ("pixel") samples labelled for ``j``, accumulated unconditionally.
+``P2``: pseudo-labelled ("weak") pixels with a target for ``j`` *and* where the network's own
+decision of ``j``'s parent classifier (argmax of its logits, detached) is ``j``'s parent class:
+``traffic_sign_front`` learns from a GTSDB box only where ``traffic_sign`` says "front", ``drivable``
+only where the root says "drivable". Hard weak targets ("fill" boxes, hard pseudo-label maps) use
+``q`` one-hot. Each term exists only if its set is non-empty, so an empty set adds exactly 0 (no NaN,
+no gradient). Total: ``sum_j w_j L^j`` with the paper's weights root 1.0, every other classifier 0.1.
+
+Memory: logits arrive at feature resolution and are upsampled bilinearly (``align_corners=False``)
+to the target size, but only the labelled pixels are gathered (``N x C``) before ``log_softmax``, so
+the full-resolution ``B x C x H x W`` tensor of a classifier is transient (neither the gather nor
+the interpolation keeps it for backward). Soft targets stay palette encoded (an index per pixel into
+a ``K x C`` table, :class:`training.labels.targets.SoftBatch`) until the gathered pixels are expanded to
+``N x C``. The parent decisions are kept as one int64 map per parent classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from hiseg_ros.hierarchy import IGNORE, ROOT, Hierarchy
+from training.labels.targets import DEFAULT_MIN_MASS, TargetBatch
+
+ROOT_WEIGHT = 1.0
+SUB_WEIGHT = 0.1
+
+
+def default_weights(hierarchy: Hierarchy) -> dict[str, float]:
+    """The papers' loss weights: 1.0 for the root classifier, 0.1 for every sub-classifier."""
+    return {c.name: ROOT_WEIGHT if c.node == ROOT else SUB_WEIGHT for c in hierarchy.classifiers}
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """``total`` for backward; per classifier the unweighted ``L^j`` (detached) and ``(|P1|, |P2|)`` for logging."""
+
+    total: torch.Tensor
+    per_classifier: dict[str, torch.Tensor]
+    pixels: dict[str, tuple[int, int]]
+
+
+@dataclass
+class _Term:
+    """Running sum and count of one of the two averages of ``L^j``."""
+
+    total: torch.Tensor | None = None
+    count: int = 0
+
+    def add(self, value: torch.Tensor, count: int) -> None:
+        self.total = value if self.total is None else self.total + value
+        self.count += count
+
+    def mean(self) -> torch.Tensor | None:
+        return None if self.total is None else self.total / self.count
+
+
+class HierarchicalLoss(nn.Module):
+    """``forward(logits, batch)``: logits per classifier name (``B x C x h x w``), a collated :class:`TargetBatch`.
+
+    ``weights`` overrides the default weights per classifier (others keep 1.0 root / 0.1);
+    ``min_mass`` drops soft targets whose pseudo-label mass under the classifier is smaller
+    (targets already apply it when built; a stricter value here takes precedence).
+    The root has no parent decision: weak root targets, if a caller made any, would count
+    unconditionally; :func:`training.labels.targets.weak_targets` never makes them (no root loss from weak data).
+    """
+
+    def __init__(
+        self, hierarchy: Hierarchy, weights: Mapping[str, float] | None = None, min_mass: float = DEFAULT_MIN_MASS
+    ) -> None:
+        super().__init__()
+        self.hierarchy = hierarchy
+        self.weights = default_weights(hierarchy)
+        for name, weight in (weights or {}).items():
+            if name not in self.weights:
+                raise ValueError(
+                    f"loss weights: unknown classifier {name!r} (hierarchy {hierarchy.name!r} has {list(self.weights)})"
+                )
+            if not weight >= 0:
+                raise ValueError(f"loss weights: {name!r} must be >= 0, got {weight!r}")
+            self.weights[name] = float(weight)
+        if not 0 < min_mass <= 1:
+            raise ValueError(f"min_mass must be in (0, 1], got {min_mass}")
+        self.min_mass = float(min_mass)
+        self.sizes = dict(hierarchy.classifier_sizes)
+        # classifier -> (parent classifier, class index of the parent that owns it); root: None
+        self.parents: dict[str, tuple[str, int] | None] = {
+            c.name: None if c.node == ROOT else hierarchy.path(c.node)[-1] for c in hierarchy.classifiers
+        }
+        self._parent_names = {p[0] for p in self.parents.values() if p is not None}
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, logits: Mapping[str, torch.Tensor], batch: TargetBatch) -> None:
+        where = f"hierarchy {self.hierarchy.name!r}"
+        missing = [n for n in self.sizes if n not in logits]
+        extra = [n for n in logits if n not in self.sizes]
+        if missing or extra:
+            raise ValueError(
+                f"logits do not match the classifiers of {where}: missing {missing}, unexpected {extra} "
+                f"(expected {list(self.sizes)})"
+            )
+        for name, tensor in logits.items():
+            if tensor.ndim != 4:
+                raise ValueError(f"logits[{name!r}]: expected B x C x h x w, got shape {tuple(tensor.shape)}")
+            if tensor.shape[1] != self.sizes[name]:
+                raise ValueError(
+                    f"logits[{name!r}] has {tensor.shape[1]} channels, classifier {name!r} of {where} "
+                    f"has {self.sizes[name]} classes"
+                )
+            if tensor.shape[0] != batch.batch_size:
+                raise ValueError(f"logits[{name!r}] has batch size {tensor.shape[0]}, targets {batch.batch_size}")
+        unknown = [n for n in (*batch.hard, *batch.soft) if n not in self.sizes]
+        if unknown:
+            raise ValueError(f"targets for unknown classifiers {sorted(set(unknown))} of {where}")
+        for name, soft in batch.soft.items():
+            if soft.table.shape[1] != self.sizes[name]:
+                raise ValueError(
+                    f"soft targets of {name!r} have {soft.table.shape[1]} classes, the classifier {self.sizes[name]}"
+                )
+        for name, hard in batch.hard.items():
+            if ((hard != IGNORE) & ((hard < 0) | (hard >= self.sizes[name]))).any():
+                raise ValueError(f"hard targets of {name!r} must be 0..{self.sizes[name] - 1} or {IGNORE}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, logits: Mapping[str, torch.Tensor], batch: TargetBatch) -> LossOutput:
+        self._validate(logits, batch)
+        device = next(iter(logits.values())).device
+        batch = batch.to(device)
+        size = batch.size
+        weak = batch.weak[:, None, None]  # B x 1 x 1
+        any_weak = bool(batch.weak.any())
+        decisions: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
+        per_classifier: dict[str, torch.Tensor] = {}
+        pixels: dict[str, tuple[int, int]] = {}
+        for clf in self.hierarchy.classifiers:  # breadth first: parents before children
+            name = clf.name
+            up = _upsample(logits[name], size)
+            if any_weak and name in self._parent_names:
+                with torch.no_grad():
+                    decisions[name] = up.detach().argmax(1)
+            parent = self.parents[name]
+            weak_here = weak
+            if any_weak and parent is not None:
+                weak_here = weak & (decisions[parent[0]] == parent[1])
+            p1, p2 = _Term(), _Term()
+            hard = batch.hard.get(name)
+            if hard is not None:
+                labelled = hard != IGNORE
+                _hard_ce(up, hard, labelled & ~weak, p1)
+                if any_weak:
+                    _hard_ce(up, hard, labelled & weak_here, p2)
+            soft = batch.soft.get(name)
+            if soft is not None and any_weak:
+                row_ok = soft.mass >= self.min_mass - 1e-6
+                valid = (soft.index >= 0) & row_ok[soft.index.clamp(min=0)] if row_ok.numel() else soft.index >= 0
+                _soft_ce(up, soft.index, soft.table, valid & weak_here, p2)
+            terms = [t for t in (p1.mean(), p2.mean()) if t is not None]
+            loss = torch.stack(terms).sum() if terms else torch.zeros((), device=device)
+            per_classifier[name] = loss.detach()
+            pixels[name] = (p1.count, p2.count)
+            total = total + self.weights[name] * loss
+        if not total.requires_grad and any(t.requires_grad for t in logits.values()):
+            # Nothing labelled in this batch: keep backward() valid, with zero gradients.
+            total = total + sum((t * 0).sum() for t in logits.values() if t.requires_grad)
+        return LossOutput(total, per_classifier, pixels)
+
+
+def _upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _pixels(up: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The masked pixels' logits as ``N x C`` float32 (the gather frees the full-resolution tensor)."""
+    return up.permute(0, 2, 3, 1)[mask].float()
+
+
+def _hard_ce(up: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, term: _Term) -> None:
+    count = int(mask.sum())
+    if count:
+        term.add(functional.cross_entropy(_pixels(up, mask), target[mask], reduction="sum"), count)
+
+
+def _soft_ce(up: torch.Tensor, index: torch.Tensor, table: torch.Tensor, mask: torch.Tensor, term: _Term) -> None:
+    count = int(mask.sum())
+    if count:
+        q = table[index[mask]]
+        term.add(-(q * functional.log_softmax(_pixels(up, mask), dim=1)).sum(), count)

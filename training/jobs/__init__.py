@@ -1,0 +1,1 @@
+"""Jobs that chain the other packages: the README's main job and the experiments of docs/."""

@@ -1,0 +1,294 @@
+"""Pseudo-label generators for the training seam (:class:`training.labels.targets.PseudoLabelGenerator`).
+
+* :class:`WeakLabelGenerator`: tags -> Grad-CAM -> (+ saliency, + erasing) -> Algorithm 1 (+ CRF),
+  computed on the fly. Output is mass over *hierarchy nodes* (the nodes the image's tags map to);
+  background is void (``-1``): image-level data never teaches the root classifier, and the
+  sub-classifiers only learn where the network's own root decision agrees, so "not an object"
+  needs no node. ``output="hard"``: one-hot labels; ``"soft"``: at every labelled pixel the
+  combined map ``M`` renormalised over the image's classes.
+* :class:`PrecomputedLabels`: reads the files written by ``python -m training.labels.pseudo_labels
+  generate`` (hard: PNG of hierarchy class ids, void = the hierarchy's void value; soft: ``.npz``
+  palette). A missing file is an error, never an empty label.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
+from training.data.readers.base import Sample
+from training.fit.config_keys import reject_unknown_keys
+from training.labels.pseudo_labels.algorithm1 import (
+    BACKGROUND,
+    Algorithm1Config,
+    algorithm1,
+    cam_only_labels,
+    combined_map,
+)
+from training.labels.pseudo_labels.classifier import (
+    RetargetedClassifier,
+    TagClassifier,
+    classifier_for_hierarchy,
+    hierarchy_tags,
+    load_classifier,
+)
+from training.labels.pseudo_labels.crf import CRFConfig, crf_refine
+from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency
+from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
+from training.labels.targets import NodeDistribution, PseudoLabelError, tag_nodes
+
+Output = Literal["hard", "soft"]
+_TOP_KEYS = {
+    "classifier",
+    "classifier_hierarchy",
+    "saliency",
+    "stages",
+    "algorithm1",
+    "erasing",
+    "crf",
+    "output",
+    "work_max_side",
+}
+_STAGES = ("saliency", "erasing", "crf")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that determines a pseudo label; recorded next to precomputed labels.
+
+    ``stages``: ``saliency`` off = the "CAM only" ablation (background where ``max A < gamma1``);
+    ``erasing`` / ``crf`` need ``saliency``. ``work_max_side``: the pipeline runs with the image's
+    longer side scaled to this (labels are upsampled, nearest, to the full image).
+    ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
+    record no tag map, when labels are made for another hierarchy (outputs matched through the tags).
+    """
+
+    classifier: str = ""
+    classifier_hierarchy: str | None = None
+    saliency_source: str = "learned"
+    saliency_checkpoint: str | None = None
+    saliency: bool = True
+    erasing: bool = True
+    crf: bool = True
+    algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
+    erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
+    crf_config: CRFConfig = field(default_factory=CRFConfig)
+    output: Output = "hard"
+    work_max_side: int = 320
+
+    def __post_init__(self) -> None:
+        if self.output not in ("hard", "soft"):
+            raise ValueError(f"output: expected 'hard' or 'soft', got {self.output!r}")
+        if not isinstance(self.work_max_side, int) or self.work_max_side < 16:
+            raise ValueError(f"work_max_side: expected an integer >= 16, got {self.work_max_side!r}")
+        if self.saliency and self.saliency_source not in SALIENCY_SOURCES:
+            raise ValueError(f"saliency.source: expected one of {list(SALIENCY_SOURCES)}, got {self.saliency_source!r}")
+        if (self.erasing or self.crf) and not self.saliency:
+            raise ValueError("stages: 'erasing' and 'crf' need 'saliency' (Algorithm 1 combines it with attention)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GeneratorConfig:
+        """Parse the nested form of :meth:`to_dict` (unknown keys are errors naming the key)."""
+        reject_unknown_keys("pseudo-label config", data, sorted(_TOP_KEYS))
+        sal = dict(data.get("saliency") or {})
+        reject_unknown_keys("saliency", sal, ("source", "checkpoint"))
+        stages = dict(data.get("stages") or {})
+        reject_unknown_keys("stages", stages, _STAGES)
+        for key, value in stages.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"stages.{key}: expected true or false, got {value!r}")
+        classifier = data.get("classifier", "")
+        if not isinstance(classifier, str):
+            raise ValueError(f"classifier: expected a checkpoint path, got {classifier!r}")
+        classifier_hierarchy = data.get("classifier_hierarchy")
+        if classifier_hierarchy is not None and not isinstance(classifier_hierarchy, str):
+            raise ValueError(f"classifier_hierarchy: expected a hierarchy YAML path, got {classifier_hierarchy!r}")
+        return cls(
+            classifier=classifier,
+            classifier_hierarchy=classifier_hierarchy,
+            saliency_source=sal.get("source", "learned"),
+            saliency_checkpoint=sal.get("checkpoint"),
+            saliency=stages.get("saliency", True),
+            erasing=stages.get("erasing", True),
+            crf=stages.get("crf", True),
+            algorithm1=Algorithm1Config.from_dict(data.get("algorithm1") or {}),
+            erasing_config=ErasingConfig.from_dict(data.get("erasing") or {}),
+            crf_config=CRFConfig.from_dict(data.get("crf") or {}),
+            output=data.get("output", "hard"),
+            work_max_side=data.get("work_max_side", 320),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready nested settings (round-trips through :meth:`from_dict`).
+
+        ``classifier_hierarchy`` appears only when set, so folders written before it existed still
+        compare equal on a resumed run.
+        """
+        extra = {} if self.classifier_hierarchy is None else {"classifier_hierarchy": self.classifier_hierarchy}
+        return {
+            "classifier": self.classifier,
+            **extra,
+            "saliency": {"source": self.saliency_source, "checkpoint": self.saliency_checkpoint},
+            "stages": {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf},
+            "algorithm1": {"gamma1": self.algorithm1.gamma1, "gamma2": self.algorithm1.gamma2},
+            "erasing": {"thresholds": list(self.erasing_config.thresholds)},
+            "crf": dict(vars(self.crf_config)),
+            "output": self.output,
+            "work_max_side": self.work_max_side,
+        }
+
+
+def work_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(H, W) with the longer side scaled to ``max_side`` (never enlarged)."""
+    h, w = shape
+    scale = min(1.0, max_side / max(h, w))
+    return (max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def load_tag_classifier(
+    config: GeneratorConfig, hierarchy: Hierarchy, dataset: str
+) -> TagClassifier | RetargetedClassifier:
+    """The configured tag classifier, answering for ``hierarchy``'s nodes (ValueError if it cannot)."""
+    classifier = load_classifier(config.classifier)
+    tags = None
+    if config.classifier_hierarchy is not None:
+        tags = hierarchy_tags(load_hierarchy(config.classifier_hierarchy), dataset)
+    return classifier_for_hierarchy(classifier, hierarchy, dataset, tags)
+
+
+@dataclass
+class WeakLabelGenerator:
+    """On-the-fly Xu et al. pseudo labels; ``timings`` accumulates seconds per stage."""
+
+    hierarchy: Hierarchy
+    classifier: TagClassifier | RetargetedClassifier
+    saliency: SaliencySource | None
+    config: GeneratorConfig = field(default_factory=GeneratorConfig)
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def __post_init__(self) -> None:
+        if self.config.saliency and self.saliency is None:
+            raise ValueError("WeakLabelGenerator: stages.saliency is on but no saliency source was given")
+
+    def _tick(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[stage] += now - start
+        return now
+
+    def maps(self, sample: Sample) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None, np.ndarray]:
+        """(nodes, attention ``C x h x w``, saliency ``h x w`` or None, labels ``h x w``) at work size.
+
+        Raises :class:`PseudoLabelError` for an empty image or tags the hierarchy does not know;
+        an image without usable tags gives no nodes and all-background labels.
+        """
+        image = sample.image
+        if image is None or image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            shape = None if image is None else image.shape
+            raise PseudoLabelError(f"dataset {sample.dataset!r} sample {sample.sample_id!r}: empty image {shape}")
+        nodes = tag_nodes(self.hierarchy, sample.dataset, sample.tags)
+        t = time.perf_counter()
+        size = work_size(image.shape[:2], self.config.work_max_side)
+        small = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        t = self._tick("resize", t)
+        if not nodes:
+            return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
+        cams = self.classifier.attention(small, nodes, size)
+        t = self._tick("gradcam", t)
+        if not self.config.saliency:
+            labels = cam_only_labels(cams, self.config.algorithm1.gamma1)
+            self._tick("algorithm1", t)
+            return nodes, cams, None, labels
+        assert self.saliency is not None
+        if self.config.erasing:
+            sal, _ = iterative_saliency(small, self.saliency, self.config.erasing_config)
+        else:
+            sal = np.asarray(self.saliency(small), np.float32)
+        t = self._tick("saliency", t)
+        if self.config.crf:
+            labels = crf_refine(small, cams, sal, self.config.algorithm1, self.config.crf_config)
+            self._tick("crf", t)
+        else:
+            labels = algorithm1(cams, sal, self.config.algorithm1)
+            self._tick("algorithm1", t)
+        return nodes, cams, sal, labels
+
+    def node_map(self, sample: Sample) -> tuple[tuple[str, ...], np.ndarray]:
+        """(nodes, full-resolution int32 map of node indices, -1 = background/void)."""
+        nodes, _, _, labels = self.maps(sample)
+        h, w = sample.image.shape[:2]
+        full = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return nodes, full
+
+    def __call__(self, sample: Sample) -> NodeDistribution:
+        nodes, cams, sal, labels = self.maps(sample)
+        h, w = sample.image.shape[:2]
+        if not nodes:
+            return NodeDistribution.void((h, w))
+        if self.config.output == "hard":
+            return NodeDistribution.from_hard(cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST), nodes)
+        m = cams if sal is None else combined_map(cams, sal)
+        m = np.where((labels >= 0)[None], np.maximum(m, 1e-6), 0.0)
+        m = np.round(m, 2)  # few distinct rows keep the palette small (see training.labels.targets)
+        mass = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in m.astype(np.float32)])
+        return NodeDistribution.from_mass(mass, nodes)
+
+
+# --------------------------------------------------------------------------- label files
+HARD_SUFFIX = ".png"
+SOFT_SUFFIX = ".npz"
+
+
+def label_path(out_dir: Path, sample_id: str, output: Output) -> Path:
+    return Path(out_dir) / f"{sample_id}{HARD_SUFFIX if output == 'hard' else SOFT_SUFFIX}"
+
+
+def encode_label(distribution: NodeDistribution, hierarchy: Hierarchy, output: Output) -> bytes:
+    """File bytes of one pseudo label (hard: 8/16-bit PNG of class ids; soft: ``.npz`` palette)."""
+    if output == "hard":
+        ids = np.array([hierarchy.node(n).id for n in distribution.nodes] + [hierarchy.void_value], np.int64)
+        id_map = ids[distribution.index].astype(hierarchy.mask_dtype)  # index -1 -> last entry = void
+        ok, buf = cv2.imencode(HARD_SUFFIX, id_map)
+        if not ok:
+            raise RuntimeError("cv2.imencode failed for a pseudo-label PNG")
+        return buf.tobytes()
+    import io
+
+    bio = io.BytesIO()
+    np.savez_compressed(bio, nodes=np.array(distribution.nodes), index=distribution.index, table=distribution.table)
+    return bio.getvalue()
+
+
+@dataclass(frozen=True)
+class PrecomputedLabels:
+    """Loader generator: the pseudo label written for ``sample.sample_id`` under ``label_dir``."""
+
+    hierarchy: Hierarchy
+    label_dir: Path
+    output: Output = "hard"
+
+    def __call__(self, sample: Sample) -> NodeDistribution:
+        path = label_path(self.label_dir, sample.sample_id, self.output)
+        if not path.is_file():
+            raise PseudoLabelError(
+                f"{path}: no precomputed pseudo label for {sample.dataset!r} sample {sample.sample_id!r} "
+                "(run `python -m training.labels.pseudo_labels generate`; check its skipped.json)"
+            )
+        if self.output == "hard":
+            id_map = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if id_map is None or id_map.ndim != 2:
+                raise PseudoLabelError(f"{path}: not a single-channel pseudo-label PNG")
+            dist = NodeDistribution.from_node_ids(id_map, self.hierarchy)
+        else:
+            with np.load(path) as data:
+                dist = NodeDistribution(tuple(str(n) for n in data["nodes"]), data["index"], data["table"])
+        if dist.shape != tuple(sample.image.shape[:2]):
+            raise PseudoLabelError(f"{path}: pseudo label is {dist.shape}, image is {sample.image.shape[:2]}")
+        return dist
