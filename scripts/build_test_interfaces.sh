@@ -6,7 +6,7 @@
 #
 # vision_msgs is not installable from PyPI or Debian on these machines, so the tests build a
 # wire-identical copy of the messages hiseg_ros uses (same package, message and field names and
-# types, hence the same RIHS01 type hashes). See shared/REFERENCE.md section 3 for the recipe.
+# types, hence the same RIHS01 type hashes).
 #
 # Idempotent: if `from vision_msgs.msg import Detection2DArray, LabelInfo` already works in the
 # venv and the stamp written by the last build matches the hash of the fixture files, nothing

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Source this before anything that starts DDS (tests, CI, demo, benchmarks).
 #
-# It keeps every DDS byte on loopback (shared/REFERENCE.md section 3), gives
+# It keeps every DDS byte on loopback, gives
 # the run its own ROS_DOMAIN_ID and a log directory inside the work tree, and
 # makes the virtual environment visible to ament_index.
 #   source scripts/ros_env.sh            # uses .venv next to this script

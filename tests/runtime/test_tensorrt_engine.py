@@ -4,7 +4,7 @@ Everything around TensorRT runs here on the CPU: the engine cache (keying, inval
 writes), the INT8 calibration batcher, shape / dtype / buffer bookkeeping, the uint16 -> int32
 graph adaptation, and the fallback decision with TensorRT really missing. The tests marked ``gpu``
 build and run real engines; they are skipped with the probe's reason where TensorRT or a CUDA GPU
-is missing (always on the development machines, see shared/REFERENCE.md section 4).
+is missing (always on the development machines).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Variants (all start from config/training/default.yaml and differ only where name
   (``iv2018_flat.yaml``); boxes and tags are allowed to train its root (``supervise_root``),
   since it has nothing else they could train.
 
-Weak-label variants (issue 5; run only when named in ``--variants``), IV 2019 hierarchy (root +
+Weak-label variants (run only when named in ``--variants``), IV 2019 hierarchy (root +
 ``human`` and ``vehicle`` sub-classifiers, which the OpenScapes tags car/bus/truck/train/person/...
 reach), Cityscapes + Vistas + the OpenScapes ``train`` split (a view folder of symlinks under
 ``OUT/_data``; its validation images are never trained on):

@@ -1,4 +1,4 @@
-"""Precomputed pseudo labels in training (issue 5): the ``pseudo_labels.precomputed`` config key,
+"""Precomputed pseudo labels in training: the ``pseudo_labels.precomputed`` config key,
 targets read from the generator's files, a tiny training run, a missing label file, the iv2019 use of
 an iv2018 tag classifier (outputs matched through the tag names) and the weak-label experiment plumbing.
 

@@ -1,7 +1,7 @@
 """Apply scripts/ros_env.sh to this process: loopback-only DDS before anything imports rclpy.
 
 Tests, benchmarks and the bag evaluator start DDS on development machines, where every byte must
-stay on loopback (shared/REFERENCE.md section 3). The shell script is the one source of those
+stay on loopback. The shell script is the one source of those
 settings; this reads what it exports instead of repeating them. Never used on a vehicle.
 """
 
