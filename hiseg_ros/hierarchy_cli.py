@@ -1,7 +1,7 @@
-"""``hierarchy_info``: print what a hierarchy file (or a model's embedded hierarchy) contains.
+"""``hierarchy_info``: print what a hierarchy YAML file contains, or the compact JSON that models embed.
 
-Lets a user check a hierarchy edit, or see which classes a model file predicts, without
-starting the node.
+Lets a user check a hierarchy edit (classifiers, leaves, dataset mappings) without starting the
+node or training anything.
 """
 
 from __future__ import annotations
