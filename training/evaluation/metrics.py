@@ -192,8 +192,12 @@ def _check_names(class_names: Sequence[str], n: int) -> None:
         raise ValueError(f"{len(class_names)} class names for {n} classes")
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100.0 * value:.2f}"
+def pct(value: float | None, digits: int = 2, missing: str = "-", unit: str = "") -> str:
+    """A fraction as a percentage with ``digits`` decimals (and ``unit``); ``missing`` where the score
+    is undefined (NaN, or None as the JSON reports write it). The one formatter of every report table."""
+    if value is None or math.isnan(value):
+        return missing
+    return f"{100.0 * value:.{digits}f}{unit}"
 
 
 def class_table(scores: Scores, class_names: Sequence[str], markdown: bool = True) -> str:
@@ -205,11 +209,11 @@ def class_table(scores: Scores, class_names: Sequence[str], markdown: bool = Tru
     _check_names(class_names, len(scores.iou))
     header = ("class", "IoU %", "Acc %", "gt pixels")
     rows = [
-        (name, _pct(scores.iou[i]), _pct(scores.accuracy[i]), str(int(scores.gt_pixels[i])))
+        (name, pct(scores.iou[i]), pct(scores.accuracy[i]), str(int(scores.gt_pixels[i])))
         for i, name in enumerate(class_names)
     ]
     rows.append(
-        ("**mean**" if markdown else "mean", _pct(scores.miou), _pct(scores.macc), str(int(scores.gt_pixels.sum())))
+        ("**mean**" if markdown else "mean", pct(scores.miou), pct(scores.macc), str(int(scores.gt_pixels.sum())))
     )
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|"]

@@ -51,11 +51,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from hiseg_ros.atomic import atomic_write_bytes
 from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import Hierarchy
 from training import REPO
 from training.data.readers import load_dataset
-from training.evaluation.evaluate import Evaluator, atomic_write
+from training.evaluation.evaluate import Evaluator
+from training.evaluation.metrics import pct
 from training.evaluation.signs import evaluate_signs
 from training.labels.pseudo_labels.batch import split_ids
 
@@ -246,10 +248,6 @@ def _finite(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
 IV2018_CLASSIFIERS = {"root", "drivable", "rider", "traffic_sign", "traffic_sign_front"}
 
 
@@ -274,7 +272,7 @@ def classifier_table(results: dict[str, dict]) -> str:
     lines = [head, "|" + "---|" * (len(classifiers) + 4)]
     for name, r in results.items():
         c, d = r["classifiers"], r["datasets"]
-        cells = [_pct(c.get(k)) for k in classifiers] + [_pct(d.get("cityscapes")), _pct(d.get("vistas"))]
+        cells = [pct(c.get(k), 1) for k in classifiers] + [pct(d.get("cityscapes"), 1), pct(d.get("vistas"), 1)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -290,10 +288,10 @@ def results_table(results: dict[str, dict]) -> str:
         c, d, s = r["classifiers"], r["datasets"], r["signs"]
         g = r.get("signs_given_location", {})
         lines.append(
-            f"| {name} | {_pct(c.get('root'))} | {_pct(c.get('drivable'))} | {_pct(c.get('rider'))} | "
-            f"{_pct(c.get('traffic_sign'))} | {_pct(d.get('cityscapes'))} | {_pct(d.get('vistas'))} | "
-            f"{_pct(s['miou'])} | {_pct(s['pixel_accuracy'])} | {_pct(g.get('miou'))} | "
-            f"{_pct(g.get('pixel_accuracy'))} | {r['train_seconds']:.0f} |"
+            f"| {name} | {pct(c.get('root'), 1)} | {pct(c.get('drivable'), 1)} | {pct(c.get('rider'), 1)} | "
+            f"{pct(c.get('traffic_sign'), 1)} | {pct(d.get('cityscapes'), 1)} | {pct(d.get('vistas'), 1)} | "
+            f"{pct(s['miou'], 1)} | {pct(s['pixel_accuracy'], 1)} | {pct(g.get('miou'), 1)} | "
+            f"{pct(g.get('pixel_accuracy'), 1)} | {r['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -350,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             "crop": list(args.crop),
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(results_path, json.dumps(results, indent=2).encode())
+        atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())
     table = results_tables({n: results[n] for n in names})
-    atomic_write(args.out / "results.md", (table + "\n").encode())
+    atomic_write_bytes(args.out / "results.md", (table + "\n").encode())
     print(table)
     print(f"threads: torch {os.environ.get('OMP_NUM_THREADS', 'default')}; results in {results_path}")
     return 0

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.evaluation.metrics import ConfusionMatrix, class_table, confusion_png
+from training.evaluation.metrics import ConfusionMatrix, class_table, confusion_png, pct
 
 
 def _hand_case() -> ConfusionMatrix:
@@ -119,3 +119,9 @@ def test_confusion_png(n):
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     assert min(image.shape[:2]) >= 300 and max(image.shape[:2]) <= 3000
+
+
+def test_pct_formats_every_report_table():
+    assert pct(0.123456) == "12.35" and pct(0.123456, 1) == "12.3"
+    assert pct(float("nan")) == "-" and pct(None) == "-"  # NaN in memory, None in the JSON reports
+    assert pct(0.5, 1, missing="n/a", unit=" %") == "50.0 %" and pct(None, 1, missing="n/a", unit=" %") == "n/a"
