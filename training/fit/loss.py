@@ -6,18 +6,36 @@ Per classifier ``j``::
 
 ``P1``: pixels of per-pixel ("pixel") samples labelled for ``j``, accumulated unconditionally.
 ``P2``: pseudo-labelled ("weak") pixels with a target for ``j`` *and* where the network's own
-decision of ``j``'s parent classifier (argmax of its logits, detached) is ``j``'s parent class:
-``traffic_sign_front`` learns from a GTSDB box only where ``traffic_sign`` says "front", ``drivable``
-only where the root says "drivable". Hard weak targets ("fill" boxes, hard pseudo-label maps) use
-``q`` one-hot. Each term exists only if its set is non-empty, so an empty set adds exactly 0 (no NaN,
-no gradient). Total: ``sum_j w_j L^j`` with the paper's weights root 1.0, every other classifier 0.1.
+decisions (argmax of the logits, detached) above ``j`` agree with the target's path:
+
+* **box-derived** pixels (IV 2018): the box already localises the object, so only the decision of
+  ``j``'s parent classifier must be ``j``'s parent class: ``traffic_sign_front`` learns from a GTSDB
+  box where ``traffic_sign`` says "front", ``drivable`` where the root says "drivable". Box pixels
+  reach the root (``supervise_root``) unconditionally.
+* **tag-derived** pixels (IV 2019; :attr:`TargetBatch.from_tags`): an image-level tag tiled over the
+  crop localises nothing, so *every* decision on the path must agree: the root predicted the top
+  node of the path and each intermediate classifier the next node, down to ``j``'s parent. The parent
+  alone is not enough: the front/back classifier says "front" almost everywhere, and a "stop sign"
+  tag would give ``traffic_sign_front`` a "stop" target on every pixel of the crop. The root has no
+  decision above it; its analogue of "the path agrees" is its own decision: a tag pixel counts for
+  the root only where the root already decides a class the tag gives mass to, and its target there
+  is that class (the decision is the whole path). Under a flat hierarchy (``supervise_root``, the
+  only classifier is the root over the leaves) a "stop sign" tag therefore trains the root only
+  where it already says "stop": tags sharpen what the network localised by itself, as they do for a
+  hierarchical network, and never label the whole crop. Under a hierarchy the root gets no tag targets
+  unless ``supervise_root`` asks (:func:`training.labels.targets.weak_targets`).
+
+Hard weak targets ("fill" boxes, hard pseudo-label maps) use ``q`` one-hot. Each term exists only if
+its set is non-empty, so an empty set adds exactly 0 (no NaN, no gradient). Total: ``sum_j w_j L^j``
+with the paper's weights root 1.0, every other classifier 0.1.
 
 Memory: logits arrive at feature resolution and are upsampled bilinearly (``align_corners=False``)
 to the target size, but only the labelled pixels are gathered (``N x C``) before ``log_softmax``, so
 the full-resolution ``B x C x H x W`` tensor of a classifier is transient (neither the gather nor
 the interpolation keeps it for backward). Soft targets stay palette encoded (an index per pixel into
 a ``K x C`` table, :class:`training.labels.targets.SoftBatch`) until the gathered pixels are expanded to
-``N x C``. The parent decisions are kept as one int64 map per parent classifier.
+``N x C``. The decisions are kept as one int64 map per parent classifier (and the root's when tags
+reach it), the path agreement as one bool map per parent classifier.
 """
 
 from __future__ import annotations
@@ -71,8 +89,8 @@ class HierarchicalLoss(nn.Module):
     ``weights`` overrides the default weights per classifier (others keep 1.0 root / 0.1);
     ``min_mass`` drops soft targets whose pseudo-label mass under the classifier is smaller
     (targets already apply it when built; a stricter value here takes precedence).
-    The root has no parent decision: weak root targets, if a caller made any, would count
-    unconditionally; :func:`training.labels.targets.weak_targets` never makes them (no root loss from weak data).
+    Weak root targets exist only with ``supervise_root`` (flat baselines): box-derived ones count
+    unconditionally, tag-derived ones where the root already decides a tagged class (module docstring).
     """
 
     def __init__(
@@ -137,34 +155,51 @@ class HierarchicalLoss(nn.Module):
         device = next(iter(logits.values())).device
         batch = batch.to(device)
         size = batch.size
+        tagged = batch.from_tags if batch.from_tags is not None else torch.zeros_like(batch.weak)
+        any_weak, any_tagged = bool(batch.weak.any()), bool(tagged.any())
         weak = batch.weak[:, None, None]  # B x 1 x 1
-        any_weak = bool(batch.weak.any())
+        boxed, tagged = weak & ~tagged[:, None, None], tagged[:, None, None]
         decisions: dict[str, torch.Tensor] = {}
+        path_ok: dict[str, torch.Tensor] = {}  # parent classifier -> its decisions above agree (tag pixels)
         total = torch.zeros((), device=device)
         per_classifier: dict[str, torch.Tensor] = {}
         pixels: dict[str, tuple[int, int]] = {}
         for clf in self.hierarchy.classifiers:  # breadth first: parents before children
             name = clf.name
             up = _upsample(logits[name], size)
-            if any_weak and name in self._parent_names:
+            parent = self.parents[name]
+            if any_weak and (name in self._parent_names or (parent is None and any_tagged)):
                 with torch.no_grad():
                     decisions[name] = up.detach().argmax(1)
-            parent = self.parents[name]
-            weak_here = weak
-            if any_weak and parent is not None:
-                weak_here = weak & (decisions[parent[0]] == parent[1])
+            boxed_here, tagged_here = boxed, tagged  # the root: boxes unconditional, tags see below
+            if parent is not None and any_weak:
+                parent_ok = decisions[parent[0]] == parent[1]
+                above = path_ok.get(parent[0])
+                on_path = parent_ok if above is None else parent_ok & above
+                if name in self._parent_names:
+                    path_ok[name] = on_path
+                boxed_here, tagged_here = boxed & parent_ok, tagged & on_path
             p1, p2 = _Term(), _Term()
             hard = batch.hard.get(name)
             if hard is not None:
                 labelled = hard != IGNORE
                 _hard_ce(up, hard, labelled & ~weak, p1)
                 if any_weak:
-                    _hard_ce(up, hard, labelled & weak_here, p2)
+                    _hard_ce(up, hard, labelled & boxed_here, p2)
+                if any_tagged:
+                    if parent is None:  # the root: only where it already decides the tagged class
+                        tagged_here = tagged & (decisions[name] == hard)
+                    _hard_ce(up, hard, labelled & tagged_here, p2)
             soft = batch.soft.get(name)
             if soft is not None and any_weak:
                 row_ok = soft.mass >= self.min_mass - 1e-6
                 valid = (soft.index >= 0) & row_ok[soft.index.clamp(min=0)] if row_ok.numel() else soft.index >= 0
-                _soft_ce(up, soft.index, soft.table, valid & weak_here, p2)
+                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2)
+                if any_tagged and parent is None:
+                    decided = decisions[name]
+                    _hard_ce(up, decided, valid & tagged & _has_mass(soft.index, soft.table, decided), p2)
+                elif any_tagged:
+                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2)
             terms = [t for t in (p1.mean(), p2.mean()) if t is not None]
             loss = torch.stack(terms).sum() if terms else torch.zeros((), device=device)
             per_classifier[name] = loss.detach()
@@ -174,6 +209,12 @@ class HierarchicalLoss(nn.Module):
             # Nothing labelled in this batch: keep backward() valid, with zero gradients.
             total = total + sum((t * 0).sum() for t in logits.values() if t.requires_grad)
         return LossOutput(total, per_classifier, pixels)
+
+
+def _has_mass(index: torch.Tensor, table: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Per pixel: does its soft target (palette ``index`` into ``table``) give class ``classes`` any mass?"""
+    flat = index.clamp(min=0) * table.shape[1] + classes
+    return (index >= 0) & (table.reshape(-1)[flat] > 0) if table.numel() else torch.zeros_like(index, dtype=torch.bool)
 
 
 def _upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

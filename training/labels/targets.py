@@ -9,8 +9,9 @@ Every sample becomes a :class:`SampleTargets` with one target per classifier of 
   per-pixel mass over hierarchy *nodes* (leaves or inner classes), made by a
   :class:`PseudoLabelGenerator`; :func:`weak_targets` then projects that distribution onto every
   classifier. Kind ``"weak"``: the loss counts these pixels for a classifier only where the network's
-  own parent decision agrees (conditional accumulation, IV 2018 / 2019), and the root never learns
-  from them (the paper gives box data weight 0 at L1).
+  own decisions above it agree (conditional accumulation, IV 2018 / 2019: the parent for boxes, the
+  whole path for tags; :mod:`training.fit.loss`), and the root never learns from them (the paper
+  gives box data weight 0 at L1).
 
 Projection (the same for boxes, tags and any future generator): for classifier ``c`` the mass of
 node ``m`` goes to the class of ``c`` on the root-to-``m`` path, if ``c`` is on that path at all.
@@ -42,8 +43,8 @@ import numpy as np
 import torch
 
 from hiseg_ros.hierarchy import IGNORE, ROOT, Classifier, Hierarchy
+from training.config_schema import reject_unknown_keys
 from training.data.readers.base import Box, Sample
-from training.fit.config_keys import reject_unknown_keys
 
 PIXEL = "pixel"
 WEAK = "weak"
@@ -367,12 +368,14 @@ class SampleTargets:
 
     ``kind`` ``"pixel"``: real per-pixel labels, hard only. ``"weak"``: pseudo labels, subject to
     conditional accumulation in the loss; a pixel may not carry both a hard and a soft target for
-    one classifier.
+    one classifier. ``from_tags``: weak targets made from image-level tags, which localise nothing
+    themselves, so the loss gates them on the whole root-to-classifier path (boxes: the parent only).
     """
 
     kind: TargetKind
     hard: dict[str, np.ndarray]
     soft: dict[str, SoftTarget] = field(default_factory=dict)
+    from_tags: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in (PIXEL, WEAK):
@@ -388,6 +391,8 @@ class SampleTargets:
                 raise ValueError(f"SampleTargets.hard[{name!r}]: expected uint8, got {t.dtype}")
         if self.soft and self.kind == PIXEL:
             raise ValueError("SampleTargets: per-pixel samples carry hard labels only (soft targets are pseudo labels)")
+        if self.from_tags and self.kind == PIXEL:
+            raise ValueError("SampleTargets: from_tags marks pseudo labels; a per-pixel sample cannot carry it")
         for name, s in self.soft.items():
             if name in self.hard and (s.valid & (self.hard[name] != IGNORE)).any():
                 raise ValueError(f"SampleTargets: classifier {name!r} has both a hard and a soft target at some pixels")
@@ -425,6 +430,7 @@ def weak_targets(
     distribution: NodeDistribution,
     min_mass: float = DEFAULT_MIN_MASS,
     supervise_root: bool = False,
+    from_tags: bool = False,
 ) -> SampleTargets:
     """Project a pseudo label over nodes onto every classifier (kind ``"weak"``; see the module docstring).
 
@@ -459,7 +465,7 @@ def weak_targets(
         if (index >= 0).any():
             table = (projected[keep] / mass[keep, None]).astype(np.float32)
             soft[clf.name] = SoftTarget(index, table, mass[keep].astype(np.float32))
-    return SampleTargets(WEAK, hard, soft)
+    return SampleTargets(WEAK, hard, soft, from_tags)
 
 
 # --------------------------------------------------------------------------- builder (config -> targets)
@@ -528,14 +534,17 @@ class TargetBuilder:
             )
         return distribution
 
-    def weak_targets(self, distribution: NodeDistribution) -> SampleTargets:
-        """Per-classifier targets of a pseudo label (made here or warped by the caller, e.g. into a crop)."""
-        return weak_targets(self.hierarchy, distribution, self.config.min_mass, self.config.supervise_root)
+    def weak_targets(self, distribution: NodeDistribution, from_tags: bool = False) -> SampleTargets:
+        """Per-classifier targets of a pseudo label (made here or warped by the caller, e.g. into a crop);
+        ``from_tags``: it came from image-level tags (the loss gates those on the whole path)."""
+        config = self.config
+        return weak_targets(self.hierarchy, distribution, config.min_mass, config.supervise_root, from_tags)
 
     def __call__(self, sample: Sample) -> SampleTargets:
-        if self.hierarchy.dataset(sample.dataset).supervision == PIXEL:
+        supervision = self.hierarchy.dataset(sample.dataset).supervision
+        if supervision == PIXEL:
             return pixel_targets(self.hierarchy, sample)
-        return self.weak_targets(self.distribution(sample))
+        return self.weak_targets(self.distribution(sample), from_tags=supervision == "tags")
 
 
 # --------------------------------------------------------------------------- batches
@@ -550,11 +559,13 @@ class SoftBatch:
 
 @dataclass(frozen=True, eq=False)
 class TargetBatch:
-    """Collated targets: ``weak[b]`` is True for pseudo-labelled samples; hard targets int64 (255 = ignore)."""
+    """Collated targets: ``weak[b]`` is True for pseudo-labelled samples, ``from_tags[b]`` for those made from
+    image-level tags (None: none are); hard targets int64 (255 = ignore)."""
 
     weak: torch.Tensor  # bool B
     hard: dict[str, torch.Tensor]  # int64 B x H x W
     soft: dict[str, SoftBatch]
+    from_tags: torch.Tensor | None = None  # bool B
 
     @property
     def batch_size(self) -> int:
@@ -567,7 +578,8 @@ class TargetBatch:
 
     def to(self, device: torch.device | str) -> TargetBatch:
         soft = {k: SoftBatch(s.index.to(device), s.table.to(device), s.mass.to(device)) for k, s in self.soft.items()}
-        return TargetBatch(self.weak.to(device), {k: t.to(device) for k, t in self.hard.items()}, soft)
+        tags = None if self.from_tags is None else self.from_tags.to(device)
+        return TargetBatch(self.weak.to(device), {k: t.to(device) for k, t in self.hard.items()}, soft, tags)
 
 
 def collate_targets(items: Sequence[SampleTargets]) -> TargetBatch:
@@ -607,4 +619,4 @@ def collate_targets(items: Sequence[SampleTargets]) -> TargetBatch:
             torch.from_numpy(np.concatenate(masses).astype(np.float32)),
         )
     weak = torch.tensor([t.kind == WEAK for t in items], dtype=torch.bool)
-    return TargetBatch(weak, hard, soft)
+    return TargetBatch(weak, hard, soft, torch.tensor([t.from_tags for t in items], dtype=torch.bool))

@@ -14,11 +14,11 @@ import pytest
 import torch
 from tiny_hierarchy import load_tiny
 
-from hiseg_ros.hierarchy import IGNORE, Hierarchy, load_hierarchy
+from hiseg_ros.hierarchy import IGNORE, Hierarchy, flatten_hierarchy, load_hierarchy
 from training import REPO
 from training.data.readers.base import Box, Sample
 from training.fit.loss import HierarchicalLoss, default_weights
-from training.labels.targets import SampleTargets, SoftTarget, TargetBuilder, collate_targets
+from training.labels.targets import PseudoLabelConfig, SampleTargets, SoftTarget, TargetBuilder, collate_targets
 
 HIERARCHIES = REPO / "config" / "hierarchies"
 I = IGNORE  # noqa: E741
@@ -246,3 +246,79 @@ def test_logits_must_match_the_hierarchy(tiny: Hierarchy):
         loss({**good, "sign": torch.zeros(2, 2, 1, 1)}, batch)
     with pytest.raises(ValueError, match=r"hard targets of 'vehicle' must be 0\.\.1"):
         loss(good, collate_targets([targets(tiny, "pixel", (1, 1), vehicle=[[2]])]))
+
+
+# --------------------------------------------------------------------------- tag pixels: the whole path must agree
+def _tag_and_box(tiny: Hierarchy, width: int) -> tuple[SampleTargets, SampleTargets]:
+    """A "stop sign" tag tiled over a 1 x width image, and a "stop" box (bx id 0) over the same pixels."""
+    builder = TargetBuilder(tiny)
+    image = np.zeros((1, width, 3), np.uint8)
+    tag = builder(Sample("tg", "t", image, None, tags=("stop sign",)))
+    box = builder(Sample("bx", "b", image, None, boxes=(Box(0, 0, width - 1, 0, 0),)))
+    return tag, box
+
+
+def test_tag_pixel_counts_only_where_every_ancestor_agrees(tiny: Hierarchy):
+    # "sign" says front at both pixels, but the root says sign at pixel 0 only (road at pixel 1).
+    tag, box = _tag_and_box(tiny, 2)
+    front = row([0, 1], [2, 0])
+    given = {"root": row([0, 2, 0], [2, 0, 0]), "sign": row([1, 0], [1, 0]), "front": front}
+    lg = logits(tiny, 1, 1, 2, **given)
+    out = HierarchicalLoss(tiny)(lg, collate_targets([tag]))
+    assert out.pixels["front"] == (0, 1)
+    assert out.per_classifier["front"].item() == pytest.approx(ce([0, 1], 0), rel=1e-6)
+    out.total.backward()
+    assert (lg["front"].grad[0, :, 0, 1] == 0).all() and (lg["front"].grad[0, :, 0, 0] != 0).all()
+    # "sign" itself sits under the root only: its tag pixel needs just the root's "sign" (pixel 0)
+    assert out.pixels["sign"] == (0, 1)
+
+    # The same pixels from a box keep the IV 2018 gate: the immediate parent ("sign" says front) suffices.
+    lg = logits(tiny, 1, 1, 2, **given)
+    out = HierarchicalLoss(tiny)(lg, collate_targets([box]))
+    assert out.pixels["front"] == (0, 2)
+    assert out.per_classifier["front"].item() == pytest.approx((ce([0, 1], 0) + ce([2, 0], 0)) / 2, rel=1e-6)
+    out.total.backward()
+    assert (lg["front"].grad[0, :, 0, 1] != 0).all()
+
+
+def test_tag_and_box_samples_of_one_batch_keep_their_own_gates(tiny: Hierarchy):
+    tag, box = _tag_and_box(tiny, 2)
+    one = {"root": row([0, 2, 0], [2, 0, 0]), "sign": row([1, 0], [1, 0]), "front": row([0, 1], [2, 0])}
+    given = {name: [value[0], value[0]] for name, value in one.items()}  # both samples see the same logits
+    out = HierarchicalLoss(tiny)(logits(tiny, 2, 1, 2, **given), collate_targets([tag, box]))
+    assert out.pixels["front"] == (0, 1 + 2)
+
+
+def test_tags_reach_a_flat_root_only_where_it_already_decides_a_tagged_class(tiny: Hierarchy):
+    flat = flatten_hierarchy(tiny, "tiny_flat")
+    leaves = [c.name for c in flat.classes]  # road, back, stop, yield, car, bus
+    builder = TargetBuilder(flat, PseudoLabelConfig(supervise_root=True))
+    image = np.zeros((1, 4, 3), np.uint8)
+    tags = builder(Sample("tg", "t", image, None, tags=("stop sign", "car")))
+    decides = [leaves.index(n) for n in ("stop", "car", "road", "yield")]
+    root = row(*[[3.0 if c == k else 0.0 for c in range(len(leaves))] for k in decides])
+    lg = {"root": torch.tensor(root).requires_grad_()}
+    out = HierarchicalLoss(flat)(lg, collate_targets([tags]))
+    # Pixels 0 and 1 decide a tagged class and learn that class; road and yield pixels learn nothing.
+    assert out.pixels["root"] == (0, 2)
+    values = [[3.0 if c == k else 0.0 for c in range(len(leaves))] for k in decides[:2]]
+    expected = (ce(values[0], decides[0]) + ce(values[1], decides[1])) / 2
+    assert out.per_classifier["root"].item() == pytest.approx(expected, rel=1e-6)
+    out.total.backward()
+    assert (lg["root"].grad[0, :, 0, 2:] == 0).all() and (lg["root"].grad[0, :, 0, :2] != 0).all()
+
+    # Boxes still reach the flat root on every box pixel, whatever it decides.
+    boxes = builder(Sample("bx", "b", image, None, boxes=(Box(0, 0, 3, 0, 0),)))
+    out = HierarchicalLoss(flat)({"root": torch.tensor(root)}, collate_targets([boxes]))
+    assert out.pixels["root"] == (0, 4)
+
+
+def test_hard_tag_targets_reach_the_root_only_where_it_decides_them(tiny: Hierarchy):
+    # Hard tag-derived root targets (a precomputed tag label map under supervise_root): "sign" at both pixels.
+    weak = targets(tiny, "weak", (1, 2), root=[[1, 1]])
+    tagged = SampleTargets(weak.kind, weak.hard, from_tags=True)
+    lg = logits(tiny, 1, 1, 2, root=row([0, 2, 0], [2, 0, 0]))  # the root says sign, then road
+    out = HierarchicalLoss(tiny)(lg, collate_targets([tagged]))
+    assert out.pixels["root"] == (0, 1)
+    assert out.per_classifier["root"].item() == pytest.approx(ce([0, 2, 0], 1), rel=1e-6)
+    assert HierarchicalLoss(tiny)(lg, collate_targets([weak])).pixels["root"] == (0, 2)  # from boxes: both
