@@ -13,39 +13,31 @@ Two views are measured, because they answer different questions:
 
 A predictor is anything callable as ``predictor(rgb_image) -> {classifier: decisions}``: the
 training model, ONNX Runtime and TensorRT engines all provide that, so one evaluation serves all.
-
-Command line (skeleton until the model / engine predictors exist)::
-
-    python -m training.evaluation.evaluate --hierarchy config/hierarchies/iv2018.yaml \\
-        --dataset cityscapes /data/cityscapes val --dataset vistas /data/vistas validation \\
-        --predictor some.module:make_predictor --predictor-arg checkpoint=run/model.pt \\
-        --out runs/eval [--cityscapes-results runs/eval/cityscapes_pred] [--limit 50]
-
-``make_predictor(hierarchy, **predictor_args)`` must return a :class:`Predictor`.
+The command line evaluates a model file through the runtime engines (:func:`engine_predictor`),
+exactly as the vehicle runs it: ``python -m training.evaluation.evaluate --help``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from hiseg_ros.atomic import atomic_write_bytes
+from hiseg_ros.engines import BACKENDS, PRECISIONS, create_engine
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training.data.readers import load_dataset
 from training.data.readers.base import Sample
-from training.evaluation.metrics import ConfusionMatrix, Scores, class_table, confusion_png
+from training.evaluation.metrics import ConfusionMatrix, Scores, class_table, confusion_png, pct
 
 CONVENTIONS = {
     "iou": "TP / (TP + FP + FN); undefined (null) when the class is neither in the ground truth nor predicted",
@@ -60,7 +52,6 @@ CONVENTIONS = {
 }
 
 
-@runtime_checkable
 class Predictor(Protocol):
     """``(H x W x 3 uint8 RGB) -> {classifier name: H x W integer decisions}`` for every classifier."""
 
@@ -141,14 +132,14 @@ class EvaluationReport:
         for name, res in self.datasets.items():
             s = res.scores
             lines.append(
-                f"| {name} | {res.num_samples} | {_pct(s.miou)} | {_pct(s.macc)} | {_pct(s.pixel_accuracy)} "
+                f"| {name} | {res.num_samples} | {pct(s.miou)} | {pct(s.macc)} | {pct(s.pixel_accuracy)} "
                 f"| {s.void_pixels} |"
             )
         lines += ["", "| classifier | classes | mIoU % | mAcc % | pixel acc % |", "|---|---:|---:|---:|---:|"]
         for name, res in self.classifiers.items():
             s = res.scores
             lines.append(
-                f"| {name} | {len(res.class_names)} | {_pct(s.miou)} | {_pct(s.macc)} | {_pct(s.pixel_accuracy)} |"
+                f"| {name} | {len(res.class_names)} | {pct(s.miou)} | {pct(s.macc)} | {pct(s.pixel_accuracy)} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -194,21 +185,17 @@ class EvaluationReport:
                 for name, res in results.items():
                     png = out / f"confusion_{kind}_{name}.png"
                     title = f"{kind} {name}: row-normalised confusion (%)"
-                    atomic_write(png, confusion_png(res.confusion, res.class_names, title))
+                    atomic_write_bytes(png, confusion_png(res.confusion, res.class_names, title))
                     images[f"{kind}/{name}"] = png.name
                     written.append(png)
         metrics = out / "metrics.json"
-        atomic_write(metrics, (json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n").encode())
+        atomic_write_bytes(metrics, (json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n").encode())
         report = out / "report.md"
-        atomic_write(report, self.to_markdown(images).encode())
+        atomic_write_bytes(report, self.to_markdown(images).encode())
         return [metrics, report, *written]
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100.0 * value:.2f}"
-
-
-atomic_write = atomic_write_bytes  # the evaluation API's name for the project's atomic writer
+atomic_write = atomic_write_bytes  # old name, still imported by training/evaluation/bags
 
 
 # ---------------------------------------------------------------------- accumulation
@@ -384,22 +371,25 @@ class CityscapesPredictionWriter:
         ok, png = cv2.imencode(".png", self.lut[leaf_map])
         if not ok:
             raise RuntimeError(f"cannot encode prediction PNG for {sample.sample_id}")
-        atomic_write(path, png.tobytes())
+        atomic_write_bytes(path, png.tobytes())
 
 
 # ---------------------------------------------------------------------- command line
-def load_predictor(spec: str, hierarchy: Hierarchy, kwargs: Mapping[str, str]) -> Predictor:
-    """``module:factory`` -> ``factory(hierarchy, **kwargs)``, checked to be callable."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--predictor expects 'module:factory', got {spec!r}")
-    factory = getattr(importlib.import_module(module_name), attr, None)
-    if not callable(factory):
-        raise ValueError(f"--predictor {spec!r}: {attr!r} is not a callable of module {module_name!r}")
-    predictor = factory(hierarchy, **kwargs)
-    if not isinstance(predictor, Predictor):
-        raise ValueError(f"--predictor {spec!r} returned {type(predictor).__name__}, which is not callable")
-    return predictor
+def engine_predictor(
+    hierarchy: Hierarchy, model: str | Path, backend: str = "auto", precision: str = "fp32"
+) -> Predictor:
+    """The decisions of a runtime engine on ``model``, refused unless the model embeds ``hierarchy``.
+
+    The hierarchy is what the targets and evaluation classes come from; a model trained on another
+    one would be scored against the wrong labels without any error.
+    """
+    engine, _ = create_engine(model, backend=backend, precision=precision)
+    if engine.hierarchy != hierarchy:
+        raise ValueError(
+            f"{model}: the model's hierarchy {engine.hierarchy.name!r} differs from the evaluated "
+            f"hierarchy {hierarchy.name!r}"
+        )
+    return lambda image: engine.infer(image).per_classifier
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -415,8 +405,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME ROOT [SPLIT]",
         help="a per-pixel dataset to evaluate (repeatable), e.g. cityscapes /data/cityscapes val",
     )
-    parser.add_argument("--predictor", required=True, help="module:factory returning a predictor")
-    parser.add_argument("--predictor-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--model", required=True, type=Path, help="model file: ONNX, or a training checkpoint (.pt)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference engine (auto: TensorRT where it runs, else ONNX Runtime; PyTorch for a checkpoint)",
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="TensorRT precision")
     parser.add_argument("--out", required=True, type=Path, help="report folder")
     parser.add_argument("--cityscapes-results", type=Path, help="also write Cityscapes labelId PNGs here")
     parser.add_argument("--limit", type=int, help="evaluate at most this many samples per dataset")
@@ -426,9 +422,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for spec in args.dataset:
         if not 2 <= len(spec) <= 3:
             parser.error(f"--dataset expects NAME ROOT [SPLIT], got {' '.join(spec)!r}")
-    for item in args.predictor_arg:
-        if "=" not in item:
-            parser.error(f"--predictor-arg expects KEY=VALUE, got {item!r}")
     return args
 
 
@@ -438,8 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     readers = []
     for name, root, *split in args.dataset:
         readers.append(load_dataset(name, root, **({"split": split[0]} if split else {})))
-    kwargs = dict(item.split("=", 1) for item in args.predictor_arg)
-    predictor = load_predictor(args.predictor, hierarchy, kwargs)
+    predictor = engine_predictor(hierarchy, args.model, args.backend, args.precision)
     sinks = [CityscapesPredictionWriter(hierarchy, args.cityscapes_results)] if args.cityscapes_results else []
     report = evaluate(
         hierarchy,

@@ -2,7 +2,8 @@
 
 The predictors here are test data: an oracle that knows each test image's intended leaf map
 (derived from the ground truth, plus controlled errors) and answers with the per-classifier
-decisions that lead to those leaves, exactly as a network would be judged.
+decisions that lead to those leaves, exactly as a network would be judged. The command line runs
+a real model file through a runtime engine.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import importlib
 import json
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from hiseg_ros.engines.checkpoint import ModelConfig, save_checkpoint
+from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy, load_hierarchy
+from hiseg_ros.model import HierarchicalSegNet
 from training import REPO
 from training.data.readers import CityscapesDataset, VistasDataset
 from training.data.readers.base import Sample
@@ -30,6 +34,7 @@ from training.evaluation.evaluate import (
     CityscapesPredictionWriter,
     Evaluator,
     cityscapes_label_lut,
+    engine_predictor,
     evaluate,
     main,
 )
@@ -374,21 +379,38 @@ def test_cityscapes_results_identical_to_official_tool(hierarchy, tmp_path, monk
     assert 0.2 < ours.scores.miou < 0.9  # the errors really were varied
 
 
-def test_command_line(hierarchy, readers, tmp_path, monkeypatch, capsys):
-    module = tmp_path / "const_predictor_for_test.py"
-    module.write_text(
-        "import numpy as np\n"
-        "def make(hierarchy, value='0'):\n"
-        "    return lambda image: {c.name: np.full(image.shape[:2], int(value), np.uint8)"
-        " for c in hierarchy.classifiers}\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+@pytest.fixture(scope="module")
+def checkpoint(hierarchy, tmp_path_factory) -> Path:
+    """A randomly initialised model of ``hierarchy``, saved as the training job saves one."""
+    torch.manual_seed(0)
+    config = ModelConfig("mobilenet_v2", 16, 32, 1, 1)
+    net = HierarchicalSegNet(hierarchy.classifier_sizes, "mobilenet_v2", 16, 32, 1, 1, pretrained=None).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", net, hierarchy, config)
+
+
+def test_engine_predictor_returns_the_engine_decisions(hierarchy, checkpoint):
+    predictor = engine_predictor(hierarchy, checkpoint, backend="torch")
+    image = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    got = predictor(image)
+    want = TorchEngine(checkpoint).infer(image).per_classifier
+    assert set(got) == set(hierarchy.classifier_names)
+    for name in got:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_engine_predictor_refuses_a_model_of_another_hierarchy(checkpoint):
+    iv2019 = load_hierarchy(REPO / "config" / "hierarchies" / "iv2019.yaml")
+    with pytest.raises(ValueError, match="hierarchy 'iv2018' differs from the evaluated hierarchy 'iv2019'"):
+        engine_predictor(iv2019, checkpoint, backend="torch")
+
+
+def test_command_line(hierarchy, readers, checkpoint, tmp_path, capsys):
     cs = readers[0]
     code = main(
         [
             "--hierarchy", str(REPO / "config/hierarchies/iv2018.yaml"),
             "--dataset", "cityscapes", str(cs.root), "val",
-            "--predictor", "const_predictor_for_test:make", "--predictor-arg", "value=1",
+            "--model", str(checkpoint), "--backend", "torch",
             "--out", str(tmp_path / "out"), "--cityscapes-results", str(tmp_path / "pred"),
             "--limit", "1", "--no-progress", "--no-plots",
         ]
@@ -396,8 +418,11 @@ def test_command_line(hierarchy, readers, tmp_path, monkeypatch, capsys):
     assert code == 0
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert data["samples"] == {"cityscapes": 1}
+    assert set(data["classifiers"]) == set(hierarchy.classifier_names)
+    assert 0 <= data["datasets"]["cityscapes"]["miou"] <= 1
     assert (tmp_path / "pred" / "aachen" / "aachen_000000_000000_pred_labelIds.png").is_file()
     assert "| cityscapes | 1 |" in capsys.readouterr().out
-    sys.modules.pop("const_predictor_for_test", None)
     with pytest.raises(SystemExit):
-        main(["--hierarchy", "x.yaml", "--dataset", "cityscapes", "--predictor", "a:b", "--out", "o"])
+        main(["--hierarchy", "x.yaml", "--dataset", "cityscapes", "--model", "m.onnx", "--out", "o"])
+    with pytest.raises(SystemExit):  # argparse choices come from the engines' BACKENDS
+        main(["--hierarchy", "x.yaml", "--dataset", "cityscapes", "r", "--model", "m.onnx", "--backend", "trt"])
