@@ -12,17 +12,10 @@ argmax at feature resolution + nearest upsampling (see ``hiseg_ros.engines.torch
 is also what the node's PyTorch backend runs). The hierarchy JSON and the network description go
 into ``metadata_props`` (keys in ``hiseg_ros.engines.metadata``), so the file alone is enough.
 
-Checkpoint contract (defined in ``hiseg_ros.engines.checkpoint``, because the node's PyTorch
-backend reads the same files and must not import ``training``): a ``torch.save``'d dict with
-
-* ``"model"``: the ``HierarchicalSegNet`` state dict (a DDP ``module.`` prefix is accepted),
-* ``"hierarchy"``: ``Hierarchy.to_json()`` string,
-* ``"model_config"``: ``{"backbone", "output_stride", "shared_channels", "adaptation_depth",
-  "adaptation_dilation"}`` (exactly these keys),
-
-plus whatever else the training loop keeps (ignored). ``hiseg_ros.engines.checkpoint.checkpoint_dict``
-builds the three entries. A missing key, a corrupt hierarchy, weights that do not fit, or a
-hierarchy other than ``--hierarchy`` is an error naming the file.
+With ``--checkpoint`` the file is read by :func:`hiseg_ros.engines.checkpoint.load_checkpoint`, the
+reader the node's PyTorch backend uses (format described there): a missing key, a corrupt
+hierarchy, weights that do not fit, or a hierarchy other than ``--hierarchy`` is an error naming
+the file.
 
 The file is written atomically: exported into a temporary file next to ``--out``, checked with
 ``onnx.checker`` (full check), run once in ONNX Runtime against PyTorch, then renamed.
@@ -44,7 +37,7 @@ import numpy as np
 import torch
 
 from hiseg_ros.atomic import atomic_output
-from hiseg_ros.engines.checkpoint import CheckpointFormatError, LoadedCheckpoint, ModelConfig, load_checkpoint
+from hiseg_ros.engines.checkpoint import CheckpointFormatError, ModelConfig, load_checkpoint
 from hiseg_ros.engines.metadata import INPUT_NAME, LEAF_OUTPUT, ModelMetadata
 from hiseg_ros.engines.torch_graph import DecisionGraph
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
@@ -57,7 +50,6 @@ __all__ = [
     "export_checkpoint",
     "export_model",
     "export_random_init",
-    "load_checkpoint_for_export",
     "main",
 ]
 
@@ -69,15 +61,6 @@ MIN_SIDE, MAX_SIDE = 32, 8192
 
 class ExportError(RuntimeError):
     """The exported graph failed its checks (onnx.checker, or ONNX Runtime disagreeing with PyTorch)."""
-
-
-def load_checkpoint_for_export(path: str | Path, hierarchy: Hierarchy | None = None) -> LoadedCheckpoint:
-    """Read a checkpoint of the contract above (network in eval mode, hierarchy, config, sha256).
-
-    ``hierarchy`` (from ``--hierarchy``): the checkpoint must have been trained for exactly this one.
-    Raises :class:`CheckpointFormatError` (a ``ValueError``) naming the file.
-    """
-    return load_checkpoint(path, expected_hierarchy=hierarchy)
 
 
 def _git_commit() -> str | None:
@@ -182,8 +165,8 @@ def verify_against_torch(model_path: Path, graph: DecisionGraph, hierarchy: Hier
 def export_checkpoint(
     checkpoint: str | Path, out: str | Path, hierarchy: Hierarchy | None = None, verify: bool = True
 ) -> Path:
-    """Checkpoint file -> ONNX model (see the module docstring for the contract)."""
-    loaded = load_checkpoint_for_export(checkpoint, hierarchy)
+    """Checkpoint file -> ONNX model; ``hierarchy`` (``--hierarchy``): the one it must have been trained for."""
+    loaded = load_checkpoint(checkpoint, expected_hierarchy=hierarchy)
     source = {
         "source": "checkpoint",
         "checkpoint": str(Path(checkpoint).resolve()),

@@ -1,8 +1,7 @@
-"""The checkpoint contract between training, the exporter and the PyTorch backend.
+"""The checkpoint file: its format, the one writer and the one reader (training, exporter, node).
 
-A checkpoint is a ``torch.save``'d dict (read with ``weights_only=True``: tensors, strings, numbers,
-lists, dicts and numpy arrays / scalars only, so loading a file never runs code) with at least these
-keys:
+A checkpoint is a ``torch.save``'d dict read with ``weights_only=True``: tensors, strings, numbers,
+``None`` and lists / tuples / dicts of them only, so loading a file never runs code. Keys:
 
 ``"model"``
     ``HierarchicalSegNet.state_dict()`` (a DistributedDataParallel ``module.`` prefix is accepted).
@@ -13,18 +12,25 @@ keys:
     "adaptation_dilation": int}``: everything besides the hierarchy needed to rebuild the network.
     Unknown keys are an error: a silently ignored key could mean a different architecture.
 
-Any further keys (optimiser, schedule, RNG, iteration, ...) belong to the training loop and are
-ignored here. :func:`checkpoint_dict` / :func:`save_checkpoint` write this format.
+These three (:data:`CHECKPOINT_KEYS`) are all the exporter and the node need. A checkpoint the
+training loop writes also holds ``"format"`` (:data:`CHECKPOINT_FORMAT`) and the loop's state,
+which ``--resume`` reads back (:data:`TRAINING_KEYS`): ``"iteration"`` (completed iterations),
+``"world_size"``, ``"optimizer"`` / ``"scheduler"`` / ``"scaler"`` (their ``state_dict()``;
+``scaler`` is ``None`` without mixed precision), ``"rng"`` (torch, numpy and Python generator
+states as tensors and plain containers), ``"config"`` (the training config as plain data) and
+``"metrics"`` (the last iteration's losses). The node and the exporter ignore them, except that
+the scalar ones are :attr:`LoadedCheckpoint.training_info`, which an export records as provenance.
 
-Why a separate contract: the exporter (``training.export``) and the node's PyTorch backend must
-rebuild exactly the trained network from the file alone, and the node must not import ``training``.
+Why here, in the runtime package: the exporter and the node's PyTorch backend must rebuild
+exactly the trained network from the file alone, and the node must not import ``training``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,9 @@ from ..hierarchy import Hierarchy, HierarchyError
 from ..model import BACKBONES, HierarchicalSegNet
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "CHECKPOINT_KEYS",
+    "TRAINING_KEYS",
     "CheckpointFormatError",
     "LoadedCheckpoint",
     "ModelConfig",
@@ -47,10 +55,12 @@ __all__ = [
 ]
 
 CHECKPOINT_KEYS = ("model", "hierarchy", "model_config")
+CHECKPOINT_FORMAT = 1  # version of the training-state layout below (the three contract keys never change)
+TRAINING_KEYS = ("iteration", "world_size", "optimizer", "scheduler", "scaler", "rng", "config", "metrics")
 
 
 class CheckpointFormatError(ValueError):
-    """A checkpoint does not follow the contract; the message starts with the file's path."""
+    """A checkpoint does not follow the format; the message starts with the file's path."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ class ModelConfig:
     adaptation_dilation: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``model_config`` entry: these fields only, also for a subclass that adds training options."""
+        return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path) -> ModelConfig:
@@ -109,22 +120,77 @@ class LoadedCheckpoint:
     hierarchy: Hierarchy
     config: ModelConfig
     sha256: str
-    training_info: dict[str, Any] = field(default_factory=dict)  # scalar extras (iteration, ...) for provenance
+    training: dict[str, Any] = field(default_factory=dict)  # every key besides the three contract keys
+
+    @property
+    def training_info(self) -> dict[str, Any]:
+        """The scalar training entries (format, iteration, world size): provenance of an export."""
+        return {k: v for k, v in self.training.items() if isinstance(v, int | float | str | bool)}
 
 
-def checkpoint_dict(net: HierarchicalSegNet, hierarchy: Hierarchy, config: ModelConfig) -> dict[str, Any]:
-    """The three contract keys for ``net``; the training loop adds its own keys to this dict."""
-    return {"model": net.state_dict(), "hierarchy": hierarchy.to_json(), "model_config": config.to_dict()}
+# --------------------------------------------------------------------------- writing
+def checkpoint_dict(
+    net: HierarchicalSegNet,
+    hierarchy: Hierarchy,
+    config: ModelConfig,
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The file's content: the three contract keys for ``net``, plus ``format`` and the training
+    state when ``training`` (keys of :data:`TRAINING_KEYS`) is given.
+
+    The training state is checked here, at the one place that writes it, to hold only what
+    ``weights_only=True`` reads back; anything else would make ``--resume`` fail much later.
+    """
+    content: dict[str, Any] = {
+        "model": net.state_dict(),
+        "hierarchy": hierarchy.to_json(),
+        "model_config": config.to_dict(),
+    }
+    if training is None:
+        return content
+    unknown = sorted(set(training) - set(TRAINING_KEYS))
+    if unknown:
+        raise ValueError(f"checkpoint training state: unknown key(s) {unknown} (expected {list(TRAINING_KEYS)})")
+    for key, value in training.items():
+        _check_plain(value, key)
+    return {"format": CHECKPOINT_FORMAT, **content, **training}
 
 
-def save_checkpoint(path: str | Path, net: HierarchicalSegNet, hierarchy: Hierarchy, config: ModelConfig) -> Path:
-    """Write :func:`checkpoint_dict` atomically (temporary file in the same folder + ``os.replace``)."""
+def save_checkpoint(
+    path: str | Path,
+    net: HierarchicalSegNet,
+    hierarchy: Hierarchy,
+    config: ModelConfig,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write :func:`checkpoint_dict` atomically (fsync'ed temporary file in the same folder + ``os.replace``)."""
     path = Path(path)
+    content = checkpoint_dict(net, hierarchy, config, training)
     with atomic_output(path) as tmp:
-        torch.save(checkpoint_dict(net, hierarchy, config), tmp)
+        torch.save(content, tmp)
     return path
 
 
+def _check_plain(value: Any, where: str) -> None:
+    if value is None or isinstance(value, torch.Tensor) or type(value) in (str, int, float, bool):
+        return  # exact types: a numpy float64 is a float, but weights_only cannot read it back
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"checkpoint training state {where}: key {key!r} is not a str or int")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"checkpoint training state {where}: a {type(value).__name__} cannot be read back with weights_only=True "
+        "(store tensors, numbers, strings and lists / dicts of them)"
+    )
+
+
+# --------------------------------------------------------------------------- reading
 def describe_hierarchy_difference(ours: Hierarchy, theirs: Hierarchy) -> str:
     """A short human description of how two hierarchies differ (for mismatch errors)."""
     if ours.classifier_sizes != theirs.classifier_sizes:
@@ -139,11 +205,15 @@ def describe_hierarchy_difference(ours: Hierarchy, theirs: Hierarchy) -> str:
     return "colours, descriptions or dataset mappings differ"
 
 
-def load_checkpoint(path: str | Path, expected_hierarchy: Hierarchy | None = None) -> LoadedCheckpoint:
-    """Read a checkpoint of the contract above and rebuild its network (eval mode).
+def load_checkpoint(
+    path: str | Path,
+    expected_hierarchy: Hierarchy | None = None,
+    expected_config: ModelConfig | None = None,
+) -> LoadedCheckpoint:
+    """Read a checkpoint of the format above and rebuild its network (eval mode).
 
-    ``expected_hierarchy``: refuse a checkpoint trained for any other hierarchy. Every problem is a
-    :class:`CheckpointFormatError` naming the file.
+    ``expected_hierarchy`` / ``expected_config``: refuse a checkpoint trained for any other
+    hierarchy / network. Every problem is a :class:`CheckpointFormatError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +245,18 @@ def load_checkpoint(path: str | Path, expected_hierarchy: Hierarchy | None = Non
             f"{describe_hierarchy_difference(hierarchy, expected_hierarchy)}"
         )
     config = ModelConfig.from_dict(obj["model_config"], path)
-    state = obj["model"]
+    if expected_config is not None and config.to_dict() != expected_config.to_dict():
+        expected = expected_config.to_dict()
+        diff = ", ".join(
+            f"{k}: checkpoint {v!r} vs {expected[k]!r}" for k, v in config.to_dict().items() if v != expected[k]
+        )
+        raise CheckpointFormatError(f"{path}: checkpoint's model_config does not match the expected network ({diff})")
+    net = _rebuild(path, obj["model"], config, hierarchy)
+    training = {str(k): v for k, v in obj.items() if k not in CHECKPOINT_KEYS}
+    return LoadedCheckpoint(path, net.eval(), hierarchy, config, hashlib.sha256(raw).hexdigest(), training)
+
+
+def _rebuild(path: Path, state: Any, config: ModelConfig, hierarchy: Hierarchy) -> HierarchicalSegNet:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointFormatError(f"{path}: 'model' must be a state dict of tensors")
     state = dict(state)
@@ -191,14 +272,14 @@ def load_checkpoint(path: str | Path, expected_hierarchy: Hierarchy | None = Non
         raise CheckpointFormatError(
             f"{what}: missing {_few(result.missing_keys)}, unexpected {_few(result.unexpected_keys)}"
         )
-    extras = {str(k): v for k, v in obj.items() if k not in CHECKPOINT_KEYS and isinstance(v, int | float | str | bool)}
-    return LoadedCheckpoint(path, net.eval(), hierarchy, config, hashlib.sha256(raw).hexdigest(), extras)
+    return net
 
 
 def _numpy_globals() -> list[Any]:
-    """numpy arrays, scalars and dtypes, allowed in the ``weights_only`` unpickler: the training loop
-    stores its numpy RNG state (and may store numpy metrics) in the checkpoint. They are rebuilt
-    from bytes, no code runs, so the file still cannot execute anything when loaded."""
+    """numpy arrays, scalars and dtypes, allowed in the ``weights_only`` unpickler: checkpoints
+    written before the training loop stored its numpy RNG state as a tensor hold numpy arrays
+    (and may hold numpy scalars in their metrics). They are rebuilt from bytes, no code runs, so
+    such a file still cannot execute anything when loaded."""
     try:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2

@@ -7,6 +7,7 @@ The export itself (~25 s on 2 cores) runs once per module through the real comma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from hiseg_ros.engines import ModelMetadata
 from hiseg_ros.engines.bindings import adapt_for_tensorrt, tensorrt_type_problems
 from hiseg_ros.engines.checkpoint import (
+    CHECKPOINT_FORMAT,
     CheckpointFormatError,
     ModelConfig,
     checkpoint_dict,
@@ -30,7 +32,7 @@ from hiseg_ros.engines.torch_graph import DecisionGraph, LeafFlatten
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from hiseg_ros.model import DecisionModel
 from training import REPO
-from training.export import export_model, load_checkpoint_for_export, main
+from training.export import export_model, main
 
 HIERARCHIES = REPO / "config" / "hierarchies"
 SEED = 7
@@ -201,19 +203,48 @@ def small_net(toy: tuple[Path, Hierarchy]) -> torch.nn.Module:
 
 def test_checkpoint_round_trip(tmp_path: Path, toy: tuple[Path, Hierarchy], small_net: torch.nn.Module) -> None:
     path = save_checkpoint(tmp_path / "ckpt.pt", small_net, toy[1], CONFIG)
-    loaded = load_checkpoint_for_export(path, toy[1])
+    loaded = load_checkpoint(path, expected_hierarchy=toy[1])
     assert loaded.hierarchy == toy[1] and loaded.config == CONFIG and not loaded.net.training
     for key, value in small_net.state_dict().items():
         assert torch.equal(loaded.net.state_dict()[key], value), key
     # The training loop's own keys and a DistributedDataParallel prefix are fine.
     wrapped = checkpoint_dict(small_net, toy[1], CONFIG)
     wrapped["model"] = {f"module.{k}": v for k, v in wrapped["model"].items()}
-    # What the training loop adds: optimiser state, counters, RNG states with numpy arrays, config.
+    # What the training loop kept before its numpy RNG state became a tensor: numpy arrays and scalars.
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     wrapped |= {"optimizer": {"lr": 0.01}, "iteration": 12, "rng": rng, "metrics": {"loss": np.float64(0.5)}}
     torch.save(wrapped, tmp_path / "ddp.pt")
     ddp = load_checkpoint(tmp_path / "ddp.pt")
     assert ddp.config == CONFIG and ddp.training_info == {"iteration": 12}  # scalars go into the provenance
+
+
+def test_training_state_is_written_only_in_a_form_weights_only_reads(
+    tmp_path: Path, toy: tuple[Path, Hierarchy], small_net: torch.nn.Module
+) -> None:
+    state = {"iteration": 3, "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}, "scaler": None}
+    path = save_checkpoint(tmp_path / "train.pt", small_net, toy[1], CONFIG, training=state)
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # no allow-listed classes needed
+    assert raw["format"] == CHECKPOINT_FORMAT and raw["iteration"] == 3
+    assert torch.equal(raw["rng"]["torch"], state["rng"]["torch"]) and raw["rng"]["python"] == state["rng"]["python"]
+    loaded = load_checkpoint(path)
+    assert loaded.training_info == {"format": CHECKPOINT_FORMAT, "iteration": 3}
+    with pytest.raises(TypeError, match=r"metrics\['loss'\]: a float64 cannot be read back with weights_only"):
+        save_checkpoint(tmp_path / "np.pt", small_net, toy[1], CONFIG, training={"metrics": {"loss": np.float64(1)}})
+    with pytest.raises(TypeError, match=r"rng\['numpy'\]\[1\]: a ndarray"):
+        checkpoint_dict(small_net, toy[1], CONFIG, training={"rng": {"numpy": np.random.get_state()}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['epoch'\]"):
+        checkpoint_dict(small_net, toy[1], CONFIG, training={"epoch": 1})
+    assert not (tmp_path / "np.pt").exists()
+
+
+def test_expected_model_config_is_checked(
+    tmp_path: Path, toy: tuple[Path, Hierarchy], small_net: torch.nn.Module
+) -> None:
+    path = save_checkpoint(tmp_path / "ckpt.pt", small_net, toy[1], CONFIG)
+    assert load_checkpoint(path, expected_config=CONFIG).config == CONFIG
+    other = dataclasses.replace(CONFIG, adaptation_dilation=1)
+    with pytest.raises(CheckpointFormatError, match=r"ckpt.pt: .*model_config.*adaptation_dilation: checkpoint 2 vs 1"):
+        load_checkpoint(path, expected_config=other)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +269,7 @@ def test_bad_checkpoints_name_the_file(
     path = tmp_path / "bad.pt"
     torch.save(content, path)
     with pytest.raises(CheckpointFormatError, match=message) as info:
-        load_checkpoint_for_export(path)
+        load_checkpoint(path)
     assert str(path) in str(info.value)
 
 
@@ -246,15 +277,15 @@ def test_unreadable_checkpoints_name_the_file(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"PK\x03\x04 this is not a zip")
     with pytest.raises(CheckpointFormatError, match="garbage.pt: cannot read"):
-        load_checkpoint_for_export(garbage)
+        load_checkpoint(garbage)
     with pytest.raises(CheckpointFormatError, match="missing.pt: checkpoint file does not exist"):
-        load_checkpoint_for_export(tmp_path / "missing.pt")
+        load_checkpoint(tmp_path / "missing.pt")
     torch.save({"model": torch.nn.Conv2d(1, 1, 1)}, tmp_path / "pickled_module.pt")  # code, not data
     with pytest.raises(CheckpointFormatError, match="pickled_module.pt: cannot read as a torch checkpoint"):
-        load_checkpoint_for_export(tmp_path / "pickled_module.pt")
+        load_checkpoint(tmp_path / "pickled_module.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointFormatError, match="list.pt: expected a dict"):
-        load_checkpoint_for_export(tmp_path / "list.pt")
+        load_checkpoint(tmp_path / "list.pt")
 
 
 def test_command_line_refuses_a_checkpoint_of_another_hierarchy(
