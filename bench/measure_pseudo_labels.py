@@ -41,7 +41,7 @@ from training.labels.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E40
 from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency  # noqa: E402
 from training.labels.pseudo_labels.generator import work_size  # noqa: E402
 from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
-from training.labels.targets import tag_nodes  # noqa: E402
+from training.labels.tags import tag_nodes  # noqa: E402
 
 SCALE = 840  # fractional uniform-tiling counts (1/n, n <= 8) become integers
 

@@ -33,7 +33,7 @@ Memory: logits arrive at feature resolution and are upsampled bilinearly (``alig
 to the target size, but only the labelled pixels are gathered (``N x C``) before ``log_softmax``, so
 the full-resolution ``B x C x H x W`` tensor of a classifier is transient (neither the gather nor
 the interpolation keeps it for backward). Soft targets stay palette encoded (an index per pixel into
-a ``K x C`` table, :class:`training.labels.targets.SoftBatch`) until the gathered pixels are expanded to
+a ``K x C`` table, :class:`training.labels.collate.SoftBatch`) until the gathered pixels are expanded to
 ``N x C``. The decisions are kept as one int64 map per parent classifier (and the root's when tags
 reach it), the path agreement as one bool map per parent classifier.
 """
@@ -48,7 +48,8 @@ from torch import nn
 from torch.nn import functional
 
 from hiseg_ros.hierarchy import IGNORE, ROOT, Hierarchy
-from training.labels.targets import DEFAULT_MIN_MASS, TargetBatch
+from training.labels.collate import TargetBatch
+from training.labels.targets import DEFAULT_MIN_MASS
 
 ROOT_WEIGHT = 1.0
 SUB_WEIGHT = 0.1

@@ -57,7 +57,9 @@ from training.data.readers.base import DatasetReader
 from training.fit.config import ConfigError, TrainConfig, check_datasets, load_config
 from training.fit.log import CsvLog, plot_curves
 from training.fit.loss import HierarchicalLoss
-from training.labels.targets import NodeDistribution, SampleTargets, TargetBatch, TargetBuilder, collate_targets
+from training.labels.collate import TargetBatch, collate_targets
+from training.labels.node_distribution import NodeDistribution
+from training.labels.targets import SampleTargets, TargetBuilder
 
 log = logging.getLogger("training.fit.train")
 

@@ -18,7 +18,8 @@ from hiseg_ros.hierarchy import IGNORE, Hierarchy, flatten_hierarchy, load_hiera
 from training import REPO
 from training.data.readers.base import Box, Sample
 from training.fit.loss import HierarchicalLoss, default_weights
-from training.labels.targets import PseudoLabelConfig, SampleTargets, SoftTarget, TargetBuilder, collate_targets
+from training.labels.collate import collate_targets
+from training.labels.targets import PseudoLabelConfig, SampleTargets, SoftTarget, TargetBuilder
 
 HIERARCHIES = REPO / "config" / "hierarchies"
 I = IGNORE  # noqa: E741

@@ -26,6 +26,7 @@ from training.data.readers import load_dataset
 from training.fit.config import ConfigError, load_config
 from training.fit.train import make_sample, train
 from training.jobs import experiments
+from training.labels.node_distribution import PseudoLabelError
 from training.labels.pseudo_labels.batch import SETTINGS_FILE, generate_labels, split_ids
 from training.labels.pseudo_labels.classifier import (
     RetargetedClassifier,
@@ -37,7 +38,7 @@ from training.labels.pseudo_labels.classifier import (
     save_classifier,
     tag_node_space,
 )
-from training.labels.targets import PseudoLabelError, TargetBuilder
+from training.labels.targets import TargetBuilder
 
 IV2018 = HIERARCHIES / "iv2018.yaml"
 IV2019 = HIERARCHIES / "iv2019.yaml"

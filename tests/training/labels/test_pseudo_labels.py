@@ -13,6 +13,7 @@ import torch
 from hiseg_ros.hierarchy import load_hierarchy
 from training import REPO
 from training.data.readers.base import Sample
+from training.labels.node_distribution import PseudoLabelError
 from training.labels.pseudo_labels import (
     Algorithm1Config,
     CRFConfig,
@@ -28,7 +29,7 @@ from training.labels.pseudo_labels.batch import SETTINGS_FILE, SKIPPED_FILE, gen
 from training.labels.pseudo_labels.classifier import TagClassifier, TrainConfig, save_classifier, tag_node_space
 from training.labels.pseudo_labels.generator import GeneratorConfig, PrecomputedLabels, WeakLabelGenerator
 from training.labels.pseudo_labels.saliency import OpenCVSaliency
-from training.labels.targets import PseudoLabelError, weak_targets
+from training.labels.targets import weak_targets
 
 HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 

@@ -68,7 +68,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         tag_node_space,
         train_classifier,
     )
-    from training.labels.targets import tag_nodes
+    from training.labels.tags import tag_nodes
 
     hierarchy = load_hierarchy(args.hierarchy)
     samples = [s for s in _load_split("openscapes", Path(args.data), args.split, args.limit) if s.tags]

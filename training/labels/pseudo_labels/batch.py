@@ -90,8 +90,8 @@ def _init_worker(spec: JobSpec) -> None:
 def _run_one(index: int) -> tuple[str, str, str, dict[str, float]]:
     """(sample_id, "ok" | "skip", reason, stage seconds) for one image."""
     from training.data.readers.base import DatasetFormatError
+    from training.labels.node_distribution import PseudoLabelError
     from training.labels.pseudo_labels.generator import encode_label, label_path
-    from training.labels.targets import PseudoLabelError
 
     spec: JobSpec = _STATE["spec"]
     gen = _STATE["generator"]

@@ -1,4 +1,4 @@
-"""Pseudo-label generators for the training seam (:class:`training.labels.targets.PseudoLabelGenerator`).
+"""Pseudo-label generators for the training seam (:class:`training.labels.node_distribution.PseudoLabelGenerator`).
 
 * :class:`WeakLabelGenerator`: tags -> Grad-CAM -> (+ saliency, + erasing) -> Algorithm 1 (+ CRF),
   computed on the fly. Output is mass over *hierarchy nodes* (the nodes the image's tags map to);
@@ -26,6 +26,7 @@ import numpy as np
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training.data.readers.base import Sample
 from training.fit.config_keys import reject_unknown_keys
+from training.labels.node_distribution import NodeDistribution, PseudoLabelError
 from training.labels.pseudo_labels.algorithm1 import (
     BACKGROUND,
     Algorithm1Config,
@@ -43,7 +44,7 @@ from training.labels.pseudo_labels.classifier import (
 from training.labels.pseudo_labels.crf import CRFConfig, crf_refine
 from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency
 from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
-from training.labels.targets import NodeDistribution, PseudoLabelError, tag_nodes
+from training.labels.tags import tag_nodes
 
 Output = Literal["hard", "soft"]
 _TOP_KEYS = {
@@ -236,7 +237,7 @@ class WeakLabelGenerator:
             return NodeDistribution.from_hard(cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST), nodes)
         m = cams if sal is None else combined_map(cams, sal)
         m = np.where((labels >= 0)[None], np.maximum(m, 1e-6), 0.0)
-        m = np.round(m, 2)  # few distinct rows keep the palette small (see training.labels.targets)
+        m = np.round(m, 2)  # few distinct rows keep the palette small (see training.labels.node_distribution)
         mass = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in m.astype(np.float32)])
         return NodeDistribution.from_mass(mass, nodes)
 
