@@ -158,13 +158,12 @@ def variant_config(
     raw = copy.deepcopy(raw)
     raw["hierarchy"] = str(HIERARCHIES / variant.hierarchy)
     raw["data_root"] = str(data_root)
-    gtsdb_train = sorted(int(Path(n).stem) for n in split_ids(data_root / "gtsdb", "train"))
     datasets = []
     for entry in raw["datasets"]:
         if entry["name"] not in variant.datasets:
             continue
-        if entry["name"] == "gtsdb":
-            entry = dict(entry, options={"image_ids": gtsdb_train})
+        if entry["name"] == "gtsdb":  # the reader's split (gtsdb.SPLITS): the test scenes stay held out
+            entry = dict(entry, options={**entry.get("options", {}), "split": "train"})
         if entry["name"] == TAGS and tags_root is not None:
             entry = dict(entry, root=str(tags_root))  # absolute: not joined with data_root
         datasets.append(entry)

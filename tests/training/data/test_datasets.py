@@ -49,7 +49,6 @@ from dataset_files import (
 )
 
 
-
 def test_cityscapes_indexes_split_and_cities_sorted(tmp_path: Path) -> None:
     train_ids = ["bochum_000000_000313", "aachen_000001_000019", "aachen_000000_000019"]
     make_cityscapes(tmp_path, "train", train_ids)
@@ -157,6 +156,14 @@ def test_gtsdb_boxes_images_without_signs_and_splits(tmp_path: Path) -> None:
     picked = GTSDBDataset(tmp_path, image_ids=[700, "00001"])
     assert picked.sample_ids == ("00001", "00700")
     assert picked[1].boxes == (Box(0, 0, 15, 11, 42),)
+
+
+def test_gtsdb_splits_follow_the_real_numbering(tmp_path: Path) -> None:
+    make_gtsdb(tmp_path, [0, 599, 600, 899], [])
+    assert GTSDBDataset(tmp_path, split="train").sample_ids == ("00000", "00599")
+    assert GTSDBDataset(tmp_path, split="test").sample_ids == ("00600", "00899")
+    with pytest.raises(ValueError, match="unknown GTSDB split 'val'"):
+        GTSDBDataset(tmp_path, split="val")
 
 
 # ---------------------------------------------------------------- image-level tags

@@ -7,6 +7,7 @@ This closes the loop between the writers (training/data/synthetic) and the reade
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,19 @@ def test_main_job_command_generates_and_reads_back(tmp_path: Path):
     assert "reading every sample back" in result.stdout and "done: datasets in" in result.stdout
     for name in ("cityscapes", "vistas", "gtsdb", "openscapes"):
         assert (tmp_path / "d" / name / "synthetic.json").is_file()
+
+
+def test_gtsdb_splits_are_the_generated_splits(tmp_path: Path):
+    """The reader's train / test splits hold for a generated set: disjoint, covering, the rendered splits."""
+    generate(tmp_path, "small", seed=0, only=["gtsdb"])
+    root = tmp_path / "gtsdb"
+    train, test = (load_dataset("gtsdb", root, split=split).sample_ids for split in ("train", "test"))
+    assert train and test and not set(train) & set(test)
+    assert sorted(train + test) == list(load_dataset("gtsdb", root).sample_ids)
+    members = json.loads((root / "synthetic.json").read_text())["split_members"]
+    assert {"train": train, "test": test} == {
+        s: tuple(sorted(n.removesuffix(".ppm") for n in members[s])) for s in members
+    }
+    # The held-out scenes that sign evaluation re-renders (training.evaluation.signs) are the test split's images.
+    held_out = {_digest(scene.image) for task, scene in iter_scenes("gtsdb", "small", 0) if task.split == "test"}
+    assert {_digest(sample.image) for sample in load_dataset("gtsdb", root, split="test")} == held_out

@@ -29,9 +29,28 @@ from training.data.readers.base import (
 from training.data.readers.label_tables import GTSDB_CLASSES
 
 GT_FILE = "gt.txt"
-# Split of the real benchmark by image number; synthetic sets may hold only part of it.
+# Split of the real benchmark by image number: 00000-00599 train, 00600-00899 test. The one split
+# definition: sets written in this format (training.data.synthetic) number their images by it
+# (:func:`split_number`), so ``split=`` selects the same images on real and written sets.
 SPLITS: dict[str, range] = {"train": range(0, 600), "test": range(600, 900)}
 _FIELDS = ("ImgNo.ppm", "leftCol", "topRow", "rightCol", "bottomRow", "ClassID")
+
+
+def split_number(split: str, index: int) -> int:
+    """File number (``NNNNN.ppm``) of the ``index``-th image of ``split`` in the benchmark's numbering.
+
+    For writers of GTSDB-format sets: the test images of a set numbered from 0 would otherwise fall
+    into the ``train`` range and be trained on.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown GTSDB split {split!r} (expected one of {', '.join(SPLITS)})")
+    numbers = SPLITS[split]
+    if not 0 <= index < len(numbers):
+        raise ValueError(
+            f"GTSDB split {split!r} holds {len(numbers)} images ({numbers.start:05d}..{numbers.stop - 1:05d}.ppm), "
+            f"no image {index}"
+        )
+    return numbers[index]
 
 
 @dataclass(frozen=True)

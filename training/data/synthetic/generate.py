@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.readers.gtsdb import split_number
 from training.data.readers.label_tables import GTSDB_CLASSES, VISTAS_V12_LABELS
 
 from .domains import DOMAINS
@@ -32,7 +33,7 @@ from .scene import Scene, render_scene
 from .writers import WRITERS, ImageRecord
 
 GENERATOR = "hiseg_ros training.data.synthetic"
-GENERATOR_VERSION = 1  # bump whenever the rendered content changes
+GENERATOR_VERSION = 2  # bump whenever the rendered content changes (2: GTSDB test images numbered from 600)
 DATASETS: tuple[str, ...] = ("cityscapes", "vistas", "gtsdb", "openscapes")
 META_FILE = "synthetic.json"
 _READABLE = {lab.name: lab.readable for lab in VISTAS_V12_LABELS}
@@ -71,7 +72,7 @@ PRESETS: dict[str, Preset] = {
 class ImageTask:
     dataset: str
     split: str
-    index: int  # within the split (GTSDB: global file number)
+    index: int  # within the split (GTSDB: the file number, by the benchmark's split numbering)
     ordinal: int  # within the dataset: the seed index
     seed: int
     height: int
@@ -104,7 +105,8 @@ def plan_tasks(dataset: str, preset: Preset | str, seed: int, scale: float = 1.0
         for index in range(count):
             s = image_seed(seed, dataset, ordinal)
             h, w = image_size(p, dataset, s, scale)
-            tasks.append(ImageTask(dataset, split, ordinal if dataset == "gtsdb" else index, ordinal, s, h, w, root))
+            number = split_number(split, index) if dataset == "gtsdb" else index
+            tasks.append(ImageTask(dataset, split, number, ordinal, s, h, w, root))
             ordinal += 1
     return tasks
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.data.readers.gtsdb import split_number
 from training.data.readers.label_tables import (
     CITYSCAPES_LABELS,
     OPENSCAPES_TAGS,
@@ -413,7 +414,7 @@ def _write_all(fmt: str, root: Path, scenes: Iterable[tuple[str, Scene]]) -> lis
     counters: dict[str, int] = {}
     records = []
     for split, scene in scenes:
-        index = counters.get(split, 0) if fmt != "gtsdb" else len(records)
+        index = counters.get(split, 0) if fmt != "gtsdb" else split_number(split, counters.get(split, 0))
         counters[split] = counters.get(split, 0) + 1
         records.append(writer.image(Path(root), split, index, scene))
     writer.finish(Path(root), records)
@@ -431,7 +432,8 @@ def write_vistas(root: Path, scenes: Iterable[tuple[str, Scene]]) -> list[ImageR
 
 
 def write_gtsdb(root: Path, scenes: Iterable[tuple[str, Scene]]) -> list[ImageRecord]:
-    """Write (split, scene) pairs as GTSDB: consecutive NNNNN.ppm numbers in the given order."""
+    """Write (split, scene) pairs as GTSDB (splits train/test), numbered like the benchmark: train
+    00000.ppm, 00001.ppm, ..., test 00600.ppm, ... (:func:`training.data.readers.gtsdb.split_number`)."""
     return _write_all("gtsdb", root, scenes)
 
 
