@@ -3,8 +3,8 @@
 The ONNX exporter (``training.export``) and the PyTorch backend run this very module, so the two
 agree by construction instead of by two implementations kept in step.
 
-Why not :class:`hiseg_ros.model.DecisionModel` as is: it upsamples the labels as uint8 and has no
-leaf map, and TensorRT is strict about small integer types: it reads uint8 only in Cast layers (no
+Why not the network followed by :func:`hiseg_ros.model.decide`: that upsamples the labels as uint8
+and has no leaf map, and TensorRT is strict about small integer types: it reads uint8 only in Cast layers (no
 uint8 Transpose, Resize or Shape; TensorRT 8.6 casts uint8 only from / to float) and has no uint16
 at all. So here the uint8 image is cast to float before anything else, the labels are upsampled as
 float (class indices < 256 are exact in float16 and float32, so an FP16 engine decides the same),

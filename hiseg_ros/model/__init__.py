@@ -12,7 +12,7 @@ from .backbones import (
     load_backbone_checkpoint,
 )
 from .mobilenet_v2 import MobileNetV2
-from .network import DecisionMode, DecisionModel, HierarchicalSegNet, decide, decide_one
+from .network import DecisionMode, HierarchicalSegNet, decide, decide_one
 from .normalize import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, NormalizeInput, normalize_image, normalize_tensor
 from .resnet import ResNet
 
@@ -22,7 +22,6 @@ __all__ = [
     "IMAGENET_STD_RGB",
     "CheckpointError",
     "DecisionMode",
-    "DecisionModel",
     "HierarchicalSegNet",
     "MobileNetV2",
     "NormalizeInput",

@@ -21,9 +21,8 @@ from torch.nn import functional
 
 from .backbones import build_backbone
 from .heads import ClassifierHead, SharedReduction
-from .normalize import InputLayout, NormalizeInput
 
-__all__ = ["DecisionMode", "DecisionModel", "HierarchicalSegNet", "decide", "decide_one"]
+__all__ = ["DecisionMode", "HierarchicalSegNet", "decide", "decide_one"]
 
 DecisionMode = Literal["argmax_nearest", "bilinear_argmax"]
 _MAX_UINT8_CLASSES = 256
@@ -97,31 +96,3 @@ def decide(
 ) -> dict[str, torch.Tensor]:
     """Per-classifier decisions (see :func:`decide_one`), same keys and order as ``logits``."""
     return {name: decide_one(value, out_size, mode) for name, value in logits.items()}
-
-
-class DecisionModel(nn.Module):
-    """Export wrapper: image -> tuple of per-classifier uint8 decisions at input resolution.
-
-    Outputs follow ``net.classifier_names``. ``input_layout`` chooses what the graph is fed (see
-    :class:`NormalizeInput`); with ``uint8_nhwc`` a ROS ``rgb8`` buffer goes in untouched.
-    """
-
-    def __init__(
-        self,
-        net: HierarchicalSegNet,
-        mode: DecisionMode = "argmax_nearest",
-        input_layout: InputLayout = "float_nchw",
-    ) -> None:
-        super().__init__()
-        if mode not in ("argmax_nearest", "bilinear_argmax"):
-            raise ValueError(f"unknown decision mode {mode!r}")
-        self.net = net
-        self.mode: DecisionMode = mode
-        self.input_layout = input_layout
-        self.normalize = NormalizeInput(input_layout)
-        self.classifier_names = net.classifier_names
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        size = image.shape[1:3] if self.input_layout == "uint8_nhwc" else image.shape[2:4]
-        logits = self.net(self.normalize(image))
-        return tuple(decide_one(logits[name], size, self.mode) for name in self.classifier_names)

@@ -1,4 +1,7 @@
-"""Tests of hiseg_ros.model: checkpoint format, shapes, decisions and ONNX export of the network."""
+"""Tests of hiseg_ros.model: backbone checkpoints, shapes, decisions and input normalisation.
+
+The ONNX export of the network is tested with ``training.export`` (tests/training/test_export.py).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from torch import nn
 
 from hiseg_ros.model import (
     CheckpointError,
-    DecisionModel,
     HierarchicalSegNet,
     MobileNetV2,
     NormalizeInput,
@@ -303,44 +305,3 @@ def test_normalisation_paths_agree() -> None:
     torch.testing.assert_close(NormalizeInput("uint8_nchw")(nchw), reference)
     assert torch.equal(NormalizeInput("float_nchw")(reference), reference)
     assert torch.equal(torch.from_numpy(normalize_image(image[0])), reference[:1])
-
-
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    torch.manual_seed(0)
-    net = HierarchicalSegNet(HIERARCHY, backbone="mobilenet_v2", pretrained=None).eval()
-    model = DecisionModel(net, "argmax_nearest", input_layout="uint8_nhwc").eval()
-    example = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
-    path = tmp_path / "decisions.onnx"
-    dims = {0: torch.export.Dim("batch", min=1, max=8)}
-    dims |= {1: torch.export.Dim("height", min=32, max=4096), 2: torch.export.Dim("width", min=32, max=4096)}
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        dynamo=True,
-        opset_version=18,
-        input_names=["image"],
-        output_names=list(net.classifier_names),
-        dynamic_shapes={"image": dims},
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == list(net.classifier_names)
-    for shape in [(1, 64, 96, 3), (2, 96, 160, 3)]:
-        image = torch.randint(0, 256, shape, dtype=torch.uint8)
-        with torch.no_grad():
-            expected = model(image)
-        got = session.run(None, {"image": image.numpy()})
-        for exp, out in zip(expected, got, strict=True):
-            assert out.dtype == np.uint8 and out.shape == shape[:3]
-            # Same decisions; allow a stray near-tie pixel from float summation order.
-            assert (exp.numpy() == out).mean() > 0.999
-    # The float-input wrapper runs the same network: decisions identical to the uint8 graph.
-    float_model = DecisionModel(net, "argmax_nearest")
-    with torch.no_grad():
-        via_float = float_model(torch.from_numpy(normalize_image(image.numpy())))
-    for a, b in zip(via_float, expected, strict=True):
-        assert torch.equal(a, b)

@@ -30,7 +30,7 @@ from hiseg_ros.engines.checkpoint import (
 )
 from hiseg_ros.engines.torch_graph import DecisionGraph, LeafFlatten
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
-from hiseg_ros.model import DecisionModel
+from hiseg_ros.model import NormalizeInput, decide
 from training import REPO
 from training.export import export_model, main
 
@@ -158,17 +158,17 @@ def test_graph_adapted_for_tensorrt_keeps_its_outputs(exported: dict) -> None:
 
 
 # ------------------------------------------------------------------ the graph module (no export needed)
-def test_decisions_equal_decision_model_exactly() -> None:
-    """The TensorRT-friendly graph (float upsampling) decides exactly like DecisionModel."""
+def test_decisions_equal_decide_exactly() -> None:
+    """The TensorRT-friendly graph (float upsampling) decides exactly like ``decide`` (uint8 upsampling)."""
     hierarchy = load_hierarchy(HIERARCHIES / "iv2018.yaml")
     torch.manual_seed(0)
     net = CONFIG.build(hierarchy).eval()
     image = torch.randint(0, 256, (2, 67, 101, 3), dtype=torch.uint8)
     with torch.inference_mode():
         ours = DecisionGraph(net, hierarchy)(image)
-        reference = DecisionModel(net, "argmax_nearest", input_layout="uint8_nhwc")(image)
-    for a, b in zip(ours[:-1], reference, strict=True):
-        assert torch.equal(a, b)
+        reference = decide(net(NormalizeInput("uint8_nhwc")(image)), image.shape[1:3], "argmax_nearest")
+    for a, name in zip(ours[:-1], hierarchy.classifier_names, strict=True):
+        assert torch.equal(a, reference[name])
     decisions = {n: t.numpy() for n, t in zip(hierarchy.classifier_names, ours, strict=False)}
     np.testing.assert_array_equal(ours[-1].numpy(), hierarchy.flatten(decisions))
 
