@@ -77,7 +77,7 @@ def test_checkpoint_of_another_hierarchy_is_refused_before_training(data_root: P
     flat_raw = tiny_config(data_root, tmp_path / "flat", hierarchy=str(HIERARCHIES / "iv2018_flat.yaml"))
     flat_raw["schedule"] = {"iterations": 1}
     config, hierarchy = load_config(write_config(tmp_path / "flat.yaml", flat_raw))
-    assert hierarchy.is_flat
+    assert hierarchy.classifier_names == ("root",)
     train(config, hierarchy, progress=False)  # the flat baseline trains with the same code
     flat_ckpt = tmp_path / "flat" / "last.pt"
 

@@ -104,7 +104,7 @@ def test_iterative_erasing_thresholds_mean_pixel_and_max():
 def test_erasing_config_validation_names_the_key():
     with pytest.raises(ValueError, match="erasing.thresholds"):
         ErasingConfig((0.7, 1.5))
-    with pytest.raises(ValueError, match=r"erasing: unknown keys \['threshold'\]"):
+    with pytest.raises(ValueError, match=r"^erasing\.threshold: unknown key \(expected one of thresholds\)"):
         ErasingConfig.from_dict({"threshold": [0.7]})
 
 
@@ -131,7 +131,7 @@ def test_algorithm1_on_hand_made_maps():
 def test_algorithm1_config_validation():
     with pytest.raises(ValueError, match="algorithm1.gamma1"):
         Algorithm1Config(gamma1=2.0)
-    with pytest.raises(ValueError, match=r"unknown keys \['gamma3'\]"):
+    with pytest.raises(ValueError, match=r"^algorithm1\.gamma3: unknown key"):
         Algorithm1Config.from_dict({"gamma3": 0.1})
 
 
@@ -168,7 +168,7 @@ def test_crf_snaps_labels_to_colour_edges():
 def test_crf_config_validation():
     with pytest.raises(ValueError, match="crf.bilateral_srgb"):
         CRFConfig(bilateral_srgb=0)
-    with pytest.raises(ValueError, match=r"crf: unknown keys \['iters'\]"):
+    with pytest.raises(ValueError, match=r"^crf\.iters: unknown key"):
         CRFConfig.from_dict({"iters": 3})
 
 
@@ -231,7 +231,7 @@ def test_generator_hard_and_soft_feed_the_training_seam(hierarchy, tiny_classifi
 def test_generator_config_round_trip_and_errors(tiny_classifier):
     cfg = GeneratorConfig.from_dict(_settings(tiny_classifier))
     assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match=r"unknown keys \['gamma'\]"):
+    with pytest.raises(ValueError, match=r"^gamma: unknown key \(expected one of algorithm1, classifier,"):
         GeneratorConfig.from_dict({"gamma": 1})
     with pytest.raises(ValueError, match="stages.crf"):
         GeneratorConfig.from_dict({"stages": {"crf": "yes"}})

@@ -25,7 +25,7 @@ from torch.nn import functional
 
 from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.model import build_backbone, normalize_image
-from training.fit.config_keys import reject_unknown_keys
+from training.config_schema import reject_unknown_keys
 from training.labels.pseudo_labels.gradcam import grad_cam
 
 logger = logging.getLogger(__name__)

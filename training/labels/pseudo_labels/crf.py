@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from training.fit.config_keys import reject_unknown_keys
+from training.config_schema import reject_unknown_keys
 from training.labels.pseudo_labels.algorithm1 import BACKGROUND, Algorithm1Config, combined_map
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.fit.config_keys import reject_unknown_keys
+from training.config_schema import reject_unknown_keys
 
 SaliencyFn = Callable[[np.ndarray], np.ndarray]
 

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
+from training.config_schema import reject_unknown_keys
 from training.data.readers.base import Sample
-from training.fit.config_keys import reject_unknown_keys
 from training.labels.node_distribution import NodeDistribution, PseudoLabelError
 from training.labels.pseudo_labels.algorithm1 import (
     BACKGROUND,
@@ -98,7 +98,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeneratorConfig:
         """Parse the nested form of :meth:`to_dict` (unknown keys are errors naming the key)."""
-        reject_unknown_keys("pseudo-label config", data, sorted(_TOP_KEYS))
+        reject_unknown_keys("", data, sorted(_TOP_KEYS))
         sal = dict(data.get("saliency") or {})
         reject_unknown_keys("saliency", sal, ("source", "checkpoint"))
         stages = dict(data.get("stages") or {})
