@@ -84,10 +84,6 @@ class Hierarchy:
     def leaves(self) -> tuple[ClassNode, ...]:
         return tuple(c for c in self.classes if c.classifier is None)
 
-    @property
-    def is_flat(self) -> bool:
-        return len(self.classifiers) == 1
-
     @cached_property
     def max_leaf_id(self) -> int:
         return max(c.id for c in self.leaves)

@@ -67,7 +67,7 @@ def test_iv2019_has_human_and_vehicle_subclassifiers(iv2019: Hierarchy):
 
 def test_flat_hierarchy_has_one_classifier_over_the_same_leaves(iv2018: Hierarchy):
     flat = load_hierarchy(HIERARCHIES / "iv2018_flat.yaml")
-    assert flat.is_flat and flat.classifier_names == ("root",)
+    assert flat.classifier_names == ("root",)
     assert {(n.name, n.id, n.color) for n in flat.leaves} == {(n.name, n.id, n.color) for n in iv2018.leaves}
     # Coarse ids: Cityscapes road becomes the "road" leaf (coarse_labels), rider is ignored.
     road = flat.targets("cityscapes", np.array([7], dtype=np.uint8))["root"][0]

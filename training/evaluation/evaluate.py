@@ -86,10 +86,6 @@ class LabelSpaceResult:
     def scores(self) -> Scores:
         return self.confusion.scores()
 
-    def iou(self) -> dict[str, float]:
-        """Class name -> IoU (NaN where undefined), for quick checks and tests."""
-        return dict(zip(self.class_names, (float(v) for v in self.scores.iou), strict=True))
-
     def to_dict(self) -> dict:
         return {
             "num_samples": self.num_samples,

@@ -56,10 +56,6 @@ class ConfusionMatrix:
                 raise ValueError(f"matrix of {self.num_classes} classes must have shape {shape}, got {matrix.shape}")
             self.matrix = matrix.astype(np.int64, copy=True)
 
-    @property
-    def void_column(self) -> int:
-        return self.num_classes
-
     def update(self, target: np.ndarray, prediction: np.ndarray) -> ConfusionMatrix:
         """Count one image (or any same-shaped pair of arrays); returns ``self`` for chaining.
 
@@ -98,22 +94,8 @@ class ConfusionMatrix:
         self._check_compatible(other)
         return ConfusionMatrix(self.num_classes, self.ignore_index, self.matrix + other.matrix)
 
-    @classmethod
-    def merged(cls, matrices: Sequence[ConfusionMatrix]) -> ConfusionMatrix:
-        """Sum of the matrices of several workers / shards (at least one)."""
-        if not matrices:
-            raise ValueError("nothing to merge")
-        out = ConfusionMatrix(matrices[0].num_classes, matrices[0].ignore_index)
-        for m in matrices:
-            out += m
-        return out
-
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, pixels={int(self.matrix.sum())})"
-
-    @property
-    def total(self) -> int:
-        return int(self.matrix.sum())
 
     def scores(self) -> Scores:
         """Per-class and mean scores (see the module docstring for the conventions)."""

@@ -172,7 +172,7 @@ def readers(tmp_path_factory) -> list:
 
 
 def _defined(result) -> dict[str, float]:
-    return {k: v for k, v in result.iou().items() if not math.isnan(v)}
+    return {k: float(v) for k, v in zip(result.class_names, result.scores.iou, strict=True) if not math.isnan(v)}
 
 
 # ---------------------------------------------------------------------- tests
@@ -183,7 +183,7 @@ def test_perfect_predictor_scores_one_everywhere(hierarchy, readers):
         s = report.classifiers[name].scores
         assert (s.miou, s.macc, s.pixel_accuracy) == (1.0, 1.0, 1.0), name
     # GTSDB classes have no pixel targets here: nothing counted, nothing claimed
-    assert report.classifiers["traffic_sign_front"].confusion.total == 0
+    assert report.classifiers["traffic_sign_front"].confusion.matrix.sum() == 0
     for name in ("cityscapes", "vistas"):
         s = report.datasets[name].scores
         assert (s.miou, s.macc, s.pixel_accuracy, s.void_pixels) == (1.0, 1.0, 1.0, 0), name
@@ -232,7 +232,7 @@ def test_per_classifier_ignores_ignore_pixels(hierarchy, readers):
         for sample in reader:
             for name, target in hierarchy.targets(reader.name, sample.label).items():
                 expected[name] += int((target != IGNORE).sum())
-    assert {k: v.confusion.total for k, v in report.classifiers.items()} == expected
+    assert {k: int(v.confusion.matrix.sum()) for k, v in report.classifiers.items()} == expected
 
 
 def test_leaves_without_counterpart_count_as_false_negatives(hierarchy, readers):

