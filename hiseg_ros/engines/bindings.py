@@ -207,9 +207,6 @@ class DeviceBuffers:
         self._buffers[name] = (pointer, max(nbytes, 1))
         return pointer
 
-    def capacity(self, name: str) -> int:
-        return self._buffers.get(name, (0, 0))[1]
-
     def release_all(self) -> None:
         for pointer, _ in self._buffers.values():
             self.release(pointer)

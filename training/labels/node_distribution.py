@@ -121,11 +121,6 @@ class NodeDistribution:
         index[covered] = inverse
         return cls(tuple(nodes), index, rows[first].astype(np.float32))
 
-    def dense(self) -> np.ndarray:
-        """``len(nodes) x H x W`` float32 mass (zeros where void): for inspection and tests, not training."""
-        padded = np.vstack([self.table, np.zeros((1, len(self.nodes)), np.float32)])
-        return np.moveaxis(padded[self.index], -1, 0)
-
 
 def factorize_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row id per row, one representative row index per id) for a P x N array, without sorting rows.

@@ -41,7 +41,6 @@ from typing import Literal
 import numpy as np
 
 from hiseg_ros.hierarchy import IGNORE, ROOT, Classifier, Hierarchy
-from training.config_schema import reject_unknown_keys
 from training.data.readers.base import Sample
 from training.labels.boxes import BOX_MODES, BoxGenerator, BoxMode
 from training.labels.node_distribution import NodeDistribution, PseudoLabelError, PseudoLabelGenerator
@@ -68,11 +67,6 @@ class SoftTarget:
     @property
     def valid(self) -> np.ndarray:
         return self.index >= 0
-
-    def dense(self) -> np.ndarray:
-        """``C x H x W`` float32 (zeros where invalid): for inspection and tests, not training."""
-        padded = np.vstack([self.table, np.zeros((1, self.table.shape[1]), np.float32)])
-        return np.moveaxis(padded[self.index], -1, 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,13 +189,6 @@ class PseudoLabelConfig:
             raise ValueError(f"pseudo_labels.box_mode: expected one of {list(BOX_MODES)}, got {self.box_mode!r}")
         if not 0 < self.min_mass <= 1:
             raise ValueError(f"pseudo_labels.min_mass: expected a number in (0, 1], got {self.min_mass!r}")
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, object] | None) -> PseudoLabelConfig:
-        """From a config section; unknown keys are errors (a typo must not silently select the default)."""
-        raw = dict(raw or {})
-        reject_unknown_keys("pseudo_labels", raw, ("box_mode", "min_mass", "supervise_root"))
-        return cls(**raw)  # type: ignore[arg-type]
 
 
 class TargetBuilder:
