@@ -7,7 +7,7 @@ plus three sub-classifiers, decided at full image resolution.
 Timing uses random logits at the network's output stride; agreement uses the logits of the real
 (randomly initialised, or ``--pretrained`` backbone) network on a synthetic street-like image.
 
-    python bench/bench_decisions.py [--height 512 --width 1024 --output-stride 16 --repeats 20]
+Options: ``python bench/bench_decisions.py --help``; figures and their commands: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

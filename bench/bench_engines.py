@@ -6,8 +6,8 @@ does, then each backend runs ``Engine.infer`` (network + decisions + in-graph le
 input resolution) on a synthetic street-like image. Weights do not change the cost, so random init
 measures what a trained model costs. TensorRT is measured too when it can run here.
 
-    python bench/bench_engines.py [--height 512 --width 1024 --repeats 10 --threads 2]
-    python bench/bench_engines.py --model model.onnx   # an existing export (ONNX Runtime only)
+Options (``--model`` benchmarks an existing export instead): ``python bench/bench_engines.py --help``;
+figures and their commands: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

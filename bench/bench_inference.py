@@ -7,7 +7,7 @@ map, at the input resolution) on a synthetic street-like image. The two engines 
 alternation (round r times both), so a change of machine load hits both alike; the figure is the
 median over ``--repeats`` rounds after ``--warmup`` rounds.
 
-    python bench/bench_inference.py [--height 512 --width 1024 --repeats 15 --threads 2]
+Options: ``python bench/bench_inference.py --help``; figures and their commands: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ the warm-up (from the run's train_log.csv). Peak memory is ``getrusage(RUSAGE_SE
 each training process, plus ``RUSAGE_CHILDREN`` (its largest data-loader worker); "sum" adds the
 peaks of all processes (an upper bound: the peaks need not coincide).
 
-    python bench/bench_train.py [--warmup 1 --iterations 4 --worlds 1 2 --threads 2 --num-workers 2]
+Options: ``python bench/bench_train.py --help``; figures and their commands: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Measure pseudo labels from image-level tags against the known truth of held-out synthetic scenes.
 
-    .venv/bin/python bench/measure_pseudo_labels.py --data data/synthetic/openscapes --split validation \
-        --classifier runs/pseudo_labels/classifier.pt --foreground runs/pseudo_labels/foreground.pt \
-        --out runs/pseudo_labels/measure.json
+Options: ``python bench/measure_pseudo_labels.py --help``; the measured run and its command are in
+docs/RESULTS_WEAK_LABELS.md.
 
 Variants (one pass per image; the attention and saliency maps are shared between variants):
 uniform tiling (IV 2019 baseline: 1/n of every tag class on every pixel, scored as fractional

@@ -11,9 +11,8 @@ own argmax; for a flat network it is the root's argmax restricted to the 43 sign
 rule therefore compares both kinds of network on the same question.
 
 As a command it also says what the root decides on true sign pixels (GTSDB test scenes and
-Cityscapes ``val`` signs), the other half of "why is the end-to-end sign score zero":
-
-    python -m training.evaluation.signs runs/experiments_1000/pixel_boxes_tags/last.pt --limit 40
+Cityscapes ``val`` signs), the other half of "why is the end-to-end sign score zero"
+(``python -m training.evaluation.signs --help``).
 """
 
 from __future__ import annotations

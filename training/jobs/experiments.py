@@ -1,4 +1,4 @@
-r"""The Training issue's experiments on the synthetic data: what each kind of supervision adds,
+"""Experiments on the synthetic data: what each kind of supervision adds,
 and hierarchical vs flat classifiers, trained and evaluated with the project's own code.
 
 Variants (all start from config/training/default.yaml and differ only where named):
@@ -29,10 +29,8 @@ flattened map (identical for hierarchical and flat networks), and the same "give
 (training/evaluation/signs.py: the best of the 43 sign leaves by path log-probability, whether or not the
 network labels the pixel a sign).
 
-    python -m training.jobs.experiments --iterations 300 --out runs/experiments [--variants pixel,flat]
-    python -m training.jobs.experiments --iterations 300 --out runs/experiments_weak \
-        --variants tags_uniform_iv2019,tags_pseudo_iv2019 \
-        --pseudo-labels runs/pseudo_labels/openscapes_train_iv2019_hard
+Options: ``python -m training.jobs.experiments --help``; the runs behind docs/RESULTS*.md and their
+commands are listed there.
 """
 
 from __future__ import annotations
@@ -99,7 +97,7 @@ VARIANTS = {
         ),
     )
 }
-DEFAULT_VARIANTS = ("pixel", "pixel_boxes", "pixel_boxes_tags", "flat")  # the Training issue's table
+DEFAULT_VARIANTS = ("pixel", "pixel_boxes", "pixel_boxes_tags", "flat")  # the table of docs/RESULTS.md
 LOSS_WEIGHTS = {  # None: the base config's weights (they name the IV 2018 classifiers)
     "iv2018.yaml": None,
     "iv2018_flat.yaml": {"root": 1.0},
