@@ -34,6 +34,10 @@ BUILD_RECIPE_VERSION = 1
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte blocks (models and checkpoints can be large).
+
+    The project's one file digest (the main job records checkpoints and models by it).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

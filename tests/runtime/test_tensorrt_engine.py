@@ -10,6 +10,7 @@ is missing (always on the development machines).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from onnx import TensorProto, helper
 from hiseg_ros.engines import PAD_VALUE_RGB, ModelMetadata, ShapeProfile, choose_backend, probe_tensorrt
 from hiseg_ros.engines.bindings import DeviceBuffers, adapt_for_tensorrt, io_specs, tensorrt_type_problems
 from hiseg_ros.engines.calibration import CalibrationBatcher, CalibrationError, letterbox
-from hiseg_ros.engines.engine_cache import EngineCache, EngineCacheKey
+from hiseg_ros.engines.engine_cache import EngineCache, EngineCacheKey, sha256_file
 from hiseg_ros.engines.select import EngineSelectionError
 from hiseg_ros.engines.tensorrt_engine import (
     TensorRTEngine,
@@ -80,6 +81,13 @@ def test_cache_key_is_stable_otherwise() -> None:
     assert _key(model_name="renamed").digest() == _key().digest()  # the file name is not the identity
     assert _key().digest() == EngineCacheKey(**{**dataclasses.asdict(_key())}).digest()
     assert json.loads(json.dumps(_key().to_dict())) == _key().to_dict()
+
+
+def test_sha256_file_reads_in_blocks_and_equals_hashlib(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 256, 2500, dtype=np.uint8).tobytes()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    assert sha256_file(path, chunk=1000) == sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_cache_hit_miss_and_invalidation(tmp_path: Path) -> None:
