@@ -22,7 +22,11 @@ from training.data.readers.base import Box
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation; ``crop`` is (height, width) of the network input."""
+    """Training-time augmentation; ``crop`` is (height, width) of the network input.
+
+    Also the training config's ``augment`` section (parsed by :mod:`training.fit.config`): the
+    checks below are its value checks, with the config key in the message.
+    """
 
     crop: tuple[int, int] = (256, 512)
     scale: tuple[float, float] = (0.5, 1.5)  # relative to ``base_height / image height``
@@ -36,6 +40,9 @@ class AugmentConfig:
             raise ValueError(f"augment.crop: expected [height, width] > 0, got {list(self.crop)}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"augment.scale: expected [min, max] with 0 < min <= max, got {list(self.scale)}")
+        for key in ("brightness", "contrast"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"augment.{key}: expected a fraction in [0, 1), got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,34 @@
-"""Training configuration: one YAML file, parsed into frozen dataclasses and validated on load.
+"""Training configuration: one YAML file (optionally a variant of another), parsed into frozen dataclasses.
 
-Every problem is a :class:`ConfigError` whose message starts with the file and the offending key
-(``default.yaml: loss.weights.traffic_sgn: ...``), raised before any training starts: unknown or
-misspelt keys, wrong types, unknown datasets, classes or classifiers, datasets whose labels do not
-fit the hierarchy (see :func:`check_datasets`, which also opens the dataset readers).
+Every problem is a :class:`~training.config_schema.ConfigError` whose message starts with the file
+and the offending key (``default.yaml: loss.weights.traffic_sgn: ...``), raised before any training
+starts: unknown or misspelt keys, wrong types, unknown datasets, classes or classifiers, datasets
+whose labels do not fit the hierarchy (see :func:`check_datasets`, which also opens the readers).
 
-Relative paths (``hierarchy``, ``data_root``, dataset ``root``, ``checkpoint.init``,
-``pseudo_labels.precomputed.*.dir``) are resolved against the directory of the config file;
+Each section is one dataclass, next to the code that uses it: ``augment`` is
+:class:`training.data.augment.AugmentConfig`, ``pseudo_labels`` is
+:class:`training.labels.targets.PseudoLabelConfig` (its ``precomputed`` entries and their folder
+check: :mod:`training.labels.pseudo_labels.precomputed`), ``model`` is the runtime network config
+plus two training-only fields (:class:`TrainingModelConfig`). A section's value checks live in its
+dataclass, or for the sections defined here in :func:`validate_config`, with the cross-references.
+
+``base: PATH`` (relative to the file) makes it a variant: sections merge key by key over the base's
+(a chain of bases is fine), a key's value (number, list, table such as ``loss.weights``) replaces
+the base's whole; an error in an inherited key names the file that wrote it. Relative paths
+(``hierarchy``, ``data_root``, dataset ``root``, ``model.pretrained``, ``checkpoint.init``,
+``pseudo_labels.precomputed.*.dir``) resolve against the directory of the file that wrote them;
 ``run.out_dir`` against the working directory.
 
-``pseudo_labels.precomputed`` replaces the IV 2019 uniform tiling of an image-level-tag dataset by
-the pseudo labels that ``python -m training.labels.pseudo_labels generate --hierarchy H --out DIR`` wrote
-(read by :class:`training.labels.pseudo_labels.generator.PrecomputedLabels`; ``output`` must be the
-generator's ``--output``, default ``hard``). The folder must hold the generator's settings file,
-made for this dataset and this hierarchy; every sampled image needs its label file (a missing one
-stops training with an error naming the file: run the generator on exactly the images trained on).
+Why not pydantic: it is not a dependency (one more pinned package in every venv) and would not be
+less code. It would replace the generic typed parsing of :mod:`training.config_schema` (under 100
+lines), not the cross-references (hierarchy, datasets, files), and its messages (``Input should be
+a valid integer``, tuple locations, lax ``"1"`` -> 1 unless strict) would need a translation layer
+to keep ``FILE: KEY: expected an integer, got 2.5``; the sections owned by :mod:`training.data` and
+:mod:`training.labels` would have to become pydantic models there too.
 
-Schema (defaults in the dataclasses below)::
+Schema (defaults in the dataclasses)::
 
+    base: default.yaml                     # optional: this file is a variant of that one
     hierarchy: ../hierarchies/iv2018.yaml
     data_root: ../../data/synthetic        # optional base of the dataset roots
     datasets:                              # fixed per-batch composition, per process
@@ -37,26 +48,37 @@ Schema (defaults in the dataclasses below)::
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hiseg_ros.engines.checkpoint import ModelConfig as NetworkConfig
+from hiseg_ros.engines.checkpoint import ModelConfig
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
 from hiseg_ros.model import BACKBONES
+from training.config_schema import (
+    ConfigError,
+    ConfigSource,
+    convert,
+    field_names,
+    load_with_bases,
+    parse_dataclass,
+    reject_unknown_keys,
+)
 from training.data.augment import AugmentConfig
 from training.data.readers import READERS
-from training.labels.targets import BOX_MODES, PseudoLabelConfig
+from training.labels.pseudo_labels.precomputed import (
+    PrecomputedSource,
+    check_precomputed,
+    label_generators,
+    parse_precomputed,
+)
+from training.labels.targets import PseudoLabelConfig
 
+__all__ = ["ConfigError", "TrainConfig", "check_datasets", "load_config", "open_datasets", "parse_config"]
 
-class ConfigError(ValueError):
-    """An invalid training config; the message names the file and the key."""
+MERGE_DEPTH = 2  # ``base:`` merges the top level and each section key by key; deeper values replace whole
+PRECOMPUTED = "pseudo_labels.precomputed"  # YAML key of TrainConfig.precomputed_labels
 
 
 # --------------------------------------------------------------------------- sections
@@ -69,37 +91,17 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig(NetworkConfig):
-    """The network (what a checkpoint's ``model_config`` records) plus how training initialises it."""
+class TrainingModelConfig(ModelConfig):
+    """The ``model`` section: the network (the runtime :class:`~hiseg_ros.engines.checkpoint.ModelConfig`,
+    what a checkpoint's ``model_config`` records) plus how training initialises it.
+
+    A subclass, not a copy: the network fields are declared once, in the runtime, which cannot hold
+    these two (its checkpoint format rejects unknown keys, and the runtime never knows training);
+    ``to_dict()`` is still the checkpoint's ``model_config`` (the network fields only).
+    """
 
     pretrained: str | None = "default"  # "default" (offline ImageNet weights), null (random) or a path
     sync_batchnorm: bool = False
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        """The ``model_config`` of a checkpoint: what rebuilds the network (with the hierarchy)."""
-        return NetworkConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(NetworkConfig)}).to_dict()
-
-
-@dataclass(frozen=True)
-class AugmentSection:
-    crop: tuple[int, int] = (256, 512)
-    scale: tuple[float, float] = (0.5, 1.5)
-    base_height: int | None = None
-    flip: bool = True
-    brightness: float = 0.2
-    contrast: float = 0.2
-
-
-PRECOMPUTED_OUTPUTS = ("hard", "soft")
-
-
-@dataclass(frozen=True)
-class PseudoLabelSection:
-    box_mode: str = "multihot"
-    min_mass: float = 0.01
-    supervise_root: bool = False  # flat baselines: let boxes / tags train the (only) root classifier
-    # dataset name -> {"dir": label folder (resolved), "output": "hard" | "soft"}; see the module docstring
-    precomputed: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,34 +147,26 @@ class TrainConfig:
     hierarchy: str
     datasets: tuple[DatasetConfig, ...]
     data_root: str | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentSection = field(default_factory=AugmentSection)
-    pseudo_labels: PseudoLabelSection = field(default_factory=PseudoLabelSection)
+    model: TrainingModelConfig = field(default_factory=TrainingModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    precomputed_labels: dict[str, PrecomputedSource] = field(default_factory=dict)  # YAML: pseudo_labels.precomputed
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     source: str = "<config>"  # the file it came from (not a YAML key)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # key -> file (base:)
 
-    # -------------------------------------------------------------- derived objects
-    def augment_config(self) -> AugmentConfig:
-        a = self.augment
-        return AugmentConfig(tuple(a.crop), tuple(a.scale), a.base_height, a.flip, a.brightness, a.contrast)
-
-    def pseudo_label_config(self) -> PseudoLabelConfig:
-        return PseudoLabelConfig(  # type: ignore[arg-type]
-            self.pseudo_labels.box_mode, self.pseudo_labels.min_mass, self.pseudo_labels.supervise_root
-        )
+    @property
+    def where(self) -> ConfigSource:
+        """Names the file and key in errors (the base file for an inherited key)."""
+        return ConfigSource(self.source, self.origins)
 
     def pseudo_label_generators(self, hierarchy: Hierarchy) -> dict[str, Any]:
         """``TargetBuilder`` generators: precomputed pseudo labels per dataset (empty: uniform tiling)."""
-        from training.labels.pseudo_labels.generator import PrecomputedLabels
-
-        return {
-            name: PrecomputedLabels(hierarchy, Path(entry["dir"]), entry["output"])
-            for name, entry in self.pseudo_labels.precomputed.items()
-        }
+        return label_generators(self.precomputed_labels, hierarchy)
 
     def dataset_root(self, ds: DatasetConfig) -> Path:
         root = Path(ds.root)
@@ -181,8 +175,11 @@ class TrainConfig:
         return root
 
     def to_dict(self) -> dict[str, Any]:
+        """The effective config in the YAML's layout (written next to a run and into its checkpoints)."""
         out = dataclasses.asdict(self)
-        out.pop("source")
+        for key in ("source", "origins"):
+            out.pop(key)
+        out["pseudo_labels"]["precomputed"] = out.pop("precomputed_labels")
         out["datasets"] = [dataclasses.asdict(d) for d in self.datasets]
         for key in ("crop", "scale"):
             out["augment"][key] = list(out["augment"][key])
@@ -195,9 +192,9 @@ class TrainConfig:
 
 
 _SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "augment": AugmentSection,
-    "pseudo_labels": PseudoLabelSection,
+    "model": TrainingModelConfig,
+    "augment": AugmentConfig,
+    "pseudo_labels": PseudoLabelConfig,
     "loss": LossConfig,
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
@@ -206,242 +203,88 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-# --------------------------------------------------------------------------- generic typed parsing
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return f"a list of {len(typing.get_args(tp))} {_type_name(typing.get_args(tp)[0])}s"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(
-        tp, str(tp)
-    )
-
-
-def _convert(tp: Any, value: Any, err) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _convert(arg, value, err)
-            except ConfigError:
-                continue
-        raise err(f"expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, list | tuple) and len(value) == len(args):
-            return tuple(_convert(a, v, err) for a, v in zip(args, value, strict=True))
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is dict and isinstance(value, dict):
-        return dict(value)
-    raise err(f"expected {_type_name(tp)}, got {value!r}")
-
-
-def _reject_unknown(raw: Mapping, allowed: Sequence[str], prefix: str, source: str) -> None:
-    """ConfigError at the first key of ``raw`` not in ``allowed`` (``prefix`` = dotted parent key or '')."""
-    unknown = sorted(str(k) for k in raw if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{source}: {prefix}{unknown[0]}: unknown key (expected one of {', '.join(allowed)})")
-
-
-def _parse_section(cls: type, raw: Any, where: str, source: str, required: tuple[str, ...] = ()) -> Any:
-    def error_at(key: str):
-        return lambda message: ConfigError(f"{source}: {key}: {message}")
-
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
-    _reject_unknown(raw, names, f"{where}.", source)
-    for key in required:
-        if key not in raw:
-            raise ConfigError(f"{source}: {where}.{key}: missing required key")
-    values = {k: _convert(hints[k], v, error_at(f"{where}.{k}")) for k, v in raw.items()}
-    return cls(**values)
-
-
 # --------------------------------------------------------------------------- loading
 def load_config(path: str | Path, check_data: bool = True) -> tuple[TrainConfig, Hierarchy]:
-    """Parse and validate ``path``; returns the config (paths resolved) and its hierarchy.
+    """Parse and validate ``path`` (merged over its ``base:`` chain); returns the config (paths
+    resolved) and its hierarchy.
 
     ``check_data`` also opens every dataset reader (indexes the files) and checks that the
     dataset's labels fit the hierarchy (:func:`check_datasets`).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    config = parse_config(raw, source=str(path), base_dir=path.parent)
+    raw, source = load_with_bases(path, MERGE_DEPTH)
+    config = parse_config(raw, source=source.path, base_dir=Path(path).parent, origins=source.origins)
     hierarchy = validate_config(config)
     if check_data:
         check_datasets(config, hierarchy)
     return config, hierarchy
 
 
-def parse_config(raw: Any, source: str = "<config>", base_dir: Path | None = None) -> TrainConfig:
-    """Types and keys only (no file access); relative paths resolved against ``base_dir``."""
+def parse_config(
+    raw: Any, source: str = "<config>", base_dir: Path | None = None, origins: Mapping[str, str] | None = None
+) -> TrainConfig:
+    """Types and keys only (no file access); relative paths resolved against the directory of the
+    file that wrote them (``origins``: key -> file, from a ``base:`` merge), else ``base_dir``."""
+    where = ConfigSource(source, dict(origins or {}))
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    _reject_unknown(raw, sorted({"hierarchy", "datasets", "data_root", *_SECTIONS}), "", source)
+    reject_unknown_keys("", raw, sorted({"hierarchy", "datasets", "data_root", *_SECTIONS}), where)
     if "hierarchy" not in raw:
-        raise ConfigError(f"{source}: hierarchy: missing required key (path of the hierarchy YAML)")
-    hierarchy = _convert(str, raw["hierarchy"], lambda m: ConfigError(f"{source}: hierarchy: {m}"))
+        raise where.error("hierarchy", "missing required key (path of the hierarchy YAML)")
+    hierarchy = convert(str, raw["hierarchy"], "hierarchy", where)
     data_root = raw.get("data_root")
     if data_root is not None:
-        data_root = _convert(str, data_root, lambda m: ConfigError(f"{source}: data_root: {m}"))
+        data_root = convert(str, data_root, "data_root", where)
     raw_datasets = raw.get("datasets")
     if not isinstance(raw_datasets, list) or not raw_datasets:
-        raise ConfigError(f"{source}: datasets: expected a non-empty list of {{name, root, per_batch}}")
+        raise where.error("datasets", "expected a non-empty list of {name, root, per_batch}")
     datasets = tuple(
-        _parse_section(DatasetConfig, d, f"datasets[{i}]", source, required=("name", "root"))
+        parse_dataclass(DatasetConfig, d, f"datasets[{i}]", where, required={"name": "", "root": ""})
         for i, d in enumerate(raw_datasets)
     )
-    sections = {name: _parse_section(cls, raw.get(name), name, source) for name, cls in _SECTIONS.items()}
+    raw_sections = {name: raw.get(name) for name in _SECTIONS}
+    precomputed: dict[str, PrecomputedSource] = {}
+    pl = raw_sections["pseudo_labels"]
+    if isinstance(pl, dict):  # its ``precomputed`` entries: parsed by the pseudo-label code
+        reject_unknown_keys("pseudo_labels", pl, [*field_names(PseudoLabelConfig), "precomputed"], where)
+        raw_sections["pseudo_labels"] = {k: v for k, v in pl.items() if k != "precomputed"}
+        precomputed = parse_precomputed(pl.get("precomputed"), PRECOMPUTED, where)
+    sections = {name: parse_dataclass(_SECTIONS[name], value, name, where) for name, value in raw_sections.items()}
 
-    def resolve(p: str | None) -> str | None:
-        if p is None or base_dir is None or Path(p).is_absolute():
+    def resolve(p: str | None, key: str) -> str | None:
+        if p is None or Path(p).is_absolute():
             return p
-        return str((base_dir / p).resolve())
+        file = where.file_of(key)
+        directory = base_dir if file == source else Path(file).parent
+        return p if directory is None else str((directory / p).resolve())
 
-    hierarchy = resolve(hierarchy)
-    data_root = resolve(data_root)
+    hierarchy = resolve(hierarchy, "hierarchy")
+    data_root = resolve(data_root, "data_root")
     if data_root is None:
-        datasets = tuple(dataclasses.replace(d, root=resolve(d.root)) for d in datasets)
+        datasets = tuple(dataclasses.replace(d, root=resolve(d.root, "datasets")) for d in datasets)
     model = sections["model"]
     if model.pretrained not in (None, "default"):
-        sections["model"] = dataclasses.replace(model, pretrained=resolve(model.pretrained))
+        sections["model"] = dataclasses.replace(model, pretrained=resolve(model.pretrained, "model.pretrained"))
     ckpt = sections["checkpoint"]
     if ckpt.init is not None:
-        sections["checkpoint"] = dataclasses.replace(ckpt, init=resolve(ckpt.init))
-    pl = sections["pseudo_labels"]
-    if pl.precomputed:
-        precomputed = _parse_precomputed(pl.precomputed, source)
-        precomputed = {name: dict(entry, dir=resolve(entry["dir"])) for name, entry in precomputed.items()}
-        sections["pseudo_labels"] = dataclasses.replace(pl, precomputed=precomputed)
-    return TrainConfig(hierarchy=hierarchy, datasets=datasets, data_root=data_root, source=source, **sections)
-
-
-def _parse_precomputed(raw: dict, source: str) -> dict[str, dict[str, str]]:
-    """``pseudo_labels.precomputed`` entries: ``{dir: str, output: hard | soft}`` (types and keys only)."""
-    out = {}
-    for name, entry in raw.items():
-        key = f"pseudo_labels.precomputed.{name}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{source}: {key}: expected a mapping {{dir: DIR, output: hard | soft}}, got {entry!r}")
-        _reject_unknown(entry, ("dir", "output"), f"{key}.", source)
-        if "dir" not in entry:
-            raise ConfigError(f"{source}: {key}.dir: missing required key (folder written by the generator)")
-        folder = _convert(str, entry["dir"], lambda m, k=key: ConfigError(f"{source}: {k}.dir: {m}"))
-        output = entry.get("output", "hard")
-        if output not in PRECOMPUTED_OUTPUTS:
-            raise ConfigError(f"{source}: {key}.output: expected one of {list(PRECOMPUTED_OUTPUTS)}, got {output!r}")
-        out[str(name)] = {"dir": folder, "output": output}
-    return out
-
-
-def _check_precomputed(config: TrainConfig, hierarchy: Hierarchy, fail) -> None:
-    """Each precomputed label folder: a tag dataset of this config, made by the generator for this hierarchy."""
-    from training.labels.pseudo_labels.batch import SETTINGS_FILE, hierarchy_fingerprint
-
-    names = [d.name for d in config.datasets]
-    for name, entry in config.pseudo_labels.precomputed.items():
-        key = f"pseudo_labels.precomputed.{name}"
-        if name not in names:
-            raise fail(key, f"dataset {name!r} is not one of the config's datasets ({', '.join(names)})")
-        supervision = hierarchy.dataset(name).supervision
-        if supervision != "tags":
-            raise fail(
-                key,
-                f"dataset {name!r} has {supervision!r} supervision in hierarchy {hierarchy.name!r}; precomputed "
-                "pseudo labels replace the uniform tiling of image-level-tag datasets only",
-            )
-        folder = Path(entry["dir"])
-        if not folder.is_dir():
-            raise fail(f"{key}.dir", f"no such folder {folder}")
-        settings_path = folder / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise fail(
-                f"{key}.dir",
-                f"{folder} has no {SETTINGS_FILE}: not a folder written by "
-                "`python -m training.labels.pseudo_labels generate`",
-            )
-        try:
-            settings = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise fail(f"{key}.dir", f"cannot read {settings_path}: {exc}") from exc
-        if not isinstance(settings, dict):
-            raise fail(f"{key}.dir", f"{settings_path}: expected a JSON object")
-        made_for = settings.get("dataset")
-        if made_for is not None and made_for != name:
-            raise fail(f"{key}.dir", f"{settings_path}: labels were made for dataset {made_for!r}, not {name!r}")
-        made_output = (settings.get("generator") or {}).get("output")
-        if made_output is not None and made_output != entry["output"]:
-            raise fail(
-                f"{key}.output",
-                f"{entry['output']!r} but {settings_path} records output {made_output!r} "
-                f"({'PNG' if made_output == 'hard' else '.npz'} label files)",
-            )
-        _check_label_hierarchy(settings, settings_path, hierarchy, hierarchy_fingerprint, lambda m, k=key: fail(k, m))
-
-
-def _check_label_hierarchy(settings: dict, settings_path: Path, hierarchy: Hierarchy, fingerprint, fail) -> None:
-    """Labels hold class ids of the hierarchy they were made with: it must be the training hierarchy.
-
-    Newer settings record the hierarchy's fingerprint; older ones only the path given to the
-    generator, which is then loaded (as given, i.e. relative to the working directory) and compared.
-    """
-    recorded = settings.get("hierarchy_sha256")
-    if recorded is not None:
-        if recorded != fingerprint(hierarchy):
-            raise fail(
-                f"labels in {settings_path.parent} were made with hierarchy {settings.get('hierarchy_name')!r} "
-                f"({settings.get('hierarchy')}), which differs from the training hierarchy {hierarchy.name!r} "
-                f"({hierarchy.source}); regenerate them with --hierarchy {hierarchy.source}"
-            )
-        return
-    path = settings.get("hierarchy")
-    if path is None:
-        return
-    try:
-        theirs = load_hierarchy(path)
-    except (HierarchyError, OSError) as exc:
-        raise fail(f"{settings_path} records hierarchy {path}, which cannot be loaded to compare: {exc}") from exc
-    if theirs != hierarchy:
-        raise fail(
-            f"labels in {settings_path.parent} were made with hierarchy {theirs.name!r} ({path}), which differs "
-            f"from the training hierarchy {hierarchy.name!r} ({hierarchy.source})"
-        )
+        sections["checkpoint"] = dataclasses.replace(ckpt, init=resolve(ckpt.init, "checkpoint.init"))
+    precomputed = {
+        name: dataclasses.replace(entry, dir=resolve(entry.dir, f"{PRECOMPUTED}.{name}"))
+        for name, entry in precomputed.items()
+    }
+    return TrainConfig(
+        hierarchy=hierarchy,
+        datasets=datasets,
+        data_root=data_root,
+        precomputed_labels=precomputed,
+        source=source,
+        origins=where.origins,
+        **sections,
+    )
 
 
 def validate_config(config: TrainConfig) -> Hierarchy:
     """Values and cross-references (hierarchy, datasets, classifiers); returns the loaded hierarchy."""
-    src = config.source
-
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{src}: {key}: {message}")
+    fail = config.where.error
 
     try:
         hierarchy = load_hierarchy(config.hierarchy)
@@ -478,21 +321,9 @@ def validate_config(config: TrainConfig) -> Hierarchy:
     if m.pretrained not in (None, "default") and not Path(m.pretrained).is_file():
         raise fail("model.pretrained", f"no such file {m.pretrained}")
 
-    try:
-        config.augment_config()
-    except ValueError as exc:
-        raise fail("augment", str(exc)) from exc
-    a = config.augment
-    for key in ("brightness", "contrast"):
-        if not 0 <= getattr(a, key) < 1:
-            raise fail(f"augment.{key}", f"expected a fraction in [0, 1), got {getattr(a, key)}")
-    if config.pseudo_labels.box_mode not in BOX_MODES:
-        raise fail(
-            "pseudo_labels.box_mode", f"expected one of {list(BOX_MODES)}, got {config.pseudo_labels.box_mode!r}"
-        )
-    if not 0 < config.pseudo_labels.min_mass <= 1:
-        raise fail("pseudo_labels.min_mass", f"expected a number in (0, 1], got {config.pseudo_labels.min_mass}")
-    _check_precomputed(config, hierarchy, fail)
+    check_precomputed(
+        config.precomputed_labels, [d.name for d in config.datasets], hierarchy, PRECOMPUTED, config.where
+    )
 
     classifiers = set(hierarchy.classifier_names)
     class_names = {c.name for c in hierarchy.classes}
@@ -547,9 +378,10 @@ def open_datasets(config: TrainConfig) -> list:
         try:
             readers.append(load_dataset(ds.name, root, **ds.options))
         except TypeError as exc:
-            raise ConfigError(f"{config.source}: datasets[{i}].options: {exc}") from exc
+            raise config.where.error(f"datasets[{i}].options", str(exc)) from exc
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"{config.source}: datasets[{i}] ({ds.name} at {root}): {exc}") from exc
+            file = config.where.file_of("datasets")
+            raise ConfigError(f"{file}: datasets[{i}] ({ds.name} at {root}): {exc}") from exc
     return readers
 
 
@@ -558,7 +390,6 @@ def check_datasets(config: TrainConfig, hierarchy: Hierarchy, readers: list | No
     readers = open_datasets(config) if readers is None else readers
     for i, (ds, reader) in enumerate(zip(config.datasets, readers, strict=True)):
         mapping = hierarchy.dataset(ds.name)
-        key = f"{config.source}: datasets[{i}]"
         if mapping.supervision == "tags":
             native = set(reader.class_names)
         else:
@@ -568,9 +399,10 @@ def check_datasets(config: TrainConfig, hierarchy: Hierarchy, readers: list | No
         )
         if unmapped:
             shown = ", ".join(repr(u) for u in unmapped[:20])
-            raise ConfigError(
-                f"{key}: labels of dataset {ds.name!r} do not fit hierarchy {hierarchy.name!r}: native "
+            raise config.where.error(
+                f"datasets[{i}]",
+                f"labels of dataset {ds.name!r} do not fit hierarchy {hierarchy.name!r}: native "
                 f"{'tags' if mapping.supervision == 'tags' else 'ids'} {shown} are not mapped "
-                f"({len(unmapped)} in all)"
+                f"({len(unmapped)} in all)",
             )
     return readers

@@ -78,3 +78,7 @@ def test_invalid_config_names_the_key():
         AugmentConfig(crop=(0, 10))
     with pytest.raises(ValueError, match="augment.scale"):
         AugmentConfig(scale=(2.0, 1.0))
+    with pytest.raises(ValueError, match=r"augment\.brightness: expected a fraction in \[0, 1\), got 1.0"):
+        AugmentConfig(brightness=1.0)
+    with pytest.raises(ValueError, match=r"augment\.contrast: .* got -0.1"):
+        AugmentConfig(contrast=-0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,86 @@ def test_default_config_is_the_papers_recipe() -> None:
     assert config.loss.weights["root"] == 1.0
     assert all(config.loss.weights[n] == 0.1 for n in hierarchy.classifier_names[1:])
     flat, flat_h = load_config(CONFIGS / "flat_baseline.yaml", check_data=False)
-    assert flat_h.classifier_names == ("root",) and flat.model.checkpoint_config() == config.model.checkpoint_config()
+    assert flat_h.classifier_names == ("root",) and flat.model.to_dict() == config.model.to_dict()
+
+
+def _write(path: Path, raw: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_base_chain_merges_sections_and_resolves_paths_per_file(data_root: Path, tmp_path: Path) -> None:
+    raw = tiny_config(data_root, tmp_path / "o")
+    shutil.copy(HIERARCHIES / "iv2018.yaml", tmp_path / "h.yaml")
+    raw.update(hierarchy="../h.yaml", data_root=None, optimizer={"lr": 0.01, "momentum": 0.8})
+    for d in raw["datasets"]:
+        d["root"] = str(Path("..") / "data" / d["root"])
+    shutil.copytree(data_root, tmp_path / "data")
+    _write(tmp_path / "base" / "base.yaml", raw)
+    _write(
+        tmp_path / "variants" / "child.yaml",
+        {"base": "../base/base.yaml", "optimizer": {"lr": 0.02}, "loss": {"weights": {"root": 1.0}}},
+    )
+    grandchild = _write(tmp_path / "variants" / "grandchild.yaml", {"base": "child.yaml", "run": {"seed": 9}})
+    config, _ = load_config(grandchild)  # opens the datasets: their roots resolved against base/
+    assert config.source == str(grandchild)
+    assert config.hierarchy == str(tmp_path / "h.yaml")
+    assert config.datasets[0].root == str(tmp_path / "data" / "cityscapes")
+    assert (config.optimizer.lr, config.optimizer.momentum) == (0.02, 0.8)
+    assert config.loss.weights == {"root": 1.0}
+    assert (config.run.seed, config.run.out_dir, config.run.num_workers) == (9, str(tmp_path / "o"), 0)
+    assert config.augment.crop == (64, 128)
+
+
+def test_base_errors_name_the_file_and_key(data_root: Path, tmp_path: Path) -> None:
+    def error(path: Path) -> str:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, check_data=False)
+        return str(info.value)
+
+    child = _write(tmp_path / "child.yaml", {"base": "nowhere.yaml"})
+    assert re.match(rf"{re.escape(str(child))}: base: no such file .*nowhere\.yaml", error(child))
+    _write(tmp_path / "a.yaml", {"base": "b.yaml"})
+    _write(tmp_path / "b.yaml", {"base": "a.yaml"})
+    assert re.match(
+        r".*b\.yaml: base: 'a\.yaml' makes a cycle of bases \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)",
+        error(tmp_path / "a.yaml"),
+    )
+    _write(tmp_path / "self.yaml", {"base": "self.yaml"})
+    assert "self.yaml: base: 'self.yaml' makes a cycle" in error(tmp_path / "self.yaml")
+    _write(tmp_path / "list.yaml", {"base": ["a.yaml"]})
+    assert re.match(r".*list\.yaml: base: expected the path of the base config", error(tmp_path / "list.yaml"))
+    (tmp_path / "broken.yaml").write_text("hierarchy: [unclosed\n", encoding="utf-8")
+    _write(tmp_path / "on_broken.yaml", {"base": "broken.yaml"})
+    assert re.match(r".*broken\.yaml: invalid YAML", error(tmp_path / "on_broken.yaml"))
+
+    # an error in an inherited key names the file that wrote it; one in the variant names the variant
+    raw = tiny_config(data_root, tmp_path / "o")
+    raw["model"]["backbone"] = "vgg16"
+    raw["optimizer"]["momentun"] = 0.9
+    base = _write(tmp_path / "bad_base.yaml", raw)
+    variant = _write(tmp_path / "variant.yaml", {"base": "bad_base.yaml", "optimizer": {"lr": 0.02}})
+    message = error(variant)
+    assert message.startswith(f"{base}: optimizer.momentun: unknown key") and message.endswith(
+        f"(inherited by {variant})"
+    )
+    _write(variant, {"base": "bad_base.yaml", "optimizer": {"momentun": 0.9}})
+    assert error(variant).startswith(f"{variant}: optimizer.momentun: unknown key (expected one of lr, momentum,")
+    del raw["optimizer"]["momentun"]
+    _write(base, raw)
+    _write(variant, {"base": "bad_base.yaml", "optimizer": {"lr": "fast"}})
+    assert error(variant) == f"{variant}: optimizer.lr: expected a number, got 'fast'"
+    _write(variant, {"base": "bad_base.yaml", "model": {"output_stride": 16}})
+    message = error(variant)
+    assert message.startswith(f"{base}: model.backbone: unknown backbone 'vgg16'") and "inherited by" in message
+    _write(variant, {"base": "bad_base.yaml", "model": {"output_stride": 7, "backbone": "mobilenet_v2"}})
+    assert error(variant) == f"{variant}: model.output_stride: expected 8, 16 or 32, got 7"
 
 
 def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> None:
     config, hierarchy = load_config(write_config(tmp_path / "ok.yaml", tiny_config(data_root, tmp_path / "o")))
-    assert config.augment_config().crop == (64, 128)
+    assert config.augment.crop == (64, 128)
     assert config.dataset_root(config.datasets[0]) == data_root / "cityscapes"
     assert hierarchy.name == "iv2018"
 
@@ -68,6 +143,15 @@ def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> N
         ({"schedule": {"iterations": 2.5}}, r"cfg\.yaml: schedule\.iterations: expected an integer"),
         ({"run": {"amp": "yes"}}, r"cfg\.yaml: run\.amp: expected true/false"),
         ({"augment": {"crop": [64]}}, r"cfg\.yaml: augment\.crop: expected a list of 2"),
+        ({"augment": {"crop": [0, 64]}}, r"cfg\.yaml: augment\.crop: expected \[height, width\] > 0"),
+        ({"augment": {"brightness": 1.5}}, r"cfg\.yaml: augment\.brightness: expected a fraction in \[0, 1\)"),
+        ({"pseudo_labels": {"box_mode": "soft"}}, r"cfg\.yaml: pseudo_labels\.box_mode: expected one of \['fill', "),
+        ({"pseudo_labels": {"min_mass": 0}}, r"cfg\.yaml: pseudo_labels\.min_mass: expected a number in \(0, 1\]"),
+        (
+            {"pseudo_labels": {"min_mas": 0.1}},
+            r"cfg\.yaml: pseudo_labels\.min_mas: unknown key \(expected one of box_mode, min_mass, supervise_root, "
+            r"precomputed\)$",
+        ),
         ({"model": {"backbone": "vgg16"}}, r"cfg\.yaml: model\.backbone: unknown backbone 'vgg16'"),
         ({"loss": {"weights": {"traffic_sgn": 0.1}}}, r"cfg\.yaml: loss\.weights\.traffic_sgn: unknown classifier"),
         ({"loss": {"weights": {"road": 0.1}}}, r"cfg\.yaml: loss\.weights\.road: class 'road' .* owns no classifier"),

@@ -38,6 +38,7 @@ from training.labels.pseudo_labels.classifier import (
     save_classifier,
     tag_node_space,
 )
+from training.labels.pseudo_labels.precomputed import PrecomputedSource
 from training.labels.targets import TargetBuilder
 
 IV2018 = HIERARCHIES / "iv2018.yaml"
@@ -154,14 +155,15 @@ def test_relative_dir_is_resolved_against_the_config_file(data_root: Path, label
     shutil.copytree(labels_iv2019, tmp_path / "cfgdir" / "labels")
     raw = _iv2019_config(data_root, tmp_path / "o", {"openscapes": {"dir": "labels"}})
     config, hierarchy = load_config(write_config(tmp_path / "cfgdir" / "c.yaml", raw), check_data=False)
-    assert config.pseudo_labels.precomputed == {
+    assert config.precomputed_labels == {"openscapes": PrecomputedSource(str(tmp_path / "cfgdir" / "labels"), "hard")}
+    assert config.to_dict()["pseudo_labels"]["precomputed"] == {
         "openscapes": {"dir": str(tmp_path / "cfgdir" / "labels"), "output": "hard"}
     }
     generators = config.pseudo_label_generators(hierarchy)
     assert set(generators) == {"openscapes"} and generators["openscapes"].label_dir == tmp_path / "cfgdir" / "labels"
     plain_raw = _iv2019_config(data_root, tmp_path / "o", None)
     plain, _ = load_config(write_config(tmp_path / "plain.yaml", plain_raw), check_data=False)
-    assert plain.pseudo_labels.precomputed == {} and plain.pseudo_label_generators(hierarchy) == {}
+    assert plain.precomputed_labels == {} and plain.pseudo_label_generators(hierarchy) == {}
 
 
 # --------------------------------------------------------------------------- targets from the files
@@ -183,7 +185,7 @@ def test_target_builder_from_config_reads_the_label_files(data_root: Path, label
     folder, sample_id = _known_labels(labels_iv2019, tmp_path, data_root)
     raw = _iv2019_config(data_root, tmp_path / "o", {"openscapes": {"dir": str(folder)}})
     config, hierarchy = load_config(write_config(tmp_path / "c.yaml", raw), check_data=False)
-    builder = TargetBuilder(hierarchy, config.pseudo_label_config(), config.pseudo_label_generators(hierarchy))
+    builder = TargetBuilder(hierarchy, config.pseudo_labels, config.pseudo_label_generators(hierarchy))
     reader = load_dataset("openscapes", data_root / "openscapes")
     sample = reader[reader.index_of(sample_id)]
     targets = builder(sample)
@@ -278,7 +280,7 @@ def test_experiment_variants_configs_and_tables(data_root: Path, labels_iv2019: 
         assert raw["datasets"][-1]["root"] == str(view)
         config, hierarchy = load_config(write_config(tmp_path / f"{name}.yaml", raw))
         assert hierarchy.name == "iv2019"
-        assert bool(config.pseudo_labels.precomputed) == (name == "tags_pseudo_iv2019")
+        assert bool(config.precomputed_labels) == (name == "tags_pseudo_iv2019")
     assert experiments.missing_pseudo_labels(labels_iv2019, train_ids) == []
     assert experiments.missing_pseudo_labels(tmp_path, train_ids[:2]) == train_ids[:2]
     assert experiments.resolves_sign_classes(load_hierarchy(IV2018))

@@ -30,7 +30,8 @@ logger = logging.getLogger("training.labels.pseudo_labels")
 
 def hierarchy_fingerprint(hierarchy: Any) -> str:
     """SHA-256 of the hierarchy's compact JSON: recorded with the labels, whose PNGs hold its class ids,
-    so a training run can refuse labels made for another hierarchy (:mod:`training.fit.config`)."""
+    so a training run can refuse labels made for another hierarchy
+    (:mod:`training.labels.pseudo_labels.precomputed`)."""
     import hashlib
 
     return hashlib.sha256(hierarchy.to_json().encode()).hexdigest()
