@@ -53,6 +53,40 @@ def test_default_config_is_the_papers_recipe() -> None:
     assert flat_h.classifier_names == ("root",) and flat.model.to_dict() == config.model.to_dict()
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "weights":
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_shipped_variants_differ_from_default_only_where_they_say() -> None:
+    default = _leaves(load_config(CONFIGS / "default.yaml", check_data=False)[0].to_dict())
+    expected = {
+        "demo.yaml": {
+            "schedule.iterations": 150,
+            "run.out_dir": "runs/demo/train",
+            "run.num_workers": 1,
+            "run.device": "cpu",
+            "checkpoint.every": 50,
+            "checkpoint.keep": 2,
+        },
+        "flat_baseline.yaml": {
+            "hierarchy": str(REPO / "config" / "hierarchies" / "iv2018_flat.yaml"),
+            "loss.weights": {"root": 1.0},  # the base's table replaced whole, not merged
+            "run.out_dir": "runs/flat_baseline",
+        },
+    }
+    for name, differences in expected.items():
+        assert yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))["base"] == "default.yaml"
+        variant = _leaves(load_config(CONFIGS / name, check_data=False)[0].to_dict())
+        assert variant.keys() == default.keys()
+        assert {k: v for k, v in variant.items() if v != default[k]} == differences, name
+
+
 def _write(path: Path, raw: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
