@@ -4,12 +4,17 @@ A file is written under a hidden temporary name in its final folder and renamed 
 target only once complete (``os.replace`` is atomic on one file system): readers see the old
 file or the whole new one, and a process killed mid-write leaves at most a hidden ``.tmp``
 file, never a truncated checkpoint, engine, model or report.
+
+A folder (a bag, a result folder) is built the same way by :func:`atomic_folder`: beside its final
+place under a hidden name, and renamed into place only once complete.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,3 +54,39 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Pat
     with atomic_output(path, fsync) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | Path, create: bool = True) -> Iterator[Path]:
+    """Yield a staging path named like ``path`` to build the folder in; on success it replaces ``path``.
+
+    The staging path is ``<parent>/.<name>.tmp-XXXX/<name>`` (same file system, and the same name
+    for writers that name files after their folder, as rosbag2 does); ``create=False`` leaves
+    creating it to such a writer. On success an existing ``path`` is moved aside, the new folder
+    renamed into place and the old one removed; on error (or when nothing was created) the staging
+    folder is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    staging = holder / path.name
+    try:
+        if create:
+            staging.mkdir()  # the umask's permissions, as a plain mkdir (mkdtemp's holder is private)
+        yield staging
+        if not staging.is_dir():
+            raise FileNotFoundError(f"{staging}: the folder for {path} was not created")
+        old = None
+        if path.exists():
+            old = temporary_sibling(path)
+            os.rename(path, old)
+        try:
+            os.rename(staging, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)  # put the previous folder back
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Atomic output: a failed write keeps the old file and leaves no temporary behind."""
+"""Atomic output: a failed write keeps the old file (or folder) and leaves no temporary behind."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hiseg_ros.atomic import atomic_output, atomic_write_bytes
+from hiseg_ros.atomic import atomic_folder, atomic_output, atomic_write_bytes
 
 
 def test_write_replaces_the_file_whole(tmp_path: Path):
@@ -25,3 +25,41 @@ def test_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path):
         raise RuntimeError("crash while writing")
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_folder_appears_whole_and_replaces_the_old_one(tmp_path: Path):
+    target = tmp_path / "result"
+    with atomic_folder(target) as staging:
+        assert staging.name == "result" and staging.is_dir() and not target.exists()
+        (staging / "metrics.json").write_text("1")
+    assert (target / "metrics.json").read_text() == "1"
+    (target / "old_only.txt").write_text("x")
+    with atomic_folder(target) as staging:
+        (staging / "metrics.json").write_text("2")
+        assert (target / "old_only.txt").is_file()  # readers still see the old folder
+    assert sorted(p.name for p in target.iterdir()) == ["metrics.json"]
+    assert (target / "metrics.json").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+def test_failed_folder_keeps_the_old_one_and_leaves_nothing_behind(tmp_path: Path):
+    target = tmp_path / "bag"
+    target.mkdir()
+    (target / "keep").write_text("old")
+    with pytest.raises(RuntimeError, match="camera unplugged"), atomic_folder(target) as staging:
+        (staging / "half").write_text("x")
+        raise RuntimeError("camera unplugged")
+    assert [p.name for p in target.iterdir()] == ["keep"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bag"]
+
+
+def test_folder_left_to_the_writer_must_be_created(tmp_path: Path):
+    target = tmp_path / "drive"
+    with atomic_folder(target, create=False) as staging:
+        assert not staging.exists() and staging.parent.is_dir()
+        staging.mkdir()  # e.g. the rosbags Writer
+        (staging / "drive.mcap").write_bytes(b"")
+    assert (target / "drive.mcap").is_file()
+    with pytest.raises(FileNotFoundError, match="was not created"), atomic_folder(tmp_path / "none", create=False):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive"]
