@@ -2,8 +2,8 @@
 
 ``segmentation_node`` (console script) / ``python -m hiseg_ros.node``. The node holds no ML logic:
 the engine (``hiseg_ros.engines``) turns an RGB image into per-classifier decisions and the leaf
-map, ``hiseg_ros.outputs`` turns those into masks, colours, overlay and sign instances, and this
-module wires them to ROS.
+map, ``hiseg_ros.outputs.render`` turns those into masks, colours, overlay and sign instances,
+``hiseg_ros.messages`` maps the sign instances to Detection2D, and this module wires them to ROS.
 
 Topics (relative names; remap ``image`` to the camera topic):
 
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Quaternion
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -49,9 +50,22 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Detection2D,
+    Detection2DArray,
+    LabelInfo,
+    ObjectHypothesis,
+    ObjectHypothesisWithPose,
+    Point2D,
+    Pose2D,
+    VisionClass,
+)
 
 from . import outputs
 from .diagnostics import FrameStats
+from .engines import BACKENDS, PAD_VALUE_RGB, PRECISIONS, InputShapeError, create_engine
+from .hierarchy import HierarchyError, load_hierarchy
 from .imaging import (
     DEFAULT_MAX_PIXELS,
     ImageConversionError,
@@ -61,16 +75,27 @@ from .imaging import (
     mono16_msg,
     rgb8_msg,
 )
+from .messages import NODE_NAME, DetectionTypes, detection_array
+from .outputs import OUTPUTS
 
-NODE_NAME = "segmentation_node"
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
 RESIZE_POLICIES = ("none", "fit")
 RELIABILITIES = ("best_effort", "reliable")
-#: Values of the ``outputs`` parameter: ``masks`` = every ``~/<classifier>/mask``.
-OUTPUTS = ("masks", "mask", "colored", "overlay", "traffic_signs")
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
+#: The rclpy classes of ``~/traffic_signs`` (the bag tools build the same message from rosbags classes).
+DETECTION_TYPES = DetectionTypes(
+    array=Detection2DArray,
+    detection=Detection2D,
+    hypothesis_with_pose=ObjectHypothesisWithPose,
+    hypothesis=ObjectHypothesis,
+    bbox=BoundingBox2D,
+    pose2d=Pose2D,
+    point2d=Point2D,
+    pose_with_covariance=PoseWithCovariance,
+    pose=Pose,
+    point=Point,
+    quaternion=Quaternion,
+)
 
 
 class ConfigurationError(Exception):
@@ -167,10 +192,6 @@ def load_engine(
     model_path: str, backend: str, precision: str, cache_dir: str, calibration_dir: str, spin_wait: bool = False
 ) -> tuple[Any, str]:
     """``hiseg_ros.engines.create_engine`` with the node's parameters; ConfigurationError on failure."""
-    try:
-        from .engines import create_engine
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import the inference engines (hiseg_ros.engines): {exc}", 1) from exc
     if not os.path.isfile(model_path):
         raise ConfigurationError(f"model_path: {model_path!r} does not exist or is not a file", EXIT_MODEL_ERROR)
     try:
@@ -240,10 +261,6 @@ class SegmentationNode(Node):
                     EXIT_PARAMETER_ERROR,
                 ) from exc
         self._target = (p["resize.height"], p["resize.width"]) if p["resize.policy"] == "fit" else None
-        from .engines import PAD_VALUE_RGB, InputShapeError
-
-        self._pad_value = PAD_VALUE_RGB
-        self._input_error = InputShapeError
 
         out_qos = _qos(p["output_qos.depth"], p["output_qos.reliability"])
         latched = _qos(1, "reliable", transient_local=True)
@@ -256,14 +273,10 @@ class SegmentationNode(Node):
         self._colored_pub = self.create_publisher(Image, "~/colored", out_qos) if "colored" in wanted else None
         self._overlay_pub = self.create_publisher(Image, "~/overlay", out_qos) if "overlay" in wanted else None
         self._signs_pub = None
+        if "traffic_signs" in wanted and self._sign_lut is not None:
+            self._signs_pub = self.create_publisher(Detection2DArray, "~/traffic_signs", out_qos)
         self._label_pubs: list[Any] = []
-        vision = self._vision_msgs(wanted)
-        if vision is not None:
-            detection_array, label_info, vision_class = vision
-            self._vision = vision
-            if "traffic_signs" in wanted and self._sign_lut is not None:
-                self._signs_pub = self.create_publisher(detection_array, "~/traffic_signs", out_qos)
-            self._publish_label_info(label_info, vision_class, latched)
+        self._publish_label_info(latched)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.stats = FrameStats(hold_s=max(3.0, 3 * p["diagnostics_period"]))
@@ -326,8 +339,6 @@ class SegmentationNode(Node):
     def _check_hierarchy(self, path: str) -> None:
         if not path:
             return
-        from .hierarchy import HierarchyError, load_hierarchy
-
         try:
             expected = load_hierarchy(path)
         except HierarchyError as exc:
@@ -342,31 +353,17 @@ class SegmentationNode(Node):
                 EXIT_MODEL_ERROR,
             )
 
-    def _vision_msgs(self, wanted: set[str]) -> tuple[Any, Any, Any] | None:
-        try:
-            from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
-        except ImportError as exc:
-            if "traffic_signs" in wanted:
-                raise ConfigurationError(
-                    f"vision_msgs is not installed ({exc}): needed for ~/traffic_signs and ~/label_info; "
-                    "install ros-<distro>-vision-msgs or remove traffic_signs from the outputs parameter",
-                    EXIT_PARAMETER_ERROR,
-                ) from exc
-            self.get_logger().warning(f"vision_msgs is not installed ({exc}): no ~/label_info")
-            return None
-        return Detection2DArray, LabelInfo, VisionClass
-
-    def _publish_label_info(self, label_info: Any, vision_class: Any, qos: QoSProfile) -> None:
+    def _publish_label_info(self, qos: QoSProfile) -> None:
         h = self.hierarchy
         tables = [(f"~/{clf.name}/label_info", list(enumerate(clf.classes)), 255) for clf in h.classifiers]
         tables.append(("~/label_info", [(leaf.id, leaf.name) for leaf in h.leaves], h.void_value))
         for topic, classes, void in tables:
-            msg = label_info()
+            msg = LabelInfo()
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.threshold = 0.0
-            msg.class_map = [vision_class(class_id=int(i), class_name=n) for i, n in classes]
-            msg.class_map.append(vision_class(class_id=int(void), class_name="unlabeled"))
-            pub = self.create_publisher(label_info, topic, qos)
+            msg.class_map = [VisionClass(class_id=int(i), class_name=n) for i, n in classes]
+            msg.class_map.append(VisionClass(class_id=int(void), class_name="unlabeled"))
+            pub = self.create_publisher(LabelInfo, topic, qos)
             pub.publish(msg)
             self._label_pubs.append(pub)
 
@@ -407,9 +404,10 @@ class SegmentationNode(Node):
 
     def _process(self, msg: Any, arrival: float, compressed: bool) -> None:
         masks = {k: pub for k, pub in self._mask_pubs.items() if self._active(pub)}
-        leaf_on, colored_on = self._active(self._leaf_pub), self._active(self._colored_pub)
-        overlay_on, signs_on = self._active(self._overlay_pub), self._active(self._signs_pub)
-        if not (masks or leaf_on or colored_on or overlay_on or signs_on):
+        single = {"mask": self._leaf_pub, "colored": self._colored_pub, "overlay": self._overlay_pub}
+        single["traffic_signs"] = self._signs_pub
+        wanted = {kind for kind, pub in single.items() if self._active(pub)} | ({"masks"} if masks else set())
+        if not wanted:
             self.stats.on_skipped()
             return
         p = self._params
@@ -423,56 +421,38 @@ class SegmentationNode(Node):
             self.get_logger().warning(f"dropping bad input image: {exc}", throttle_duration_sec=2.0)
             return
 
-        net_in, fit = outputs.fit_input(rgb, self._target, self._pad_value)
+        net_in, fit = outputs.fit_input(rgb, self._target, PAD_VALUE_RGB)
         t0 = time.monotonic()
         try:
             decisions = self.engine.infer(net_in)
-        except self._input_error as exc:  # a size the engine cannot take (e.g. a TensorRT profile)
+        except InputShapeError as exc:  # a size the engine cannot take (e.g. a TensorRT profile)
             self.stats.on_bad_input(str(exc))
             self.get_logger().warning(f"dropping input the engine cannot take: {exc}", throttle_duration_sec=2.0)
             return
         inference_s = time.monotonic() - t0
         per_clf, leaf = outputs.restore_decisions(decisions.per_classifier, decisions.leaf, fit)
+        out = outputs.render(
+            self.hierarchy,
+            per_clf,
+            leaf,
+            rgb,
+            wanted,
+            sign_lut=self._sign_lut,
+            min_sign_area=p["min_sign_area"],
+            overlay_alpha=p["overlay_alpha"],
+        )
         header = msg.header
-        h = self.hierarchy
-
-        if masks:
-            for name, mask in outputs.classifier_masks(h, per_clf, leaf).items():
-                if name in masks:
-                    masks[name].publish(mono8_msg(mask, header))
-        if leaf_on:
+        for name, pub in masks.items():
+            pub.publish(mono8_msg(out.masks[name], header))
+        if out.leaf is not None:
             self._leaf_pub.publish((mono8_msg if leaf.dtype == np.uint8 else mono16_msg)(leaf, header))
-        signs = []
-        if (signs_on or overlay_on) and self._sign_lut is not None:
-            signs = outputs.find_signs(h, leaf, self._sign_lut, p["min_sign_area"])
-        if signs_on:
-            self._signs_pub.publish(self._detections(signs, header))
-        if colored_on or overlay_on:
-            colored = outputs.colorize(h, leaf)
-            if colored_on:
-                self._colored_pub.publish(rgb8_msg(colored, header))
-            if overlay_on:
-                image = outputs.overlay(rgb, colored, p["overlay_alpha"], signs, h.palette)
-                self._overlay_pub.publish(rgb8_msg(image, header))
+        if "traffic_signs" in wanted:
+            self._signs_pub.publish(detection_array(out.signs, header, DETECTION_TYPES))
+        if out.colored is not None:
+            self._colored_pub.publish(rgb8_msg(out.colored, header))
+        if out.overlay is not None:
+            self._overlay_pub.publish(rgb8_msg(out.overlay, header))
         self.stats.on_processed(arrival, inference_s)
-
-    def _detections(self, signs: list[outputs.SignDetection], header: Any) -> Any:
-        from vision_msgs.msg import Detection2D, ObjectHypothesisWithPose
-
-        out = self._vision[0]()
-        out.header = header
-        for i, sign in enumerate(signs):
-            det = Detection2D()
-            det.header = header
-            det.id = str(i)
-            det.bbox.center.position.x, det.bbox.center.position.y = sign.center
-            det.bbox.size_x, det.bbox.size_y = float(sign.width), float(sign.height)
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = sign.class_name
-            hyp.hypothesis.score = sign.score
-            det.results.append(hyp)
-            out.detections.append(det)
-        return out
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -12,14 +12,16 @@ tested without DDS:
 - :func:`find_signs`: traffic-sign instances, i.e. 8-connected regions of pixels whose leaf lies under
   the sign class (``traffic-sign-front`` in iv2018), class = majority leaf inside the region (the
   finest classifier's decision), score = that majority's fraction of the region;
-- :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn.
+- :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn;
+- :func:`render`: one frame's wanted outputs (:data:`OUTPUTS`) from its decisions, each computed
+  only when wanted: the node's ``_process`` and the offline bag evaluation both call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,23 +29,23 @@ import numpy as np
 from .hierarchy import Hierarchy
 
 __all__ = [
+    "OUTPUTS",
     "FitTransform",
+    "FrameOutputs",
     "SignDetection",
     "classifier_masks",
     "colorize",
     "find_signs",
     "fit_input",
     "overlay",
+    "render",
     "restore_decisions",
     "sign_leaf_lut",
 ]
 
-
-class DecisionsLike(Protocol):
-    """What an engine returns for one image (``hiseg_ros.engines.Decisions``)."""
-
-    per_classifier: Mapping[str, np.ndarray]
-    leaf: np.ndarray
+#: The output kinds (the node's ``outputs`` parameter): ``masks`` = every ``~/<classifier>/mask``,
+#: ``mask`` = the leaf map, ``colored``, ``overlay``, ``traffic_signs`` (sign instances).
+OUTPUTS = ("masks", "mask", "colored", "overlay", "traffic_signs")
 
 
 @dataclass(frozen=True)
@@ -239,3 +241,56 @@ def overlay(
         cv2.rectangle(out, (x0, ty - th - base), (x0 + tw, ty + base // 2), color, cv2.FILLED)
         cv2.putText(out, label, (x0, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_color(color), thickness)
     return out
+
+
+@dataclass(frozen=True)
+class FrameOutputs:
+    """One frame's outputs at input resolution; None where the output was not wanted.
+
+    ``signs`` is computed for ``traffic_signs`` and for ``overlay`` (which draws them); it is empty
+    when sign detection is off (no sign LUT).
+    """
+
+    masks: dict[str, np.ndarray] | None = None  # classifier -> uint8 class indices, 255 outside its parent
+    leaf: np.ndarray | None = None
+    colored: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    signs: list[SignDetection] | None = None
+
+
+def render(
+    hierarchy: Hierarchy,
+    per_classifier: Mapping[str, np.ndarray],
+    leaf: np.ndarray,
+    image: np.ndarray,
+    wanted: Collection[str],
+    *,
+    sign_lut: np.ndarray | None = None,
+    min_sign_area: int = 1,
+    overlay_alpha: float = 0.5,
+) -> FrameOutputs:
+    """The ``wanted`` outputs (any of :data:`OUTPUTS`) of one frame, each computed only when wanted.
+
+    ``per_classifier`` / ``leaf`` are the decisions at the resolution of ``image`` (the RGB input
+    the overlay is drawn on); ``sign_lut`` from :func:`sign_leaf_lut`, None = no sign detection.
+    Raises ``ValueError`` naming an unknown output kind.
+    """
+    unknown = sorted(set(wanted) - set(OUTPUTS))
+    if unknown:
+        raise ValueError(f"render: unknown output(s) {unknown}; expected any of {', '.join(OUTPUTS)}")
+    masks = classifier_masks(hierarchy, per_classifier, leaf) if "masks" in wanted else None
+    signs = None
+    if "traffic_signs" in wanted or "overlay" in wanted:
+        signs = find_signs(hierarchy, leaf, sign_lut, min_sign_area) if sign_lut is not None else []
+    colored = over = None
+    if "colored" in wanted or "overlay" in wanted:
+        colored = colorize(hierarchy, leaf)
+        if "overlay" in wanted:
+            over = overlay(image, colored, overlay_alpha, signs, hierarchy.palette)
+    return FrameOutputs(
+        masks=masks,
+        leaf=leaf if "mask" in wanted else None,
+        colored=colored if "colored" in wanted else None,
+        overlay=over,
+        signs=signs,
+    )

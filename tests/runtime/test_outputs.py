@@ -150,3 +150,64 @@ def test_fit_input_upscales_small_images():
     net_in, fit = outputs.fit_input(rgb, (64, 96))
     assert fit.scaled_size == (48, 96) and net_in.shape == (64, 96, 3)
     assert (net_in[:48] == 200).all() and (net_in[48:] == 0).all()
+
+
+def _render_inputs(h):
+    leaf, _, _ = _sign_scene(h)
+    rng = np.random.default_rng(8)
+    per = {name: rng.integers(0, n, (H, W), dtype=np.uint8) for name, n in h.classifier_sizes}
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    return per, leaf, rgb, outputs.sign_leaf_lut(h, "traffic-sign-front")
+
+
+def test_render_equals_the_chain_of_output_functions(iv2018):
+    """All outputs at once: what the node and the offline bag evaluation used to compute step by step."""
+    per, leaf, rgb, lut = _render_inputs(iv2018)
+    got = outputs.render(iv2018, per, leaf, rgb, outputs.OUTPUTS, sign_lut=lut, min_sign_area=10, overlay_alpha=0.3)
+    masks = outputs.classifier_masks(iv2018, per, leaf)
+    assert list(got.masks) == list(masks)
+    for name, mask in masks.items():
+        np.testing.assert_array_equal(got.masks[name], mask)
+    np.testing.assert_array_equal(got.leaf, leaf)
+    colored = outputs.colorize(iv2018, leaf)
+    np.testing.assert_array_equal(got.colored, colored)
+    signs = outputs.find_signs(iv2018, leaf, lut, 10)
+    assert got.signs == signs and len(signs) == 2
+    np.testing.assert_array_equal(got.overlay, outputs.overlay(rgb, colored, 0.3, signs, iv2018.palette))
+
+
+@pytest.mark.parametrize(
+    ("wanted", "computed", "calls"),
+    [
+        ((), set(), {}),
+        (("masks",), {"masks"}, {"classifier_masks": 1}),
+        (("mask",), {"leaf"}, {}),
+        (("colored",), {"colored"}, {"colorize": 1}),
+        (("traffic_signs",), {"signs"}, {"find_signs": 1}),
+        (("overlay",), {"overlay", "signs"}, {"colorize": 1, "find_signs": 1, "overlay": 1}),
+        (("colored", "overlay"), {"colored", "overlay", "signs"}, {"colorize": 1, "find_signs": 1, "overlay": 1}),
+    ],
+)
+def test_render_computes_only_what_is_wanted(iv2018, monkeypatch, wanted, computed, calls):
+    per, leaf, rgb, lut = _render_inputs(iv2018)
+    counts: dict[str, int] = {}
+    for name in ("classifier_masks", "colorize", "find_signs", "overlay"):
+        real = getattr(outputs, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(outputs, name, counted)
+    got = outputs.render(iv2018, per, leaf, rgb, wanted, sign_lut=lut)
+    present = {f for f in ("masks", "leaf", "colored", "overlay", "signs") if getattr(got, f) is not None}
+    assert present == computed and counts == calls
+
+
+def test_render_without_sign_detection_and_unknown_outputs(iv2018):
+    per, leaf, rgb, _ = _render_inputs(iv2018)
+    got = outputs.render(iv2018, per, leaf, rgb, ("overlay", "traffic_signs"), sign_lut=None)
+    assert got.signs == []
+    np.testing.assert_array_equal(got.overlay, outputs.overlay(rgb, outputs.colorize(iv2018, leaf), 0.5))
+    with pytest.raises(ValueError, match=r"unknown output\(s\) \['labels'\]"):
+        outputs.render(iv2018, per, leaf, rgb, ("labels",))
