@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from node_helpers import make_model
 
+from hiseg_ros.messages import NODE_NAME
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
-from training.evaluation.bags.evaluate import EXIT_INCOMPLETE, EXIT_OK, NODE_NAME, evaluate_bag
+from training.evaluation.bags.evaluate import EXIT_INCOMPLETE, EXIT_OK, evaluate_bag
 from training.evaluation.bags.read import iter_frames, open_bag_info
+from training.evaluation.bags.result import BagResult, FrameCounts
 from training.evaluation.bags.write import image_cdr, write_bag, write_cityscapes_bag
 from training.evaluation.evaluate import evaluate
 
@@ -71,25 +73,33 @@ def _no_leftovers(folder: Path) -> None:
     assert hidden == [], f"temporary folders left behind: {hidden}"
 
 
+def _loaded_equals_written(out: Path, result: BagResult) -> dict:
+    """metrics.json read back as a BagResult is the run's result and writes the same bytes again."""
+    text = (out / "metrics.json").read_text()
+    loaded = BagResult.load(out / "metrics.json")
+    assert loaded == result and loaded.to_text() == text
+    return json.loads(text)
+
+
 def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscapes, drive, tmp_path):
     from hiseg_ros.engines import create_engine
 
     out = tmp_path / "offline"
-    code, metrics = evaluate_bag(
+    code, result = evaluate_bag(
         [str(drive), "--model", str(model), "--out", str(out), "--no-progress", "--backend", "onnxruntime"]
     )
-    assert code == EXIT_OK and metrics["complete"] is True and metrics["reason"] is None
-    assert metrics["frames"] == {
-        "in_bag": 6,
-        "processed": 6,
-        "with_outputs": 6,
-        "dropped": 0,
-        "partial": 0,
-        "with_gt": 6,
-        "without_gt": 0,
-        "late_outputs": 0,
-    }
-    assert metrics["latency_ms"]["count"] == 6 and metrics["latency_ms"]["p50"] > 0 and metrics["fps"] > 0
+    assert code == EXIT_OK and result.complete is True and result.reason is None
+    assert result.frames == FrameCounts(
+        in_bag=6, processed=6, with_outputs=6, dropped=0, partial=0, with_gt=6, without_gt=0, late_outputs=0
+    )
+    assert result.latency_ms.count == 6 and result.latency_ms.p50 > 0 and result.fps > 0
+    metrics = _loaded_equals_written(out, result)
+    assert list(metrics) == [
+        *("complete", "reason", "mode", "bag", "model", "dataset", "camera_topic", "label_topic", "frames"),
+        *("latency_kind", "latency_ms", "fps", "wall_seconds", "engine", "engine_choice", "recorded_rate_hz"),
+        *("output_bag", "output_topics", "evaluation", "classifier_view", "notes", "samples"),
+    ]
+    assert metrics["frames"]["in_bag"] == 6 and metrics["engine"].startswith("onnxruntime")
 
     # the same frames through training.evaluation.evaluate give identical confusion matrices in both views
     engine, _ = create_engine(str(model), backend="onnxruntime")
@@ -141,11 +151,11 @@ def test_offline_without_ground_truth_and_atomic_output(model, cityscapes, tmp_p
     frames = [(s.image, None) for s in CityscapesDataset(cityscapes, "val")]
     bag = write_bag(tmp_path / "nogt", frames, rate_hz=5.0, start_ns=START, label_topic=None).path
     out = tmp_path / "res"
-    code, metrics = evaluate_bag(
+    code, result = evaluate_bag(
         [str(bag), "--model", str(model), "--out", str(out), "--no-progress", "--no-output-bag", "--samples", "1"]
     )
-    assert code == EXIT_OK and metrics["complete"] and metrics["evaluation"] is None
-    assert metrics["frames"]["without_gt"] == 3 and not (out / "bag").exists()
+    assert code == EXIT_OK and result.complete and result.evaluation is None and result.dataset_scores() == {}
+    assert result.frames.without_gt == 3 and not (out / "bag").exists() and result.output_bag is None
     with pytest.raises(FileExistsError):
         evaluate_bag([str(bag), "--model", str(model), "--out", str(out), "--no-progress"])
     before = (out / "metrics.json").read_text()
@@ -219,6 +229,13 @@ def test_live_every_frame_through_the_node(model, drive, tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=150)
     assert out.is_dir(), done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == [
+        *("complete", "reason", "mode", "bag", "model", "dataset", "camera_topic", "label_topic", "frames"),
+        *("latency_kind", "latency_ms", "fps", "input_rate_hz", "recorded_rate_hz", "rate_scale", "target_rate_hz"),
+        *("wall_seconds", "output_bag", "output_topics", "node", "evaluation", "classifier_view", "notes", "samples"),
+        "first_output_latency_ms",
+    ]
+    assert BagResult.load(out / "metrics.json").to_text() == (out / "metrics.json").read_text()
     fr = metrics["frames"]
     # honest accounting: every published frame is complete, partial or dropped
     assert fr["processed"] == fr["in_bag"] == 6
@@ -239,10 +256,10 @@ def test_live_every_frame_through_the_node(model, drive, tmp_path):
     )
     assert code == EXIT_OK
     live_ds = metrics["evaluation"]["datasets"]["cityscapes"]
-    off_ds = offline["evaluation"]["datasets"]["cityscapes"]
+    off_ds = offline.evaluation["datasets"]["cityscapes"]
     assert live_ds["confusion"] == off_ds["confusion"]
     root_live = metrics["evaluation"]["classifiers"]["root"]["confusion"]
-    assert root_live == offline["evaluation"]["classifiers"]["root"]["confusion"]  # root is never blanked
+    assert root_live == offline.evaluation["classifiers"]["root"]["confusion"]  # root is never blanked
 
     # output bag: inputs and all outputs, re-stamped to the input stamps, readable
     info = open_bag_info(out / "bag")

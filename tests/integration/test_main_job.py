@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from training import REPO
+from training.evaluation.bags.result import BagResult, FrameCounts, LatencyStats, LiveDetails, NodeDetails
 from training.jobs.main_job import Pipeline, digest, headline
 
 STAGE_HEADERS = [f"[{i}/7]" for i in range(1, 8)]
@@ -103,14 +104,34 @@ def test_failed_stage_is_named_and_exits_non_zero(tmp_path: Path):
 
 
 def test_headline_of_an_incomplete_result_shows_drops():
-    metrics = {
-        "complete": False,
-        "latency_kind": "latency stamp->all outputs",
-        "latency_ms": {"p50": 120.0, "p95": 300.0},
-        "fps": 3.5,
-        "recorded_rate_hz": 4.0,
-        "frames": {"in_bag": 10, "with_outputs": 8, "dropped": 2, "partial": 0},
-        "evaluation": {"classifiers": {"root": {"miou": 0.25}}, "datasets": {"cityscapes": {"miou": 0.1}}},
-    }
-    text = "\n".join(headline(metrics))
-    assert "root 25.0 %" in text and "cityscapes mIoU: 10.0 %" in text and "2 dropped" in text and "p95 300 ms" in text
+    result = BagResult(
+        complete=False,
+        reason="2 frame(s) got no output",
+        mode="live",
+        bag="drive",
+        model="model.onnx",
+        dataset="cityscapes",
+        camera_topic="/camera/image_raw",
+        label_topic="/camera/labels",
+        frames=FrameCounts(
+            in_bag=10, processed=10, with_outputs=8, dropped=2, partial=0, with_gt=8, without_gt=0, late_outputs=0
+        ),
+        latency_kind="latency stamp->all outputs",
+        latency_ms=LatencyStats(8, 120.0, 300.0, 310.0, 150.0, 320.0),
+        fps=3.5,
+        wall_seconds=3.0,
+        recorded_rate_hz=4.0,
+        output_bag="bag",
+        output_topics=[],
+        evaluation={
+            "classifiers": {"root": {"miou": 0.25, "num_samples": 8}},
+            "datasets": {"cityscapes": {"miou": 0.1, "num_samples": 8}},
+        },
+        classifier_view="node masks",
+        notes=[],
+        samples=[],
+        live=LiveDetails(3.9, 1.0, 4.0, NodeDetails(None, 0, "node.log", None), LatencyStats(8, 100.0)),
+    )
+    text = "\n".join(headline(result))
+    assert "root 25.0 %" in text and "cityscapes mIoU: 10.0 % (8 frames)" in text and "2 dropped" in text
+    assert "p95 300 ms" in text and "fps 3.50 (bag recorded at 4 Hz)" in text

@@ -40,7 +40,12 @@ except ImportError as exc:  # pragma: no cover - environment problem, reported c
 
 from rclpy.serialization import deserialize_message, serialize_message
 
+from hiseg_ros import messages
+from hiseg_ros.node import DETECTION_TYPES
+from hiseg_ros.outputs import SignDetection
 from training import REPO
+from training.evaluation.bags.node_process import ensure_loopback_env
+from training.evaluation.bags.output_bag import detections_cdr, output_typestore
 
 ROOT = REPO
 
@@ -227,6 +232,43 @@ def test_independent_cdr_and_hash_from_rosbags():
     assert deserialize_message(ours, LabelInfo) == label
 
 
+# --- the node's Detection2D mapping, in both flavours ---------------------------------------------
+SIGNS = [
+    SignDetection(x=50, y=30, width=20, height=21, area=399, leaf_id=40, class_name="sign-stop", score=1.0),
+    SignDetection(x=10, y=5, width=12, height=10, area=120, leaf_id=31, class_name="sign-30", score=0.75),
+]
+
+
+def _detections_as_the_node_built_them(header) -> Detection2DArray:
+    """Field by field on default-constructed rclpy messages, as the node did before the shared mapping."""
+    out = Detection2DArray(header=header)
+    for i, sign in enumerate(SIGNS):
+        det = Detection2D(header=header, id=str(i))
+        det.bbox.center.position.x, det.bbox.center.position.y = sign.center
+        det.bbox.size_x, det.bbox.size_y = float(sign.width), float(sign.height)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = sign.class_name, sign.score
+        det.results.append(hyp)
+        out.detections.append(det)
+    return out
+
+
+def test_detection_mapping_gives_the_same_message_for_rclpy_and_rosbags():
+    from std_msgs.msg import Header
+
+    stamp = 1_700_000_000_000_000_123
+    header = Header(frame_id="cam")
+    messages.set_stamp(header, stamp)
+    node_msg = messages.detection_array(SIGNS, header, DETECTION_TYPES)
+    assert node_msg == _detections_as_the_node_built_them(header)
+    assert [d.id for d in node_msg.detections] == ["0", "1"]
+    store, has_vision = output_typestore()
+    assert has_vision, "vision_msgs .msg files not found for rosbags"
+    bag_raw = detections_cdr(store, SIGNS, stamp, "cam")  # what the bag tools write
+    assert deserialize_message(bag_raw, Detection2DArray) == node_msg
+    assert messages.stamp_ns(deserialize_message(bag_raw, Detection2DArray).header.stamp) == stamp
+
+
 # --- two processes over loopback DDS -------------------------------------------------------------
 
 _PEER = textwrap.dedent(
@@ -287,18 +329,10 @@ _PEER = textwrap.dedent(
 
 
 def _loopback_env() -> dict[str, str]:
-    """Child environment that keeps every DDS byte on loopback, whatever the caller sourced."""
-    env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "dds" / "fastdds_loopback.xml")
-    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
-    env.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
-    env.setdefault("ROS_LOG_DIR", str(ROOT / ".ros" / "log"))
-    Path(env["ROS_LOG_DIR"]).mkdir(parents=True, exist_ok=True)
-    prefix = str(Path(sys.prefix))
-    if prefix not in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        env["AMENT_PREFIX_PATH"] = os.pathsep.join(p for p in (prefix, env.get("AMENT_PREFIX_PATH")) if p)
-    return env
+    """Child environment that keeps every DDS byte on loopback: scripts/ros_env.sh's settings."""
+    ensure_loopback_env()
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    return dict(os.environ)
 
 
 @pytest.mark.ros

@@ -47,10 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from hiseg_ros.atomic import atomic_write_bytes
+from hiseg_ros.engines.engine_cache import sha256_file
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training import REPO
 from training.data.readers import load_dataset
 from training.data.synthetic import PRESETS, generate
+from training.evaluation.bags.result import BagResult
+from training.evaluation.bags.write import cityscapes_frames, write_bag
 from training.labels.targets import TargetBuilder
 
 DEFAULT_HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
@@ -137,14 +140,6 @@ def digest(*parts: Any) -> str:
     """A stable hash of JSON-able values."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Pipeline:
@@ -247,7 +242,7 @@ def stage_train(p: Pipeline, args: argparse.Namespace, config, hierarchy: Hierar
     settings.pop("data_root")
     key = digest(settings, hierarchy.to_json(), data)
     ckpt = out_dir / LAST
-    if (m := p.reusable("train", key, (ckpt,))) is not None and file_sha256(ckpt) == m["checkpoint_sha256"]:
+    if (m := p.reusable("train", key, (ckpt,))) is not None and sha256_file(ckpt) == m["checkpoint_sha256"]:
         print(f"  reusing {ckpt} ({m['iterations']} iterations, final loss {m['final_loss']})")
         return ckpt, key, m["checkpoint_sha256"], True
     p.invalidate("train")
@@ -273,7 +268,7 @@ def stage_train(p: Pipeline, args: argparse.Namespace, config, hierarchy: Hierar
         raise StageError(f"training stopped at iteration {result.iteration} of {total}")
     losses = result.losses[-10:]
     final = round(sum(x["loss"] for x in losses) / len(losses), 4) if losses else None
-    sha = file_sha256(ckpt)
+    sha = sha256_file(ckpt)
     p.complete("train", key, iterations=total, checkpoint=str(ckpt), checkpoint_sha256=sha, final_loss=final)
     pending.unlink(missing_ok=True)
     print(f"  checkpoint {ckpt} (mean loss of the last {len(losses)} iterations {final})")
@@ -285,12 +280,12 @@ def stage_export(p: Pipeline, args: argparse.Namespace, ckpt: Path, ckpt_sha: st
 
     model = args.out / "model.onnx"
     key = digest(ckpt_sha, hierarchy.to_json())
-    if (m := p.reusable("export", key, (model,))) is not None and file_sha256(model) == m["model_sha256"]:
+    if (m := p.reusable("export", key, (model,))) is not None and sha256_file(model) == m["model_sha256"]:
         print(f"  reusing {model}")
         return model, m["model_sha256"], True
     p.invalidate("export")
     export_checkpoint(ckpt, model, hierarchy)
-    sha = file_sha256(model)
+    sha = sha256_file(model)
     p.complete("export", key, model=str(model), model_sha256=sha, checkpoint=str(ckpt))
     print(f"  {model} ({model.stat().st_size / 1e6:.1f} MB), checked against PyTorch in ONNX Runtime")
     return model, sha, False
@@ -299,8 +294,6 @@ def stage_export(p: Pipeline, args: argparse.Namespace, ckpt: Path, ckpt_sha: st
 def drive_frames(root: Path, split: str, size: tuple[int, int], limit: int | None) -> tuple[int, Iterator]:
     """(count, generator of (rgb, labelIds)) of a Cityscapes-format split resized to ``size`` (H, W)."""
     import cv2
-
-    from training.evaluation.bags.write import cityscapes_frames
 
     count, frames = cityscapes_frames(root, split, limit=limit)
     h, w = size
@@ -316,8 +309,6 @@ def drive_frames(root: Path, split: str, size: tuple[int, int], limit: int | Non
 
 
 def stage_drive(p: Pipeline, args: argparse.Namespace, data: dict[str, Any]):
-    from training.evaluation.bags.write import write_bag
-
     bag = args.out / "drive"
     settings = {
         "cityscapes": data["cityscapes"],
@@ -369,8 +360,8 @@ def stage_replay(p: Pipeline, args: argparse.Namespace, model: Path, model_sha: 
     key = digest(model_sha, bag_key, cmd[4:])
     metrics_path = result / "metrics.json"
     if p.reusable(f"replay_{mode}", key, (metrics_path, result / "report.html")) is not None:
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("complete"):
+        metrics = BagResult.load(metrics_path)
+        if metrics.complete:
             print(f"  reusing {result}")
             return result, metrics, True
     p.invalidate(f"replay_{mode}")
@@ -378,41 +369,38 @@ def stage_replay(p: Pipeline, args: argparse.Namespace, model: Path, model_sha: 
     done = subprocess.run(cmd, cwd=REPO, check=False)
     if done.returncode not in (0, EXIT_INCOMPLETE) or not metrics_path.is_file():
         raise StageError(f"training.evaluation.bags.evaluate exited with {done.returncode} (see the messages above)")
-    metrics = json.loads(metrics_path.read_text())
-    if done.returncode != 0 or not metrics.get("complete"):
-        raise IncompleteError(f"{result}: the replay is INCOMPLETE: {metrics.get('reason')}")
+    metrics = BagResult.load(metrics_path)
+    if done.returncode != 0 or not metrics.complete:
+        raise IncompleteError(f"{result}: the replay is INCOMPLETE: {metrics.reason}")
     p.complete(f"replay_{mode}", key, result=str(result), command=cmd[1:])
     return result, metrics, False
 
 
-def _pct(value: Any) -> str:
+def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _ms(value: Any) -> str:
+def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms"
 
 
-def headline(metrics: dict[str, Any]) -> list[str]:
+def headline(result: BagResult) -> list[str]:
     """The report's headline numbers as printed lines."""
-    evaluation = metrics.get("evaluation") or {}
     lines = []
-    classifiers = evaluation.get("classifiers") or {}
+    classifiers = result.classifier_scores()
     if classifiers:
-        per = ", ".join(f"{k} {_pct(v.get('miou'))}" for k, v in classifiers.items())
+        per = ", ".join(f"{k} {_pct(v.miou)}" for k, v in classifiers.items())
         lines.append(f"  mIoU per classifier: {per}")
-    for name, ds in (evaluation.get("datasets") or {}).items():
-        lines.append(f"  {name} mIoU: {_pct(ds.get('miou'))} ({ds.get('num_samples')} frames)")
-    lat = metrics.get("latency_ms") or {}
-    fr = metrics.get("frames") or {}
-    lines.append(f"  {metrics.get('latency_kind')}: p50 {_ms(lat.get('p50'))}, p95 {_ms(lat.get('p95'))}")
-    fps = metrics.get("fps")
-    rate = metrics.get("recorded_rate_hz")
+    for name, ds in result.dataset_scores().items():
+        lines.append(f"  {name} mIoU: {_pct(ds.miou)} ({ds.num_samples} frames)")
+    lat, fr = result.latency_ms, result.frames
+    lines.append(f"  {result.latency_kind}: p50 {_ms(lat.p50)}, p95 {_ms(lat.p95)}")
+    fps, rate = result.fps, result.recorded_rate_hz
     lines.append(
         f"  fps {'n/a' if fps is None else f'{fps:.2f}'}"
         + (f" (bag recorded at {rate:g} Hz)" if rate else "")
-        + f"; frames {fr.get('with_outputs')}/{fr.get('in_bag')} with outputs, "
-        f"{fr.get('dropped')} dropped, {fr.get('partial')} partial"
+        + f"; frames {fr.with_outputs}/{fr.in_bag} with outputs, "
+        f"{fr.dropped} dropped, {fr.partial} partial"
     )
     return lines
 

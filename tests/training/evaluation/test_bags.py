@@ -5,6 +5,8 @@ No DDS here: bags are written and read with the pure-Python ``rosbags`` package.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,17 @@ import pytest
 
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
+from training.evaluation.bags.options import parse_options
 from training.evaluation.bags.read import BagError, FrameReader, iter_frames, open_bag_info
+from training.evaluation.bags.result import (
+    BagResult,
+    FrameCounts,
+    LatencyStats,
+    LiveDetails,
+    NodeDetails,
+    OfflineDetails,
+    ViewScore,
+)
 from training.evaluation.bags.write import compressed_cdr, image_cdr, write_bag, write_cityscapes_bag
 
 START = 1_700_000_000_000_000_000
@@ -301,3 +313,69 @@ def test_png_compressed_labels_are_read(tmp_path):
     ]
     frame = next(iter_frames(_rosbags_bag(tmp_path / "png", "mcap", msgs)))
     np.testing.assert_array_equal(frame.label, label)
+
+
+# ---------------------------------------------------------------------------- options and the typed result
+def test_options_are_parsed_once_into_a_frozen_object(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    opts = parse_options(["b", "--model", "m.onnx", "--out", "o", "--label-topic", "", "--node-arg=-p"])
+    assert opts.model == tmp_path / "m.onnx" and opts.label_topic is None and opts.node_args == ("-p",)
+    assert opts.mode == "offline" and opts.output_bag and opts.progress and opts.storage("mcap") == "mcap"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.mode = "live"  # type: ignore[misc]
+    assert parse_options(["b", "--model", "m", "--out", "o", "--out-storage", "sqlite3"]).storage("mcap") == "sqlite3"
+    with pytest.raises(SystemExit):
+        parse_options(["b", "--model", "m", "--out", "o", "--rate-scale", "0"])
+
+
+def _result(mode: str):
+    frames = FrameCounts(
+        in_bag=3, processed=3, with_outputs=2, dropped=1, partial=0, with_gt=2, without_gt=0, late_outputs=0
+    )
+    live = mode == "live"
+    node = NodeDetails(["python"], 0, "node.log", {"frames_received": "3"})
+    details = LiveDetails(9.5, 1.0, 10.0, node, LatencyStats.of([]))
+    return BagResult(
+        complete=False,
+        reason="1 frame(s) got no output",
+        mode=mode,
+        bag="/bags/drive",
+        model="/m.onnx",
+        dataset="cityscapes",
+        camera_topic="/camera/image_raw",
+        label_topic=None,
+        frames=frames,
+        latency_kind="latency stamp->all outputs" if live else "inference time",
+        latency_ms=LatencyStats.of([10.0, 20.0]),
+        fps=None,
+        wall_seconds=1.5,
+        recorded_rate_hz=10.0,
+        output_bag=None,
+        output_topics=["/segmentation_node/mask"],
+        evaluation={"classifiers": {"root": {"miou": 0.5, "num_samples": 2}}, "datasets": {}},
+        classifier_view="v",
+        notes=["a note"],
+        samples=["samples/frame_000000.png"],
+        offline=None if live else OfflineDetails("onnxruntime", "requested"),
+        live=details if live else None,
+    )
+
+
+@pytest.mark.parametrize("mode", ["offline", "live"])
+def test_bag_result_written_and_loaded_back(tmp_path, mode):
+    result = _result(mode)
+    path = result.write(tmp_path / "metrics.json")
+    data = json.loads(path.read_text())
+    assert data["latency_ms"] == {"count": 2, "p50": 15.0, "p95": 19.5, "p99": 19.9, "mean": 15.0, "max": 20.0}
+    assert ("engine" in data) == (mode == "offline") and ("node" in data) == (mode == "live")
+    loaded = BagResult.load(path)
+    assert loaded == result and loaded.to_text() == path.read_text()
+    assert loaded.classifier_scores() == {"root": ViewScore(0.5, 2)} and loaded.dataset_scores() == {}
+    if mode == "live":
+        assert data["first_output_latency_ms"] == LatencyStats(0).to_json() and data["node"]["exit_code"] == 0
+    del data["frames"]["dropped"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"{path}: not a bag evaluation result \(no key 'dropped'\)"):
+        BagResult.load(path)
+    with pytest.raises(ValueError, match="needs exactly its own details"):
+        BagResult(**{**result.__dict__, "offline": None, "live": None})

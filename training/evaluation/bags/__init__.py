@@ -7,8 +7,13 @@
   sqlite3 and mcap bags, with errors naming the bag and topic (``BagError``).
 - :mod:`training.evaluation.bags.evaluate` (``python -m training.evaluation.bags.evaluate``): offline (engine on every
   frame) or live (the node as a subprocess, the bag played into it over DDS) evaluation with an
-  output bag, ``metrics.json`` and a report (:mod:`training.evaluation.bags.report`).
+  output bag, ``metrics.json`` (:class:`training.evaluation.bags.result.BagResult`) and a report
+  (:mod:`training.evaluation.bags.report`); its parts are listed in its docstring.
+- :mod:`training.evaluation.bags.node_process`: the node's process as launch/hiseg.launch.py starts
+  it, with loopback DDS, for the live evaluation, the node tests and bench/bench_node.py
+  (:mod:`training.evaluation.bags.ros_client`: their rclpy side).
 
-Everything is pure Python on the ``rosbags`` package; no ROS installation is needed. The package
-imports no submodule itself, so ``python -m training.evaluation.bags.<tool>`` runs cleanly.
+Writing, reading and offline evaluation are pure Python on the ``rosbags`` package; no ROS
+installation is needed (the live evaluation needs rclpy). The package imports no submodule itself,
+so ``python -m training.evaluation.bags.<tool>`` runs cleanly.
 """

@@ -24,8 +24,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.typesys import Stores, get_typestore
 
+from hiseg_ros import messages
 from hiseg_ros.imaging import ImageConversionError, decode_compressed, raw_to_rgb
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -49,14 +53,10 @@ class BagError(RuntimeError):
 @cache
 def typestore() -> Any:
     """The ``rosbags`` type store of ROS 2 Kilted (sensor_msgs, std_msgs, ... message definitions)."""
-    from rosbags.typesys import Stores, get_typestore
-
     return get_typestore(Stores.ROS2_KILTED)
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
-    from rosbags.rosbag2 import ReaderError
-
     errors: list[type[BaseException]] = [ReaderError, sqlite3.Error, OSError, struct.error, EOFError, ValueError]
     try:
         from rosbags.rosbag2.storage_mcap import McapError  # type: ignore[attr-defined]
@@ -119,8 +119,6 @@ class ReadStats:
 
 
 def _open_reader(bag: Path, topic: str) -> Any:
-    from rosbags.rosbag2 import Reader
-
     if not bag.exists():
         raise BagError(bag, topic, "does not exist")
     try:
@@ -192,7 +190,8 @@ def open_bag_info(
 
 
 def stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+    """Header stamp (ns) of a deserialized message."""
+    return messages.stamp_ns(msg.header.stamp)
 
 
 def decode_camera(msg: Any, msgtype: str) -> np.ndarray:
@@ -208,8 +207,6 @@ def decode_label(msg: Any, msgtype: str) -> np.ndarray:
     """``HxW`` label ids (uint8 / uint16) of a label image; ImageConversionError when unreadable."""
     data = np.asarray(msg.data, dtype=np.uint8)
     if msgtype == COMPRESSED:
-        import cv2
-
         if "png" not in msg.format.lower():
             raise ImageConversionError(f"format: label images must be lossless png, got {msg.format!r}")
         label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)

@@ -12,13 +12,16 @@ import base64
 import html
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.evaluation.evaluate import atomic_write
+from hiseg_ros.atomic import atomic_write_bytes
+from training.evaluation.evaluate import EvaluationReport
+
+from .result import BagResult
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -79,51 +82,41 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def _headline_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
-    frames = metrics.get("frames", {})
-    lat = metrics.get("latency_ms") or {}
+def _headline_rows(result: BagResult) -> list[tuple[str, str]]:
+    frames, lat = result.frames, result.latency_ms
     rows = [
-        ("mode", str(metrics.get("mode"))),
-        ("complete", "yes" if metrics.get("complete") else f"NO: {metrics.get('reason')}"),
-        ("bag", str(metrics.get("bag"))),
-        ("model", str(metrics.get("model"))),
+        ("mode", result.mode),
+        ("complete", "yes" if result.complete else f"NO: {result.reason}"),
+        ("bag", result.bag),
+        ("model", result.model),
+        ("frames in bag / processed / with outputs", f"{frames.in_bag} / {frames.processed} / {frames.with_outputs}"),
+        ("dropped / partial / without ground truth", f"{frames.dropped} / {frames.partial} / {frames.without_gt}"),
         (
-            "frames in bag / processed / with outputs",
-            f"{frames.get('in_bag')} / {frames.get('processed')} / {frames.get('with_outputs')}",
+            f"{result.latency_kind} p50 / p95 / p99 (ms)",
+            f"{_fmt(lat.p50)} / {_fmt(lat.p95)} / {_fmt(lat.p99)}",
         ),
-        (
-            "dropped / partial / without ground truth",
-            f"{frames.get('dropped')} / {frames.get('partial')} / {frames.get('without_gt')}",
-        ),
-        (
-            f"{metrics.get('latency_kind', 'latency')} p50 / p95 / p99 (ms)",
-            f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} / {_fmt(lat.get('p99'))}",
-        ),
-        ("output rate (fps)", _fmt(metrics.get("fps"), 2)),
+        ("output rate (fps)", _fmt(result.fps, 2)),
     ]
-    if metrics.get("mode") == "live":
-        rows.append(
-            (
-                "recorded / target / achieved input rate (Hz)",
-                " / ".join(_fmt(metrics.get(k), 2) for k in ("recorded_rate_hz", "target_rate_hz", "input_rate_hz")),
-            )
-        )
-    for name, res in (metrics.get("evaluation") or {}).get("datasets", {}).items():
-        rows.append((f"mIoU {name} (%)", _fmt(None if res.get("miou") is None else 100.0 * res["miou"], 2)))
+    if result.live is not None:
+        rates = (result.recorded_rate_hz, result.live.target_rate_hz, result.live.input_rate_hz)
+        rows.append(("recorded / target / achieved input rate (Hz)", " / ".join(_fmt(r, 2) for r in rates)))
+    for name, score in result.dataset_scores().items():
+        rows.append((f"mIoU {name} (%)", _fmt(None if score.miou is None else 100.0 * score.miou, 2)))
     return rows
 
 
 def write_report(
     out_dir: Path,
-    metrics: Mapping[str, Any],
-    evaluation: Any | None,
+    result: BagResult,
+    evaluation: EvaluationReport | None,
     latencies_ms: Sequence[float],
     samples: Sequence[tuple[str, str]],
 ) -> list[Path]:
     """Write report.html / report.md and the chart PNGs into ``out_dir`` (each file atomically).
 
-    ``evaluation`` is a :class:`training.evaluation.evaluate.EvaluationReport` (or None without ground truth),
-    ``samples`` (caption, PNG file name relative to ``out_dir``) of the saved sample overlays.
+    ``evaluation`` is the run's report object behind ``result.evaluation`` (None without ground
+    truth, its charts need the confusion matrices), ``samples`` (caption, PNG file name relative to
+    ``out_dir``) of the saved sample overlays.
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
@@ -139,22 +132,22 @@ def write_report(
         for res, file_name, title, caption in iou_charts:
             iou = [None if math.isnan(v) else v for v in res.scores.iou]
             png = out_dir / file_name
-            atomic_write(png, iou_bar_chart(res.class_names, iou, title))
+            atomic_write_bytes(png, iou_bar_chart(res.class_names, iou, title))
             charts.append((f"Per-class IoU, {caption}", png.name))
             written.append(png)
-    kind = metrics.get("latency_kind", "latency")
+    kind = result.latency_kind
     png = out_dir / "latency_histogram.png"
-    atomic_write(png, latency_histogram(latencies_ms, f"{kind} ({len(latencies_ms)} frames)", f"{kind} (ms)"))
+    atomic_write_bytes(png, latency_histogram(latencies_ms, f"{kind} ({len(latencies_ms)} frames)", f"{kind} (ms)"))
     charts.insert(0, (f"Histogram of {kind}", png.name))
     written.append(png)
 
-    rows = _headline_rows(metrics)
+    rows = _headline_rows(result)
     md = ["# Bag evaluation", ""]
-    if not metrics.get("complete"):
-        md += [f"**INCOMPLETE RESULT**: {metrics.get('reason')}", ""]
+    if not result.complete:
+        md += [f"**INCOMPLETE RESULT**: {result.reason}", ""]
     md += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
-    if metrics.get("notes"):
-        md += ["Notes:", "", *(f"- {n}" for n in metrics["notes"]), ""]
+    if result.notes:
+        md += ["Notes:", "", *(f"- {n}" for n in result.notes), ""]
     if evaluation is not None:
         md += ["## Segmentation metrics", "", evaluation.summary_markdown()]
     else:
@@ -162,7 +155,7 @@ def write_report(
     md += [f"![{cap}]({name})" for cap, name in charts]
     md += ["", "## Sample overlays", "", *(f"![{cap}]({name})" for cap, name in samples)]
     report_md = out_dir / "report.md"
-    atomic_write(report_md, ("\n".join(md) + "\n").encode())
+    atomic_write_bytes(report_md, ("\n".join(md) + "\n").encode())
     written.append(report_md)
 
     def img(name: str) -> str:
@@ -176,12 +169,12 @@ def write_report(
         "figure{display:inline-block;margin:0 1em 1em 0}</style></head><body>",
         "<h1>Bag evaluation</h1>",
     ]
-    if not metrics.get("complete"):
-        parts.append(f"<p class='bad'>INCOMPLETE RESULT: {html.escape(str(metrics.get('reason')))}</p>")
+    if not result.complete:
+        parts.append(f"<p class='bad'>INCOMPLETE RESULT: {html.escape(str(result.reason))}</p>")
     parts.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows))
     parts.append("</table>")
-    if metrics.get("notes"):
-        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in metrics["notes"]) + "</ul>")
+    if result.notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) + "</ul>")
     if evaluation is not None:
         parts.append("<h2>Segmentation metrics</h2><pre>" + html.escape(evaluation.summary_markdown()) + "</pre>")
     parts.append("<h2>Charts</h2>")
@@ -190,6 +183,6 @@ def write_report(
     parts += [f"<figure>{img(name)}<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, name in samples]
     parts.append("</body></html>")
     report_html = out_dir / "report.html"
-    atomic_write(report_html, "\n".join(parts).encode())
+    atomic_write_bytes(report_html, "\n".join(parts).encode())
     written.append(report_html)
     return written

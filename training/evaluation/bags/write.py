@@ -17,17 +17,21 @@ in a hidden sibling folder and renamed into place when complete.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from tqdm import tqdm
+
+from hiseg_ros.atomic import atomic_folder
+from hiseg_ros.messages import NS_PER_S, time_msg
+from training.data.readers.cityscapes import CityscapesDataset
 
 from .read import COMPRESSED, DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, IMAGE, typestore
 
@@ -49,18 +53,14 @@ class WriteSummary:
 
 
 def _storage_plugin(storage: str) -> Any:
-    from rosbags.rosbag2 import StoragePlugin
-
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     return StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
 
 
 def _header(stamp: int, frame_id: str) -> Any:
-    ts = typestore()
-    time_t = ts.types["builtin_interfaces/msg/Time"]
-    header_t = ts.types["std_msgs/msg/Header"]
-    return header_t(stamp=time_t(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), frame_id=frame_id)
+    t = typestore().types
+    return t["std_msgs/msg/Header"](stamp=time_msg(stamp, t["builtin_interfaces/msg/Time"]), frame_id=frame_id)
 
 
 def image_cdr(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> bytes:
@@ -85,8 +85,6 @@ def image_cdr(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> by
 
 def compressed_cdr(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str, jpeg_quality: int = 90) -> bytes:
     """Serialized ``sensor_msgs/msg/CompressedImage`` (jpeg / png of an RGB image)."""
-    import cv2
-
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
     ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
@@ -97,22 +95,6 @@ def compressed_cdr(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str, jpeg_qu
         header=_header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8", data=data.reshape(-1)
     )
     return bytes(ts.serialize_cdr(msg, COMPRESSED))
-
-
-def _fresh_path(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _move_into_place(tmp_bag: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp_bag, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp_bag, out)
 
 
 def write_bag(
@@ -132,27 +114,21 @@ def write_bag(
     progress: bool = False,
 ) -> WriteSummary:
     """Write ``(rgb, label or None)`` frames as a bag at ``rate_hz`` (streaming; atomic)."""
-    from rosbags.rosbag2 import Writer
-
     if rate_hz <= 0:
         raise ValueError(f"rate must be positive, got {rate_hz}")
     if image_format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {image_format!r}")
     plugin = _storage_plugin(storage)
     out = Path(out)
-    _fresh_path(out, overwrite)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (use --overwrite to replace it)")
     start = time.time_ns() if start_ns is None else int(start_ns)
     cam_topic = camera_topic if image_format == "raw" else f"{camera_topic.rstrip('/')}/compressed"
     summary = WriteSummary(out, 0, storage, cam_topic, label_topic, rate_hz, start)
-    tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        tmp_bag = tmp_dir / out.name  # the storage file inside is named after the bag folder
+    # the rosbags Writer creates the folder and names the storage file after it
+    with atomic_folder(out, create=False) as tmp_bag:
         ts = typestore()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="frame", desc=f"bag {out.name}")
+        bar = tqdm(total=total, unit="frame", desc=f"bag {out.name}") if progress else None
         with Writer(tmp_bag, version=9, storage_plugin=plugin) as writer:
             cam_type = IMAGE if image_format == "raw" else COMPRESSED
             cam_conn = writer.add_connection(cam_topic, cam_type, typestore=ts, rihs01=ts.hash_rihs01(cam_type))
@@ -160,7 +136,7 @@ def write_bag(
             if label_topic:
                 lab_conn = writer.add_connection(label_topic, IMAGE, typestore=ts, rihs01=ts.hash_rihs01(IMAGE))
             for i, (rgb, label) in enumerate(frames):
-                stamp = start + round(i * 1e9 / rate_hz)
+                stamp = start + round(i * NS_PER_S / rate_hz)
                 rgb = np.asarray(rgb)
                 if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
                     raise ValueError(f"frame {i}: expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
@@ -184,9 +160,6 @@ def write_bag(
                     bar.update()
         if bar is not None:
             bar.close()
-        _move_into_place(tmp_bag, out)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return summary
 
 
@@ -194,8 +167,6 @@ def cityscapes_frames(
     root: Path | str, split: str = "val", cities: Sequence[str] | None = None, limit: int | None = None
 ):
     """``(reader, generator of (rgb, labelIds))`` over a Cityscapes-format split, in sample-id order."""
-    from training.data.readers.cityscapes import CityscapesDataset
-
     reader = CityscapesDataset(root, split, cities)
     count = len(reader) if limit is None else min(limit, len(reader))
     order = sorted(range(len(reader)), key=lambda i: reader.sample_ids[i])[:count]

@@ -1,0 +1,97 @@
+"""Offline bag evaluation: ``hiseg_ros.engines`` on every camera frame, as fast as it can.
+
+The outputs are what the node would publish for the frame (``hiseg_ros.outputs.render``, the
+node's own function), written to the output bag under the node's topics.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hiseg_ros.engines import create_engine
+from hiseg_ros.messages import NODE_NAME
+from hiseg_ros.outputs import OUTPUTS, render, sign_leaf_lut
+
+from .options import EvaluateOptions
+from .output_bag import DETECTIONS, OutputBag, detections_cdr, output_topics, output_typestore
+from .read import IMAGE, BagError, FrameReader
+from .result import BagResult, OfflineDetails
+from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
+from .write import image_cdr
+
+
+def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> BagResult:
+    """Infer every frame of ``reader``; metrics, samples and the output bag go into ``state.folder``."""
+    engine, why = create_engine(str(opts.model), backend=opts.backend)
+    h = engine.hierarchy
+    metrics = SegmentationMetrics(h, opts.dataset)
+    store, has_vision = output_typestore()
+    sign_lut = sign_leaf_lut(h, opts.sign_class) if opts.sign_class else None
+    topics = output_topics(h, has_vision and sign_lut is not None)
+    if not has_vision:
+        state.notes.append("vision_msgs is not installed: no traffic_signs in the output bag")
+    bag = OutputBag(state.folder / "bag", opts.storage(reader.info.storage), store) if opts.output_bag else None
+    wanted_samples = sample_indices(len(reader), opts.samples)
+    ns = f"/{NODE_NAME}"
+    start = time.perf_counter()
+    bar = progress_bar(len(reader), opts.progress, "offline")
+    try:
+        for frame in reader:
+            t0 = time.perf_counter()
+            dec = engine.infer(frame.rgb)
+            state.latencies.append(1000.0 * (time.perf_counter() - t0))
+            state.processed += 1
+            state.with_outputs += 1
+            if frame.label is not None:
+                metrics.add_decisions(frame.label, dec.per_classifier)
+                state.with_gt += 1
+            else:
+                state.without_gt += 1
+            wanted = OUTPUTS if bag is not None else ("overlay",) if frame.index in wanted_samples else ()
+            out = render(
+                h,
+                dec.per_classifier,
+                dec.leaf,
+                frame.rgb,
+                wanted,
+                sign_lut=sign_lut,
+                min_sign_area=opts.min_sign_area,
+                overlay_alpha=opts.overlay_alpha,
+            )
+            if frame.index in wanted_samples:
+                state.save_sample(frame.index, frame.stamp_ns, frame.rgb, out.overlay)
+            if bag is not None:
+                t, s, fid = frame.bag_time_ns, frame.stamp_ns, frame.frame_id
+                bag.write(reader.info.camera_topic, frame.camera_msgtype, t, frame.camera_raw)
+                if frame.label_raw is not None:
+                    bag.write(reader.info.label_topic, IMAGE, frame.label_bag_time_ns or t, frame.label_raw)
+                for name, mask in out.masks.items():
+                    bag.write(f"{ns}/{name}/mask", IMAGE, t, image_cdr(mask, "mono8", s, fid))
+                leaf_encoding = "mono8" if out.leaf.dtype == np.uint8 else "mono16"
+                bag.write(f"{ns}/mask", IMAGE, t, image_cdr(out.leaf, leaf_encoding, s, fid))
+                bag.write(f"{ns}/colored", IMAGE, t, image_cdr(out.colored, "rgb8", s, fid))
+                bag.write(f"{ns}/overlay", IMAGE, t, image_cdr(out.overlay, "rgb8", s, fid))
+                if f"{ns}/traffic_signs" in topics:
+                    bag.write(f"{ns}/traffic_signs", DETECTIONS, t, detections_cdr(store, out.signs, s, fid))
+            bar.update()
+    except BagError as exc:
+        state.fail(str(exc))
+    except ValueError as exc:  # label ids the hierarchy does not map, wrong shapes
+        state.fail(f"bag {state.bag}, topic {state.label_topic}: {exc}")
+    finally:
+        bar.close()
+        if bag is not None:
+            bag.close()
+    wall = time.perf_counter() - start
+    return finish(
+        state,
+        metrics,
+        fps=state.processed / wall if wall > 0 and state.processed else None,
+        wall_seconds=wall,
+        recorded_rate_hz=reader.info.rate_hz,
+        output_bag=None if bag is None else "bag",
+        output_topics=sorted(topics),
+        details=OfflineDetails(getattr(engine, "name", type(engine).__name__), why),
+    )
