@@ -2,11 +2,12 @@
 
 Source ``scripts/ros_env.sh`` first (DDS on loopback only, own domain id). The model is the
 random-init IV 2018 MobileNetV2 network exported by ``python -m training.export`` (weights do not
-change the cost), or ``--model``. The node runs in its own process (``python -m hiseg_ros.node``,
-backend onnxruntime with its default threads, resize policy none, ``input_qos.reliability``
-from ``--input-reliability``, default the node's own best_effort; ``cpu_spin_wait`` from ``--cpu-spin-wait``,
-default off like the node); this process publishes
-``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
+change the cost), or ``--model``. The node runs in its own process, started as
+launch/hiseg.launch.py starts it (``training.evaluation.bags.node_process``: ``python -m
+hiseg_ros.node`` with config/hiseg.yaml), then backend onnxruntime with its default threads,
+resize policy none, ``input_qos.reliability`` from ``--input-reliability``, default the node's own
+best_effort, ``cpu_spin_wait`` from ``--cpu-spin-wait``, default off like the node; this process
+publishes ``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
 
 1. engine only: ``create_engine(model, backend="onnxruntime").infer`` in this process, with the
    node's engine options, median of ``--repeats`` (the node is not running).
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,13 +48,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the source tree
 
-from bench.bench_decisions import synthetic_street
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
 
-REPO = Path(__file__).resolve().parents[1]
-NODE = "segmentation_node"
-NS = f"/{NODE}"
+from bench.bench_decisions import synthetic_street
+from hiseg_ros import outputs
+from hiseg_ros.imaging import image_to_rgb, mono8_msg, mono16_msg, rgb8_msg
+from hiseg_ros.messages import NODE_NAME, NS_PER_S, set_stamp, stamp_ns
+from training import REPO
+from training.evaluation.bags.node_process import NodeProcess, launch_ros_args
+from training.evaluation.bags.ros_client import RosClient
+
+NS = f"/{NODE_NAME}"
 CAMERA = "/bench/image"
-KINDS = ("masks", "mask", "colored", "overlay", "traffic_signs")
+KINDS = outputs.OUTPUTS
 
 
 def load1() -> float:
@@ -110,9 +118,6 @@ def engine_only(model: Path, image: np.ndarray, repeats: int, spin_wait: bool) -
 
 def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats: int) -> dict[str, float]:
     """Median ms of each step the node runs after inference, on these decisions, without DDS."""
-    from hiseg_ros import outputs
-    from hiseg_ros.imaging import image_to_rgb, mono8_msg, mono16_msg, rgb8_msg
-
     msg_in = rgb8_msg(image)
     _, fit = outputs.fit_input(image, None, (0, 0, 0))
     per_clf, leaf = outputs.restore_decisions(decisions.per_classifier, decisions.leaf, fit)
@@ -144,35 +149,17 @@ def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats:
 
 
 # --------------------------------------------------------------------------- the node and a client
-class Bench:
+class Bench(RosClient):
     """An rclpy node in this process, spun in a thread: publishes images, records output arrivals."""
 
     def __init__(self) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("hiseg_bench_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__("hiseg_bench_client")
         self.lock = threading.Lock()
-        self.arrivals: dict[tuple[int, int], dict[str, float]] = {}
+        self.arrivals: dict[int, dict[str, float]] = {}  # header stamp (ns) -> topic -> arrival
         self.diagnostics: dict[str, str] = {}
         self.subs: list[Any] = []
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-        from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import Image
-
         self.publisher = self.node.create_publisher(Image, CAMERA, 1)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:
-            return
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
@@ -181,9 +168,6 @@ class Bench:
                     self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def subscribe(self, topics: list[str]) -> None:
-        from sensor_msgs.msg import Image
-        from vision_msgs.msg import Detection2DArray
-
         for sub in self.subs:
             self.node.destroy_subscription(sub)
         self.subs = []
@@ -192,19 +176,11 @@ class Bench:
 
             def callback(msg: Any, topic: str = topic) -> None:
                 now = time.perf_counter()
-                key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                key = stamp_ns(msg.header.stamp)
                 with self.lock:
                     self.arrivals.setdefault(key, {})[topic] = now
 
             self.subs.append(self.node.create_subscription(kind, topic, callback, 10))
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5.0)
 
 
 def output_topics(kind: str, classifiers: list[str]) -> list[str]:
@@ -215,43 +191,33 @@ def output_topics(kind: str, classifiers: list[str]) -> list[str]:
     return [f"{NS}/{kind}"]
 
 
-def start_node(model: Path, kinds: list[str], log: Path, node_params: dict[str, str]) -> subprocess.Popen:
-    args = [sys.executable, "-m", "hiseg_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
-    args += ["-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", f"outputs:=[{','.join(kinds)}]"]
+def start_node(model: Path, kinds: list[str], log: Path, node_params: dict[str, str]) -> NodeProcess:
+    """The node as launch/hiseg.launch.py starts it, with onnxruntime, ``kinds`` and ``node_params``."""
+    extra = ["-p", "backend:=onnxruntime", "-p", f"outputs:=[{','.join(kinds)}]"]
     for name, value in node_params.items():
-        args += ["-p", f"{name}:={value}"]
-    args += ["-r", f"image:={CAMERA}"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log, "wb") as fh:
-        return subprocess.Popen(args, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        extra += ["-p", f"{name}:={value}"]
+    return NodeProcess.start(launch_ros_args(model, CAMERA, extra=extra), log)
 
 
-def stop_node(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+def frame_stamp(count: int) -> int:
+    """Header stamp (ns) of frame ``count``: whole seconds, counting from 1e6 s."""
+    return (1_000_000 + count) * NS_PER_S
 
 
 class Frames:
     """One rgb8 message re-stamped for every frame (stamp = frame number), publish time recorded."""
 
     def __init__(self, bench: Bench, image: np.ndarray) -> None:
-        from hiseg_ros.imaging import rgb8_msg
-
         self.bench = bench
         self.msg = rgb8_msg(image)
         self.msg.header.frame_id = "bench"
-        self.sent: dict[tuple[int, int], float] = {}
+        self.sent: dict[int, float] = {}
         self.count = 0
 
-    def publish(self) -> tuple[int, int]:
+    def publish(self) -> int:
         self.count += 1
-        key = (1_000_000 + self.count, 0)
-        self.msg.header.stamp.sec, self.msg.header.stamp.nanosec = key
+        key = frame_stamp(self.count)
+        set_stamp(self.msg.header, key)
         self.sent[key] = time.perf_counter()
         self.bench.publisher.publish(self.msg)
         return key
@@ -281,7 +247,7 @@ def run_sequential(
         engine_ms = engine_run()
         key = frames.publish()
 
-        def complete(key: tuple[int, int] = key) -> Any:
+        def complete(key: int = key) -> Any:
             with bench.lock:
                 got = bench.arrivals.get(key, {})
                 return max(got.values()) if want <= set(got) else None
@@ -314,19 +280,19 @@ def node_session(
     proc = start_node(model, kinds, log, node_params)
 
     def ready() -> bool:
-        if proc.poll() is not None:
-            raise SystemExit(f"node exited ({proc.returncode}):\n{log.read_text()}")
         pubs = all(bench.node.count_publishers(t) > 0 for t in topics)
         return pubs and bench.publisher.get_subscription_count() > 0
 
-    if not wait_for(ready, 120.0, every=0.1):
-        stop_node(proc)
-        raise SystemExit("node did not come up in 120 s")
+    try:
+        proc.wait_ready(ready, 120.0, f"publish {', '.join(topics)} and subscribe to {CAMERA}")
+    except RuntimeError as exc:
+        proc.stop()
+        raise SystemExit(str(exc)) from exc
     time.sleep(0.5)
     return proc, topics
 
 
-def soak(bench: Bench, frames: Frames, proc: subprocess.Popen, period: float, seconds: float) -> dict:
+def soak(bench: Bench, frames: Frames, proc: NodeProcess, period: float, seconds: float) -> dict:
     overlay = f"{NS}/overlay"
     rss: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -361,7 +327,7 @@ def soak(bench: Bench, frames: Frames, proc: subprocess.Popen, period: float, se
     windows: dict[int, list[float]] = {}
     latencies = []
     for i in range(start_count + 1, frames.count + 1):
-        key = (1_000_000 + i, 0)
+        key = frame_stamp(i)
         got = arrivals.get(key, {})
         if overlay in got:
             sent = frames.sent[key]
@@ -446,7 +412,7 @@ def main() -> int:
                 with bench.lock:
                     got = bench.diagnostics.get("frames_received", "0")
             finally:
-                stop_node(proc)
+                proc.stop()
                 bench.close()
             print(
                 f"input_qos.reliability {args.input_reliability}: the node received {got} of "
@@ -492,7 +458,7 @@ def main() -> int:
                         soak_result = soak(bench, frames, proc, period, args.soak_seconds)
                         soak_result["rate_hz"] = 1 / period
                 finally:
-                    stop_node(proc)
+                    proc.stop()
         finally:
             bench.close()
             engine.close()

@@ -1,14 +1,14 @@
-"""Helpers of tests/integration/test_node.py: a tiny model, the reference engine, the node process, a ROS client.
+"""Helpers of the node tests: a tiny model, the reference engine, a ROS client, polling.
 
-The model is the random-initialised MobileNetV2 network of iv2018 exported once per session by
+The model is the random-init MobileNetV2 network of iv2018 exported once per session by
 ``training.export``; the test process runs it with ``hiseg_ros.engines`` (ONNX Runtime) to know
-what the node must publish.
+what the node must publish. The node process itself is started with
+:class:`training.evaluation.bags.node_process.NodeProcess`, as the benchmark and the live bag
+evaluation start it.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from training import REPO
+from training.evaluation.bags.ros_client import RosClient
 
 HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 
 
-# ---------------------------------------------------------------------------- model / engine / process
+# ---------------------------------------------------------------------------- model / engine
 def make_model(tmp: Path) -> Path:
     """The tiny random-init iv2018 MobileNetV2 model, exported to ONNX by training.export."""
     out = tmp / "iv2018_mnv2.onnx"
@@ -42,52 +43,14 @@ def reference_engine(model: Path) -> Any:
     return engine
 
 
-def node_command(ros_args: list[str]) -> list[str]:
-    """The node's command line: ``python -m hiseg_ros.node --ros-args ...`` with the venv python."""
-    return [sys.executable, "-m", "hiseg_ros.node", "--ros-args", *ros_args]
-
-
-def start_node(ros_args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0")
-    with open(log, "wb") as fh:
-        return subprocess.Popen(node_command(ros_args), cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-
-
-def stop_node(proc: subprocess.Popen, timeout: float = 15.0, sig: int = signal.SIGINT) -> int:
-    """Stop the node with ``sig`` (SIGINT as Ctrl-C and launch do, or SIGTERM); its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
-
-
 # ---------------------------------------------------------------------------- ROS client
-class Client:
-    """An rclpy node in the test process, spun in a background thread; records received messages."""
+class Client(RosClient):
+    """A ROS client in the test process that records every message it receives, per topic."""
 
     def __init__(self, name: str) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(name)
         self.lock = threading.Lock()
         self.received: dict[str, list[Any]] = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # ExternalShutdownException etc. when the client is closed
-            return
 
     def subscribe(self, msg_type: Any, topic: str, qos: Any = 10) -> None:
         with self.lock:
@@ -102,14 +65,6 @@ class Client:
     def messages(self, topic: str) -> list[Any]:
         with self.lock:
             return list(self.received.get(topic, []))
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
 
 
 def wait_until(

@@ -8,6 +8,7 @@ its outputs are compared with what the engine computes for the same image in thi
 from __future__ import annotations
 
 import ast
+import os
 import re
 import signal
 import subprocess
@@ -19,13 +20,15 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from node_helpers import Client, reference_engine, start_node, stop_node, wait_until
+from node_helpers import Client, reference_engine, wait_until
 
 from hiseg_ros import node as node_module
 from hiseg_ros import outputs
 from hiseg_ros.diagnostics import ERROR, OK, WARN, FrameStats
 from hiseg_ros.imaging import compressed_to_rgb, image_to_rgb
 from training import REPO
+from training.evaluation.bags import node_process
+from training.evaluation.bags.node_process import NodeProcess
 
 pytestmark = pytest.mark.ros
 
@@ -93,6 +96,17 @@ def launch_ros_args(model_path: Path, image: str) -> list[str]:
         assert src == "image"
         ros_args += ["-r", f"{src}:={image}"]
     return ros_args
+
+
+def test_the_launcher_gives_the_node_the_launch_files_command_line(tmp_path):
+    """Tests, the benchmark and the live bag evaluation start the node with node_process.launch_ros_args."""
+    model = tmp_path / "m.onnx"
+    assert node_process.launch_ros_args(model, CAMERA) == launch_ros_args(model, CAMERA)
+    assert node_process.PARAMS_FILE == PARAMS
+    extra = ["-p", "backend:=onnxruntime"]
+    compressed = node_process.launch_ros_args(model, CAMERA, compressed=True, extra=extra)
+    assert compressed == [*launch_ros_args(model, CAMERA), "-p", "use_compressed:=true", *extra]
+    assert node_process.node_command(["-r", "x:=y"])[1:] == ["-m", "hiseg_ros.node", "--ros-args", "-r", "x:=y"]
 
 
 def test_launch_file_starts_the_real_executable_with_the_config():
@@ -196,15 +210,14 @@ def engine(model):
 @pytest.fixture(scope="module")
 def running(model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = start_node(launch_ros_args(model, CAMERA), log)
+    proc = NodeProcess.start(launch_ros_args(model, CAMERA), log)
     client = Client("hiseg_test_client")
     try:
-        up = wait_until(lambda: proc.poll() is not None or NODE in client.node.get_node_names(), 60.0)
-        assert up and proc.poll() is None, log.read_text()
+        proc.wait_ready(lambda: NODE in client.node.get_node_names(), 60.0, "appear in the ROS graph")
         yield proc, client, log
     finally:
         client.close()
-        code = stop_node(proc)
+        code = proc.stop()
         assert code == 0, f"node exit code {code} after SIGINT:\n{log.read_text()}"
 
 
@@ -492,7 +505,7 @@ def test_compressed_input_and_corrupt_compressed_data(model, engine, tmp_path):
     args = ["-r", "__node:=hiseg_compressed", "-p", f"model_path:={model}", "-p", "use_compressed:=true"]
     args += ["-p", "resize.policy:=fit", "-p", "resize.width:=64", "-p", "resize.height:=64"]
     args += ["-p", "overlay_alpha:=0.3", "-p", "min_sign_area:=4", "-r", f"image:={camera}"]
-    proc = start_node(args, tmp_path / "node.log")
+    proc = NodeProcess.start(args, tmp_path / "node.log")
     client = Client("hiseg_test_compressed")
     try:
         client.subscribe(DiagnosticArray, "/diagnostics")
@@ -524,7 +537,7 @@ def test_compressed_input_and_corrupt_compressed_data(model, engine, tmp_path):
         assert proc.poll() is None
     finally:
         client.close()
-        assert stop_node(proc, sig=signal.SIGTERM) == 0, (tmp_path / "node.log").read_text()
+        assert proc.stop(sig=signal.SIGTERM) == 0, (tmp_path / "node.log").read_text()
 
 
 # ---------------------------------------------------------------------------- start-up failures
@@ -555,23 +568,33 @@ def test_missing_or_corrupt_model_and_bad_parameters_exit_non_zero(model, tmp_pa
         ),
         "unknown sign class": (["-p", f"model_path:={model}", "-p", "sign_class:=stop-sign"], 2, "sign_class"),
     }
-    procs = {}
-    for what, (args, _, _) in cases.items():
-        procs[what] = subprocess.Popen(
-            node_module_command(args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+    procs = {
+        what: NodeProcess.start(["-r", f"__node:=hiseg_fail_{i}_{time.monotonic_ns()}", *args], tmp_path / f"{i}.log")
+        for i, (what, (args, _, _)) in enumerate(cases.items())
+    }
     for what, (_, code, text) in cases.items():
+        proc = procs[what]
         try:
-            _, err = procs[what].communicate(timeout=90)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            procs[what].kill()
+            proc.stop()
             pytest.fail(f"{what}: node did not exit")
-        assert procs[what].returncode == code, f"{what}: exit {procs[what].returncode}\n{err}"
-        assert text in err, f"{what}: {text!r} not on stderr:\n{err}"
+        err = proc.log_text()
+        assert proc.returncode == code, f"{what}: exit {proc.returncode}\n{err}"
+        assert text in err, f"{what}: {text!r} not in its output:\n{err}"
         assert "Traceback" not in err, f"{what}:\n{err}"
 
 
-def node_module_command(args: list[str]) -> list[str]:
-    from node_helpers import node_command
+def test_launcher_reports_an_early_exit_and_kills_a_node_that_does_not_stop(model, tmp_path):
+    """NodeProcess: wait_ready fails with the log's tail when the node exits; stop() kills a hung node."""
+    failing = NodeProcess.start(["-r", "__node:=hiseg_launcher_fail"], tmp_path / "fail.log")  # no model_path
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code 2 during start-up:.*model_path: required"):
+        failing.wait_ready(lambda: False, 60.0, "never get ready")
+    assert failing.stop() == 2
 
-    return node_command(["-r", f"__node:=hiseg_fail_{time.monotonic_ns()}", *args])
+    hung = NodeProcess.start(launch_ros_args(model, CAMERA), tmp_path / "hung.log")
+    with hung:
+        # once Python handles SIGINT (before that, the default action would end even a stopped process)
+        hung.wait_ready(lambda: "loaded model" in hung.log_text(), 60.0, "load the model")
+        os.kill(hung.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGINT
+        assert hung.stop(timeout=1.0) == -signal.SIGKILL
