@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from node_helpers import make_model
 
-from hiseg_ros.messages import NODE_NAME
+from hiseg_ros.messages import NODE_NAME, stamp_ns
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
 from training.evaluation.bags.evaluate import EXIT_INCOMPLETE, EXIT_OK, evaluate_bag
@@ -144,7 +144,7 @@ def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscape
     expected = engine.infer(first.rgb).leaf
     np.testing.assert_array_equal(np.frombuffer(bytes(leaf.data), np.uint8).reshape(64, 128), expected)
     signs = deserialize_message(topics[f"{NS}/traffic_signs"][0][1], Detection2DArray)
-    assert signs.header.stamp.sec * 10**9 + signs.header.stamp.nanosec == START
+    assert stamp_ns(signs.header.stamp) == START
 
 
 def test_offline_without_ground_truth_and_atomic_output(model, cityscapes, tmp_path):

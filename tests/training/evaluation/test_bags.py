@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from hiseg_ros.messages import time_msg
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
 from training.evaluation.bags.options import parse_options
@@ -151,9 +152,7 @@ def _raw_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str = "ca
     arr = np.ascontiguousarray(array)
     flat = arr.view(np.uint8).reshape(arr.shape[0], -1)
     msg = t["sensor_msgs/msg/Image"](
-        header=t["std_msgs/msg/Header"](
-            stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=frame_id
-        ),
+        header=t["std_msgs/msg/Header"](stamp=time_msg(stamp, t["builtin_interfaces/msg/Time"]), frame_id=frame_id),
         height=arr.shape[0],
         width=arr.shape[1],
         encoding=encoding,

@@ -91,7 +91,7 @@ class BagInfo:
         """Mean recorded camera rate from the bag's time span (None for fewer than two frames)."""
         if self.frame_count < 2 or self.duration_ns <= 0:
             return None
-        return (self.frame_count - 1) * 1e9 / self.duration_ns
+        return (self.frame_count - 1) * messages.NS_PER_S / self.duration_ns
 
 
 @dataclass
