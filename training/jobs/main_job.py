@@ -54,6 +54,7 @@ from training.data.readers import load_dataset
 from training.data.synthetic import PRESETS, generate
 from training.evaluation.bags.result import BagResult
 from training.evaluation.bags.write import cityscapes_frames, write_bag
+from training.evaluation.metrics import pct
 from training.labels.targets import TargetBuilder
 
 DEFAULT_HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
@@ -376,8 +377,8 @@ def stage_replay(p: Pipeline, args: argparse.Namespace, model: Path, model_sha: 
     return result, metrics, False
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
+def _miou(value: float | None) -> str:
+    return pct(value, 1, "n/a", " %")
 
 
 def _ms(value: float | None) -> str:
@@ -389,10 +390,10 @@ def headline(result: BagResult) -> list[str]:
     lines = []
     classifiers = result.classifier_scores()
     if classifiers:
-        per = ", ".join(f"{k} {_pct(v.miou)}" for k, v in classifiers.items())
+        per = ", ".join(f"{k} {_miou(v.miou)}" for k, v in classifiers.items())
         lines.append(f"  mIoU per classifier: {per}")
     for name, ds in result.dataset_scores().items():
-        lines.append(f"  {name} mIoU: {_pct(ds.miou)} ({ds.num_samples} frames)")
+        lines.append(f"  {name} mIoU: {_miou(ds.miou)} ({ds.num_samples} frames)")
     lat, fr = result.latency_ms, result.frames
     lines.append(f"  {result.latency_kind}: p50 {_ms(lat.p50)}, p95 {_ms(lat.p95)}")
     fps, rate = result.fps, result.recorded_rate_hz
