@@ -4,7 +4,7 @@
 #   set up the environment (pinned venv), DDS on loopback only (scripts/ros_env.sh), then
 #   1 generate the synthetic datasets in the four real formats under data/synthetic,
 #   2 read them back with the project's readers, 3 train the default small model
-#   (config/training/jobs/main_job.yaml) into runs/demo/train, 4 export it to runs/demo/model.onnx,
+#   (config/training/demo.yaml) into runs/demo/train, 4 export it to runs/demo/model.onnx,
 #   5 render held-out synthetic scenes as a drive bag runs/demo/drive, 6 replay it live through
 #   the node and evaluate it (runs/demo/live: report.html, metrics.json, output bag), 7 print the
 #   report's place and headline numbers.
