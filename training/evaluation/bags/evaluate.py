@@ -31,7 +31,8 @@ engine's raw decisions (identical to ``training.evaluation.evaluate``); live, it
 prediction (a false negative); the per-dataset view is exact in both modes.
 
 The modules: :mod:`~training.evaluation.bags.options` (the command line as frozen options),
-:mod:`~training.evaluation.bags.offline`, :mod:`~training.evaluation.bags.live` (+ ``live_client``),
+:mod:`~training.evaluation.bags.offline`, :mod:`~training.evaluation.bags.live` (+ ``live_startup``,
+``live_client``),
 :mod:`~training.evaluation.bags.output_bag`, :mod:`~training.evaluation.bags.run` (counters, metrics,
 samples, the result) and :mod:`~training.evaluation.bags.result` (the typed ``metrics.json``).
 

@@ -1,9 +1,9 @@
 """Live bag evaluation: the node in its own process, the bag played into it over DDS at the recorded rate.
 
 See :mod:`training.evaluation.bags.evaluate` for what is measured. The node is started as
-launch/hiseg.launch.py starts it (:mod:`training.evaluation.bags.node_process`); this process
-publishes the frames (:mod:`training.evaluation.bags.live_client`), matches every output to its
-frame by header stamp, and writes the output bag re-stamped to the input stamps.
+launch/hiseg.launch.py starts it and warmed up (:mod:`training.evaluation.bags.live_startup`); this
+process publishes the frames (:mod:`training.evaluation.bags.live_client`), matches every output to
+its frame by header stamp, and writes the output bag re-stamped to the input stamps.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.messages import NODE_NAME, NS_PER_S
 
 from .live_client import LiveClient
-from .node_process import NodeProcess, ensure_loopback_env, launch_ros_args
+from .live_startup import NODE_LOG, bring_up, start_node
+from .node_process import NodeProcess, ensure_loopback_env
 from .options import EvaluateOptions
 from .output_bag import (
     DETECTIONS,
@@ -79,80 +80,6 @@ class LiveRun:
         self.bag: OutputBag | None = None
         self.metrics: SegmentationMetrics | None = None
 
-    # -- set-up -------------------------------------------------------------------------------
-    def _start_node(self, compressed: bool) -> None:
-        info = self.reader.info
-        image_topic = info.camera_topic[: -len("/compressed")] if compressed else info.camera_topic
-        ros_args = launch_ros_args(
-            self.opts.model, image_topic, self.opts.params_file, compressed=compressed, extra=self.opts.node_args
-        )
-        self.node = NodeProcess.start(ros_args, self.state.folder / "node.log")
-
-    def _wait_ready(self, topics: dict[str, str]) -> None:
-        """Until the node subscribes to the camera topic and publishes every output (or fail)."""
-        deadline = time.monotonic() + self.opts.startup_timeout
-        optional = {t for t, m in topics.items() if m == DETECTIONS}
-        client = self.client
-        camera_seen: float | None = None
-        missing: list[str] = []
-
-        def ready() -> bool:
-            nonlocal camera_seen, missing
-            missing = client.unmatched_outputs()
-            camera = client.camera_matched()
-            if camera and camera_seen is None:
-                camera_seen = time.monotonic()
-            if camera and not missing:
-                return True
-            if camera and set(missing) <= optional and time.monotonic() - camera_seen > 3.0:
-                for t in missing:
-                    client.drop_output(t)
-                    topics.pop(t)
-                self.state.notes.append(f"the node does not publish {', '.join(missing)}")
-                return True
-            return False
-
-        camera = self.reader.info.camera_topic
-        self.node.wait_ready(ready, self.opts.startup_timeout, lambda: f"subscribe to {camera} / publish {missing}")
-        self._warm_up(topics, deadline)
-
-    def _warm_up(self, topics: dict[str, str], deadline: float) -> None:
-        """Publish the bag's first frame (not counted) until one copy gets every output back.
-
-        Matching is asynchronous on both ends: until the node's publishers have matched our
-        subscriptions it skips or loses outputs. This also takes the first (slow) inference.
-        """
-        first = next(iter(FrameReader(self.reader.bag, self.reader.info.camera_topic, None, decode=False)), None)
-        if first is None:
-            return
-        msg = deserialize_message(first.camera_raw, self.client.msg_class)
-        got: dict[int, set[str]] = {}
-        attempts = 0
-        while time.monotonic() < deadline:
-            self.node.check_running()
-            self.client.publish(msg, time.time_ns())
-            attempts += 1
-            until = time.monotonic() + 1.0
-            while time.monotonic() < until:
-                try:
-                    kind, topic, raw, _ = self.events.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                if kind == "out":
-                    seen = got.setdefault(cdr_stamp(raw), set())
-                    seen.add(topic)
-                    if seen >= set(topics):
-                        time.sleep(0.3)  # outputs of earlier warm-up frames still in flight
-                        while not self.events.empty():
-                            self.events.get_nowait()
-                        self.warm_up_frames = attempts
-                        self.state.notes.append(f"warm-up: {attempts} frame(s) before the node answered on all outputs")
-                        return
-        raise RuntimeError(
-            f"the node did not publish all outputs for a warm-up frame within {self.opts.startup_timeout:g} s:\n"
-            f"{self.node.log_tail()}"
-        )
-
     def close(self) -> int | None:
         """Close the ROS client, stop the node (SIGINT, as launch does); the node's exit code."""
         if self.client is not None:
@@ -199,9 +126,11 @@ class LiveRun:
         wall0 = time.monotonic()
         bar = progress_bar(len(self.reader), opts.progress, "live")
         try:
-            self._start_node(info.compressed)
+            self.node = start_node(opts, info, state.folder)
             self.client = LiveClient(info.camera_topic, info.compressed, topics, self.events)
-            self._wait_ready(topics)
+            self.warm_up_frames = bring_up(
+                self.node, self.client, self.reader, topics, self.events, opts.startup_timeout, state.notes
+            )
             bag = OutputBag(state.folder / "bag", opts.storage(info.storage), store) if opts.output_bag else None
             self.expected = set(topics)
             self.topics, self.store, self.bag, self.metrics = topics, store, bag, metrics
@@ -247,7 +176,7 @@ class LiveRun:
             input_rate_hz=(n - 1) / span if span > 0 else None,
             rate_scale=opts.rate_scale,
             target_rate_hz=None if recorded is None else recorded * opts.rate_scale,
-            node=NodeDetails(None if self.node is None else self.node.command, code, "node.log", diag),
+            node=NodeDetails(None if self.node is None else self.node.command, code, NODE_LOG, diag),
             first_output_latency_ms=LatencyStats.of(state.first_latencies),
         )
         return finish(
