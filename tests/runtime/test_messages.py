@@ -1,5 +1,5 @@
 """hiseg_ros.messages: header stamps and the Detection2D mapping, here with rosbags message classes
-(the rclpy flavour is compared byte for byte in tests/integration/test_vision_msgs_fixture.py)."""
+(the rclpy flavour is compared with them in tests/integration/test_vision_msgs_fixture.py)."""
 
 from __future__ import annotations
 

@@ -31,10 +31,10 @@ engine's raw decisions (identical to ``training.evaluation.evaluate``); live, it
 prediction (a false negative); the per-dataset view is exact in both modes.
 
 The modules: :mod:`~training.evaluation.bags.options` (the command line as frozen options),
-:mod:`~training.evaluation.bags.offline`, :mod:`~training.evaluation.bags.live` (+ ``live_startup``,
-``live_client``),
-:mod:`~training.evaluation.bags.output_bag`, :mod:`~training.evaluation.bags.run` (counters, metrics,
-samples, the result) and :mod:`~training.evaluation.bags.result` (the typed ``metrics.json``).
+:mod:`~training.evaluation.bags.offline`, :mod:`~training.evaluation.bags.live` (with
+``live_startup`` and ``live_client``), :mod:`~training.evaluation.bags.output_bag`,
+:mod:`~training.evaluation.bags.run` (counters, metrics, samples, the result) and
+:mod:`~training.evaluation.bags.result` (the typed ``metrics.json``).
 
 Outputs in DIR: ``bag/`` (the input camera and label messages plus the outputs under
 ``/segmentation_node/...`` with the input frames' header stamps and bag times, so ``ros2 bag play``
