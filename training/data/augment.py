@@ -12,12 +12,13 @@ is a pure function of (seed, rank, iteration, slot): a resumed run sees exactly 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from training.data.readers.base import Box
+from training.data.readers.base import Box, Sample
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,31 @@ class Geometry:
             labels, self.matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
         )
 
+    @property
+    def flipped(self) -> bool:
+        """Whether the crop is a mirror image of the source (the map has no rotation)."""
+        return bool(self.matrix[0, 0] < 0)
+
+    def mirror_labels(self, sample: Sample, mirror_classes: Mapping[int, int]) -> Sample:
+        """``sample`` with the native labels its mirror image shows, if this geometry flips; else ``sample``.
+
+        ``mirror_classes`` (a reader's, e.g. GTSDB keep right <-> keep left) swaps box labels and
+        label-map ids; the pixels themselves are mirrored later by the warps. Apply it before the
+        labels become targets, since the swap is between native classes.
+        """
+        if not self.flipped or not mirror_classes:
+            return sample
+        boxes = tuple(
+            replace(b, label=mirror_classes.get(b.label, b.label)) if isinstance(b.label, int) else b
+            for b in sample.boxes
+        )
+        label = sample.label
+        if label is not None:
+            lut = np.arange(max(int(label.max(initial=0)), *mirror_classes) + 1).astype(label.dtype)
+            lut[list(mirror_classes)] = list(mirror_classes.values())
+            label = lut[label]
+        return replace(sample, boxes=boxes, label=label)
+
     def warp_boxes(self, boxes: tuple[Box, ...]) -> tuple[Box, ...]:
         """Transform inclusive pixel boxes; boxes that fall outside the crop are dropped, others clipped."""
         out = []
@@ -84,8 +110,14 @@ class Geometry:
         return tuple(out)
 
 
-def random_geometry(image_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> Geometry:
-    """Draw scale, crop position and flip for one image of size ``image_hw``."""
+def random_geometry(
+    image_hw: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator, flip: bool = True
+) -> Geometry:
+    """Draw scale, crop position and flip for one image of size ``image_hw``.
+
+    A flip needs both ``cfg.flip`` (the switch for all datasets) and ``flip`` (the dataset's own,
+    :attr:`DatasetReader.flip`: False for GTSDB unless its ``flip`` option asks, see the reader).
+    """
     h, w = image_hw
     base = (cfg.base_height / h) if cfg.base_height else 1.0
     s = base * float(rng.uniform(cfg.scale[0], cfg.scale[1]))
@@ -94,7 +126,7 @@ def random_geometry(image_hw: tuple[int, int], cfg: AugmentConfig, rng: np.rando
     # Crop offset in the scaled image; a crop larger than the image is centred (borders reflect).
     ox = float(rng.uniform(0, sw - cw)) if sw > cw else (sw - cw) / 2
     oy = float(rng.uniform(0, sh - ch)) if sh > ch else (sh - ch) / 2
-    flip = cfg.flip and bool(rng.integers(0, 2))
+    flip = cfg.flip and flip and bool(rng.integers(0, 2))
     # Work in edge coordinates (u = x + 0.5, as cv2.resize does) and convert back to the pixel
     # centres warpAffine maps, so scaling keeps image borders aligned and a flip is exact.
     tx = (cw + ox - 0.5 * s - 0.5) if flip else (0.5 * s - ox - 0.5)

@@ -1,12 +1,19 @@
-"""Augmentation keeps image, label maps and boxes aligned, and is a pure function of its RNG."""
+"""Augmentation keeps image, label maps and boxes aligned, is a pure function of its RNG, and a flip swaps
+mirror-image classes (GTSDB: not flipped unless asked)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from dataset_files import make_gtsdb
 
-from training.data.augment import AugmentConfig, center_geometry, photometric, random_geometry
-from training.data.readers.base import Box
+from training.data.augment import AugmentConfig, Geometry, center_geometry, photometric, random_geometry
+from training.data.readers.base import Box, Sample
+from training.data.readers.gtsdb import GTSDBDataset
+from training.data.readers.label_tables import GTSDB_MIRROR_PAIRS
+from training.data.synthetic.signs import sign_front
 
 
 def _scene(h: int = 60, w: int = 90) -> tuple[np.ndarray, np.ndarray, Box]:
@@ -82,3 +89,81 @@ def test_invalid_config_names_the_key():
         AugmentConfig(brightness=1.0)
     with pytest.raises(ValueError, match=r"augment\.contrast: .* got -0.1"):
         AugmentConfig(contrast=-0.1)
+
+
+# --------------------------------------------------------------------------- flips and mirror-image classes
+def _gtsdb(root: Path) -> None:
+    """One 12 x 16 GTSDB image: a "keep right" (38) and a "stop" (14) box."""
+    make_gtsdb(root, [0], ["00000.ppm;2;3;6;8;38", "00000.ppm;9;1;12;4;14"])
+
+
+def _geometry(cfg: AugmentConfig, flip: bool, flipped: bool, image_hw: tuple[int, int] = (12, 16)) -> Geometry:
+    """The first geometry (seeds 0, 1, ...) that is ``flipped`` or not."""
+    for seed in range(50):
+        geo = random_geometry(image_hw, cfg, np.random.default_rng(seed), flip=flip)
+        if geo.flipped == flipped:
+            return geo
+    raise AssertionError(f"no geometry with flipped={flipped} in 50 draws")
+
+
+def test_a_flipped_gtsdb_sample_swaps_its_mirror_classes(tmp_path: Path):
+    _gtsdb(tmp_path)
+    reader = GTSDBDataset(tmp_path, flip=True)
+    cfg = AugmentConfig(crop=(12, 16), scale=(1.0, 1.0), flip=True)
+    sample = reader[0]
+    geo = _geometry(cfg, reader.flip, flipped=True)
+    mirrored = geo.mirror_labels(sample, reader.mirror_classes)
+    # keep right (38) seen in a mirror is keep left (39); a stop sign stays a stop sign; boxes mirror
+    assert geo.warp_boxes(mirrored.boxes) == (Box(15 - 6, 3, 15 - 2, 8, 39), Box(15 - 12, 1, 15 - 9, 4, 14))
+    np.testing.assert_array_equal(geo.warp_image(mirrored.image), sample.image[:, ::-1])
+    assert sample.boxes[0].label == 38  # the reader's sample is not changed
+    unflipped = _geometry(cfg, reader.flip, flipped=False)
+    assert unflipped.mirror_labels(sample, reader.mirror_classes) is sample
+
+
+def test_gtsdb_is_not_flipped_unless_asked(tmp_path: Path):
+    """Digits and "STOP" would be mirrored and have no partner class: GTSDB crops keep their side by default."""
+    _gtsdb(tmp_path)
+    reader = GTSDBDataset(tmp_path)
+    assert reader.flip is False
+    cfg = AugmentConfig(crop=(12, 16), scale=(1.0, 1.0), flip=True)
+    sample = reader[0]
+    for seed in range(20):
+        geo = random_geometry((12, 16), cfg, np.random.default_rng(seed), flip=reader.flip)
+        assert not geo.flipped
+        assert geo.warp_boxes(geo.mirror_labels(sample, reader.mirror_classes).boxes) == sample.boxes
+    with pytest.raises(TypeError, match="flip"):
+        GTSDBDataset(tmp_path, flip="yes")  # type: ignore[arg-type]
+
+
+def test_datasets_flip_by_default_and_the_augment_switch_turns_all_flips_off():
+    image, _, _ = _scene()
+    on, off = AugmentConfig(crop=(60, 90), scale=(1.0, 1.0)), AugmentConfig(crop=(60, 90), scale=(1.0, 1.0), flip=False)
+    draws = [random_geometry(image.shape[:2], on, np.random.default_rng(s)).flipped for s in range(20)]
+    assert any(draws) and not all(draws)
+    assert not any(
+        random_geometry(image.shape[:2], off, np.random.default_rng(s), flip=True).flipped for s in range(20)
+    )
+
+
+def test_mirror_classes_swap_in_native_label_maps_too():
+    label = np.array([[38, 39, 14], [19, 20, 255]], np.uint8)
+    sample = Sample("gtsdb", "s", np.zeros((2, 3, 3), np.uint8), label)
+    geo = _geometry(AugmentConfig(crop=(2, 3), scale=(1.0, 1.0)), True, flipped=True, image_hw=(2, 3))
+    swapped = geo.mirror_labels(sample, GTSDBDataset.mirror_classes).label
+    np.testing.assert_array_equal(swapped, [[39, 38, 14], [20, 19, 255]])  # warp_map then mirrors the pixels
+    assert swapped.dtype == np.uint8
+
+
+def test_declared_mirror_pairs_are_mirror_images_in_the_renderer():
+    swap = GTSDBDataset.mirror_classes
+    assert sorted(swap) == sorted(c for pair in GTSDB_MIRROR_PAIRS for c in pair)
+    assert all(swap[swap[c]] == c != swap[c] for c in swap)
+
+    def face(cls: int) -> np.ndarray:
+        return sign_front(cls, 96, np.random.default_rng(0)).rgb.astype(np.float32)
+
+    for a, b in GTSDB_MIRROR_PAIRS:
+        # The renderer draws about column 48 of its 96-pixel template: its mirror is a flip and a 1-pixel shift.
+        mirrored = np.abs(np.roll(face(a)[:, ::-1], 1, axis=1) - face(b))[:, 1:].mean()
+        assert mirrored < 0.5 < np.abs(face(a) - face(b)).mean(), (a, b, mirrored)

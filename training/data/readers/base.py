@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 import cv2
@@ -76,6 +77,10 @@ class DatasetReader(ABC):
     """
 
     name: ClassVar[str]
+    # Horizontal flips in training (training.data.augment): whether this reader's samples may be
+    # mirrored, and which native ids become each other in a mirror (swapped when a crop is flipped).
+    flip: bool = True
+    mirror_classes: ClassVar[Mapping[int, int]] = MappingProxyType({})
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)

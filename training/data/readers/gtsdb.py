@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from training.data.readers.base import (
     Box,
@@ -26,7 +27,7 @@ from training.data.readers.base import (
     require_dir,
     require_file,
 )
-from training.data.readers.label_tables import GTSDB_CLASSES
+from training.data.readers.label_tables import GTSDB_CLASSES, GTSDB_MIRROR_PAIRS
 
 GT_FILE = "gt.txt"
 # Split of the real benchmark by image number: 00000-00599 train, 00600-00899 test. The one split
@@ -100,19 +101,31 @@ def parse_gtsdb_gt(path: Path, image_names: Iterable[str]) -> list[GroundTruthLi
 
 
 class GTSDBDataset(DatasetReader):
-    """GTSDB images, all present or a selection by image number or by split."""
+    """GTSDB images, all present or a selection by image number or by split.
+
+    ``flip`` (a config ``options`` key): whether training may mirror these images; off by default.
+    A mirrored sign of one of :data:`GTSDB_MIRROR_PAIRS` is its partner, and the augmentation swaps
+    those labels (:attr:`mirror_classes`), but most classes carry digits ("30", "120") or text
+    ("STOP") whose mirror image is no sign at all and has no class to swap to: a flipped crop would
+    teach the network mirrored digits under their original class.
+    """
 
     name = "gtsdb"
+    mirror_classes = MappingProxyType({**dict(GTSDB_MIRROR_PAIRS), **{b: a for a, b in GTSDB_MIRROR_PAIRS}})
 
     def __init__(
         self,
         root: Path | str,
         image_ids: Iterable[int | str] | None = None,
         split: str | None = None,
+        flip: bool = False,
     ) -> None:
         super().__init__(root)
         if image_ids is not None and split is not None:
             raise ValueError("give image_ids or split, not both")
+        if not isinstance(flip, bool):
+            raise TypeError(f"GTSDB option flip: expected true or false, got {flip!r}")
+        self.flip = flip
         require_dir(self.root, "GTSDB root")
         self.gt_path = self.root / GT_FILE
         images = files_with_suffix(self.root, ".ppm")

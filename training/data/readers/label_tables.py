@@ -199,6 +199,17 @@ GTSDB_SUPERCLASS: dict[str, frozenset[int]] = {
     "mandatory": frozenset(range(33, 41)),
     "other": frozenset({6, 12, 13, 14, 17, 32, 41, 42}),
 }
+# GTSDB classes that are each other's mirror image: a horizontally flipped image of one shows the
+# other. A fact of the native classes (the signs' design), so it is declared here, in native ids,
+# once: the GTSDB reader offers it to the augmentation (which swaps the pair when it mirrors a crop,
+# before the hierarchy maps ids to classes; a hierarchy may merge or drop classes, the pairs stay),
+# and the synthetic renderer draws each pair as mirror images (tested against this table).
+GTSDB_MIRROR_PAIRS: tuple[tuple[int, int], ...] = (
+    (19, 20),  # bend left / bend right
+    (33, 34),  # go right / go left (turn ahead)
+    (36, 37),  # go right or straight / go left or straight
+    (38, 39),  # keep right / keep left
+)
 
 # Image-level tag vocabulary of OpenScapes (Open Images street scenes, IV 2019).
 OPENSCAPES_TAGS: tuple[str, ...] = (
