@@ -21,6 +21,7 @@ from training.data.readers import load_dataset
 from training.data.readers.label_tables import OPENSCAPES_TAGS, VISTAS_V12_ID
 from training.jobs.main_job import read_back
 from training.data.synthetic import CITYSCAPES_FROM_VISTAS, generate, iter_scenes
+from training.fit.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,8 @@ def test_main_job_command_generates_and_reads_back(tmp_path: Path):
 
 
 def test_gtsdb_splits_are_the_generated_splits(tmp_path: Path):
-    """The reader's train / test splits hold for a generated set: disjoint, covering, the rendered splits."""
+    """The reader's train / test splits hold for a generated set: disjoint, covering, the rendered splits;
+    no training config reads a test image."""
     generate(tmp_path, "small", seed=0, only=["gtsdb"])
     root = tmp_path / "gtsdb"
     train, test = (load_dataset("gtsdb", root, split=split).sample_ids for split in ("train", "test"))
@@ -125,3 +127,9 @@ def test_gtsdb_splits_are_the_generated_splits(tmp_path: Path):
     # The held-out scenes that sign evaluation re-renders (training.evaluation.signs) are the test split's images.
     held_out = {_digest(scene.image) for task, scene in iter_scenes("gtsdb", "small", 0) if task.split == "test"}
     assert {_digest(sample.image) for sample in load_dataset("gtsdb", root, split="test")} == held_out
+    for path in sorted((REPO / "config" / "training").glob("*.yaml")):
+        config, _ = load_config(path, check_data=False)
+        for ds in config.datasets:
+            if ds.name == "gtsdb":
+                trained = load_dataset("gtsdb", root, **ds.options).sample_ids
+                assert not set(trained) & set(test), f"{path.name} trains on GTSDB test images"
