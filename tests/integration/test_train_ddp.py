@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from tiny_training import make_tiny_data, tiny_config, write_config
 
+from hiseg_ros.engines.checkpoint import load_checkpoint
 from training import REPO
 from training.fit.log import read_csv
-from training.fit.train import load_checkpoint
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path: Path) -> None:
     digests = [(out / f"weights_rank{r}.sha256").read_text().strip() for r in range(2)]
     assert len(digests[0]) == 64 and digests[0] == digests[1]
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["iteration"] == 3 and ckpt["world_size"] == 2
+    assert ckpt.training["iteration"] == 3 and ckpt.training["world_size"] == 2
     rows = read_csv(out / "train_log.csv")  # written by rank 0 only: one row per iteration
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
     # global batch: 4 images per process, 2 processes

@@ -1,4 +1,5 @@
-"""Training logs: one CSV row per logged iteration, PNG curves drawn from the CSV (matplotlib Agg).
+"""Training logs: one CSV row per logged iteration, PNG curves drawn from the CSV (matplotlib Agg),
+and the progress bar; :class:`TrainingLog` is what the loop talks to.
 
 The CSV is the source of truth (TensorBoard is not installed here; any spreadsheet or pandas reads
 it). On resume the rows of iterations after the checkpoint are dropped, so a resumed run continues
@@ -10,8 +11,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import matplotlib
 
@@ -51,6 +55,83 @@ class CsvLog:
         if not self._file.closed:
             self._file.flush()
             self._file.close()
+
+
+class TrainingLog:
+    """Rank 0's report of a run: a CSV row every ``log_every`` iterations and at ``stop``, the
+    progress bar (``progress``), and the curves redrawn at every checkpoint and at the end.
+
+    A context manager: leaving it closes the bar and the CSV; the final curves are drawn only when
+    training ended normally.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        classifiers: Sequence[str],
+        start: int,
+        stop: int,
+        log_every: int,
+        resumed: bool,
+        progress: bool,
+    ) -> None:
+        self.classifiers = list(classifiers)
+        self.stop = stop
+        self.log_every = log_every
+        self.plots = out_dir / "plots"
+        columns = ["loss", *[f"loss/{n}" for n in self.classifiers], *[f"pixels/{n}" for n in self.classifiers]]
+        columns += ["lr", "images_per_s", "seconds"]
+        self.csv = CsvLog(out_dir / "train_log.csv", columns, resume_after=start if resumed else None)
+        self.bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=stop, initial=start, desc="train", unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def iteration(
+        self,
+        iteration: int,
+        metrics: Mapping[str, float],
+        pixels: Sequence[int],
+        lr: float,
+        images: int,
+        seconds: float,
+    ) -> None:
+        """Iteration ``iteration`` (counted from 1) is done: ``metrics`` are ``loss`` and ``loss/<classifier>``."""
+        images_per_s = images / seconds if seconds > 0 else 0.0
+        if iteration % self.log_every == 0 or iteration == self.stop:
+            counts = {f"pixels/{n}": c for n, c in zip(self.classifiers, pixels, strict=True)}
+            self.csv.write(
+                {
+                    "iteration": iteration,
+                    **metrics,
+                    **counts,
+                    "lr": lr,
+                    "images_per_s": images_per_s,
+                    "seconds": seconds,
+                }
+            )
+        if self.bar is not None:
+            short = {n[:10]: f"{metrics[f'loss/{n}']:.3f}" for n in self.classifiers}
+            self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", **short, img_s=f"{images_per_s:.1f}", refresh=False)
+            self.bar.update(1)
+
+    def checkpoint_written(self) -> None:
+        """Make the CSV durable up to the checkpoint and redraw the curves."""
+        self.csv.flush()
+        plot_curves(self.csv.path, self.plots)
+
+    def __enter__(self) -> TrainingLog:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.csv.close()
+        if kind is None:
+            plot_curves(self.csv.path, self.plots)
 
 
 def _fmt(value: object) -> object:

@@ -1,4 +1,5 @@
-"""Training loop: a tiny run end to end, exact resume, crash-safe checkpoints, checkpoint mismatch errors.
+"""Training loop: a tiny run end to end, exact resume, crash-safe checkpoints, checkpoint mismatch errors,
+resume through the node's safe checkpoint loader.
 
 Data: the synthetic generator's "small" preset (the four datasets in their real on-disk formats,
 scaled to the crop height by ``augment.base_height``). Model:
@@ -17,10 +18,14 @@ import pytest
 import torch
 from tiny_training import HIERARCHIES, PYTHON, make_tiny_data, tiny_config, write_config
 
+from hiseg_ros.engines import ModelLoadError
+from hiseg_ros.engines.checkpoint import load_checkpoint, save_checkpoint
+from hiseg_ros.engines.torch_engine import TorchEngine
 from training import REPO
+from training.fit.checkpoints import CheckpointMismatchError, checkpoint_paths
 from training.fit.config import ConfigError, load_config
 from training.fit.log import read_csv
-from training.fit.train import CheckpointMismatchError, checkpoint_paths, load_checkpoint, main, train
+from training.fit.train import main, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,19 +54,23 @@ def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: 
 
     assert first.losses + second.losses == straight.losses  # identical, not just close
     ca, cb = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    assert _state_equal(ca["model"], cb["model"])
-    assert ca["iteration"] == cb["iteration"] == 4
-    assert ca["scheduler"] == cb["scheduler"]
+    assert _state_equal(ca.net.state_dict(), cb.net.state_dict())
+    assert _state_equal(ca.net.state_dict(), straight.model.state_dict())
+    assert ca.training["iteration"] == cb.training["iteration"] == 4
+    assert ca.training["scheduler"] == cb.training["scheduler"]
 
-    # checkpoint contract and log / plots
-    assert {"model", "hierarchy", "model_config", "optimizer", "scheduler", "iteration", "config", "rng"} <= set(ca)
-    assert set(ca["model_config"]) == {
+    # checkpoint format: the training state is plain data, read without any allow-listed class
+    raw = torch.load(tmp_path / "a" / "last.pt", map_location="cpu", weights_only=True)
+    assert {"model", "hierarchy", "model_config", "optimizer", "scheduler", "iteration", "config", "rng"} <= set(raw)
+    assert set(raw["model_config"]) == {
         "backbone",
         "output_stride",
         "shared_channels",
         "adaptation_depth",
         "adaptation_dilation",
     }
+    assert ca.training_info == {"format": 1, "iteration": 4, "world_size": 1}
+    # log / plots
     assert [p.name for p in checkpoint_paths(tmp_path / "a")] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     rows = read_csv(tmp_path / "b" / "train_log.csv")
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
@@ -69,7 +78,7 @@ def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: 
     assert float(rows[0]["loss"]) == pytest.approx(straight.losses[0]["loss"], rel=1e-5)
     assert (tmp_path / "b" / "plots" / "losses.png").stat().st_size > 1000
     # sub-classifiers got their own weight decay group
-    groups = ca["optimizer"]["param_groups"]
+    groups = ca.training["optimizer"]["param_groups"]
     assert sorted(g["weight_decay"] for g in groups) == [1e-4, 1.7e-4]
 
 
@@ -100,6 +109,40 @@ def test_checkpoint_of_another_hierarchy_is_refused_before_training(data_root: P
         train(config_m, hierarchy_m, resume=True, progress=False)
     # CLI: a clear message and exit status 2
     assert main(["--config", str(tmp_path / "h.yaml"), "--resume", str(flat_ckpt), "--no-progress"]) == 2
+    # weights without the training state can start a run, not continue one
+    loaded = load_checkpoint(flat_ckpt)
+    weights_only = save_checkpoint(tmp_path / "weights.pt", loaded.net, loaded.hierarchy, loaded.config)
+    with pytest.raises(CheckpointMismatchError, match=r"weights.pt: holds no training state.*checkpoint.init"):
+        train(config, hierarchy, resume=str(weights_only), progress=False)
+
+
+class _RunsWhenUnpickled:
+    """Pickles as "create this file": a loader that unpickles objects would run it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def test_resume_uses_the_nodes_safe_loader_and_message(data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    raw = tiny_config(data_root, out, schedule={"iterations": 1})
+    config, hierarchy = load_config(write_config(tmp_path / "run.yaml", raw))
+    train(config, hierarchy, progress=False)
+    content = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    marker = tmp_path / "code_ran"
+    content["metrics"] = {"loss": _RunsWhenUnpickled(marker)}
+    pickled = tmp_path / "pickled.pt"
+    torch.save(content, pickled)
+    with pytest.raises(CheckpointMismatchError, match="pickled.pt: cannot read as a torch checkpoint") as refused:
+        train(config, hierarchy, resume=str(pickled), progress=False)
+    assert not marker.exists()  # read with weights_only=True: the object was refused, not built
+    with pytest.raises(ModelLoadError) as node:
+        TorchEngine(pickled)  # what the node's PyTorch backend says about the same file
+    assert str(refused.value) == str(node.value)
+    assert main(["--config", str(tmp_path / "run.yaml"), "--resume", str(pickled), "--no-progress"]) == 2
 
 
 def test_kill_during_checkpointing_leaves_loadable_checkpoints(data_root: Path, tmp_path: Path) -> None:
@@ -129,9 +172,8 @@ def test_kill_during_checkpointing_leaves_loadable_checkpoints(data_root: Path, 
     files = sorted(out.glob("*.pt"))
     assert out / "last.pt" in files and len(files) >= 2
     for path in files:
-        ckpt = load_checkpoint(path)
-        assert ckpt["iteration"] >= 1
-    last_iteration = load_checkpoint(out / "last.pt")["iteration"]
+        assert load_checkpoint(path).training["iteration"] >= 1
+    last_iteration = load_checkpoint(out / "last.pt").training["iteration"]
     config, hierarchy = load_config(cfg)
     resumed = train(config, hierarchy, resume=True, stop_after=last_iteration + 1, progress=False)
     assert resumed.iteration == last_iteration + 1

@@ -23,8 +23,9 @@ from tiny_training import HIERARCHIES, make_tiny_data, tiny_config, write_config
 from hiseg_ros.hierarchy import IGNORE, load_hierarchy
 from training.data.augment import AugmentConfig
 from training.data.readers import load_dataset
+from training.fit.batches import make_sample
 from training.fit.config import ConfigError, load_config
-from training.fit.train import make_sample, train
+from training.fit.train import train
 from training.jobs import experiments
 from training.labels.node_distribution import PseudoLabelError
 from training.labels.pseudo_labels.batch import SETTINGS_FILE, generate_labels, split_ids

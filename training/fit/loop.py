@@ -1,0 +1,184 @@
+"""The training loop, read top-down in :func:`fit`: check everything, build (or restore) the model,
+its optimiser and the data, then per iteration one step, its metrics, a log row and, every
+``checkpoint.every`` iterations and at the end, a checkpoint.
+
+The parts live next to it: :mod:`training.fit.batches` (the data of an iteration),
+:mod:`training.fit.checkpoints` (resume and the run folder's checkpoints),
+:mod:`training.fit.distributed` (torchrun / DDP), :mod:`training.fit.optim` (SGD and the
+schedule), :mod:`training.fit.loss` and :mod:`training.fit.log`.
+
+Mixed precision (autocast + GradScaler) is used on CUDA only; on the CPU the loop runs in float32.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from hiseg_ros.hierarchy import Hierarchy
+from hiseg_ros.model import HierarchicalSegNet, normalize_tensor
+from training.fit.batches import Batch, batch_loader, training_batches
+from training.fit.checkpoints import (
+    clean_temporaries,
+    load_init,
+    load_resume,
+    restore_training_state,
+    training_state,
+    write_checkpoint,
+)
+from training.fit.config import TrainConfig, check_datasets
+from training.fit.distributed import DistInfo, broadcast_buffers, reduce_metrics, state_dict_sha256, wrap
+from training.fit.log import TrainingLog
+from training.fit.loss import HierarchicalLoss, LossOutput
+from training.fit.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class TrainResult:
+    iteration: int  # completed iterations
+    losses: list[dict[str, float]]  # per executed iteration (global mean over ranks)
+    out_dir: Path
+    checkpoint: Path | None  # the last checkpoint this call wrote (rank 0 only)
+    model: HierarchicalSegNet  # the trained network; every rank holds rank 0's weights and buffers
+
+
+def fit(
+    config: TrainConfig,
+    hierarchy: Hierarchy,
+    info: DistInfo,
+    resume: str | bool | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Run (or continue) training in this process; everything that can be checked is checked before the first step."""
+    # ---- everything that can fail on bad input, before any training
+    readers = check_datasets(config, hierarchy)
+    resumed = load_resume(resume, config, hierarchy, info.world_size)
+    init = load_init(config, hierarchy) if resumed is None else None
+    start = int(resumed.training["iteration"]) if resumed is not None else 0
+    stop = config.schedule.iterations if stop_after is None else min(config.schedule.iterations, stop_after)
+
+    # ---- model, optimiser, schedule, precision: new, or restored from the checkpoint
+    seed_everything(config.run.seed)
+    weights = resumed or init
+    model = config.model.build(hierarchy, pretrained=config.model.pretrained if weights is None else None)
+    if weights is not None:
+        model.load_state_dict(weights.net.state_dict())
+    if config.model.sync_batchnorm and info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(info.device)
+    optimizer = build_optimizer(model, config, hierarchy)
+    scheduler = build_scheduler(optimizer, config)
+    use_amp = config.run.amp and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resumed is not None:
+        restore_training_state(resumed.training, optimizer, scheduler, scaler)
+    criterion = HierarchicalLoss(hierarchy, config.loss.weights, config.pseudo_labels.min_mass)
+    step = Step(wrap(model, info), criterion, optimizer, scheduler, scaler, info.device, use_amp)
+
+    # ---- data: the batches of iterations start .. stop - 1 of this rank
+    batches = training_batches(config, hierarchy, readers, info.rank, info.world_size, start, stop)
+    loader = batch_loader(batches, config.run.num_workers, pin_memory=info.device.type == "cuda")
+    global_batch = batches.composition.batch_size * info.world_size
+
+    # ---- the loop
+    out_dir = Path(config.run.out_dir)
+    names = list(hierarchy.classifier_names)
+    report = None
+    if info.is_main:
+        start_run_folder(out_dir, config, hierarchy)
+        log_every = config.run.log_every
+        report = TrainingLog(out_dir, names, start, stop, log_every, resumed=resumed is not None, progress=progress)
+    history: list[dict[str, float]] = []
+    checkpoint: Path | None = None
+    iteration = start
+    step.net.train()
+    t_last = time.perf_counter()
+    with report or nullcontext():
+        for batch in loader:
+            assert batch.iteration == iteration, (batch.iteration, iteration)
+            out, lr = step(batch)
+            iteration += 1
+            metrics, pixels = global_metrics(out, names, info)
+            now = time.perf_counter()
+            seconds, t_last = now - t_last, now
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise FloatingPointError(f"iteration {iteration}: non-finite loss {metrics}")
+            history.append(metrics)
+            if report is not None:  # rank 0 reports and writes the checkpoints
+                report.iteration(iteration, metrics, pixels, lr, global_batch, seconds)
+                if iteration % config.checkpoint.every == 0 or iteration == stop:
+                    state = training_state(iteration, info.world_size, optimizer, scheduler, scaler, config, metrics)
+                    checkpoint = write_checkpoint(out_dir, model, hierarchy, config, state)
+                    report.checkpoint_written()
+    broadcast_buffers(model, info)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"weights_rank{info.rank}.sha256").write_text(state_dict_sha256(model) + "\n", encoding="utf-8")
+    return TrainResult(iteration, history, out_dir, checkpoint, model)
+
+
+@dataclass
+class Step:
+    """One optimisation step on a batch: forward (autocast on CUDA), loss in float32, backward, update."""
+
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    criterion: HierarchicalLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool  # autocast to float16 (CUDA only)
+
+    def __call__(self, batch: Batch) -> tuple[LossOutput, float]:
+        """The losses of ``batch`` and the learning rate the update used."""
+        images = normalize_tensor(batch.images.to(self.device, non_blocking=True))
+        targets = batch.targets.to(self.device)
+        with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
+            logits = self.net(images)
+        # Loss in float32; the zero term keeps every head in the graph (DDP needs all params used
+        # even when a classifier has no labelled pixel in this batch).
+        logits = {k: v.float() for k, v in logits.items()}
+        out = self.criterion(logits, targets)
+        loss = out.total + 0.0 * sum(v.mean() for v in logits.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        return out, lr
+
+
+def global_metrics(out: LossOutput, names: Sequence[str], info: DistInfo) -> tuple[dict[str, float], list[int]]:
+    """``loss`` and ``loss/<classifier>`` averaged over the ranks, and the labelled pixels per classifier."""
+    values = torch.stack([out.total.detach().float(), *[out.per_classifier[n].float() for n in names]])
+    counts = torch.tensor([float(out.pixels[n][0] + out.pixels[n][1]) for n in names], device=values.device)
+    values, counts = reduce_metrics(values, counts, info)
+    losses = values.cpu().tolist()
+    metrics = {"loss": losses[0], **{f"loss/{n}": v for n, v in zip(names, losses[1:], strict=True)}}
+    return metrics, [int(c) for c in counts.cpu().tolist()]
+
+
+def seed_everything(seed: int) -> None:
+    """torch, numpy and Python generators (weight initialisation; a resume restores their states)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def start_run_folder(out_dir: Path, config: TrainConfig, hierarchy: Hierarchy) -> None:
+    """The run folder with what made it (``config.yaml``, ``hierarchy.json``), without a killed writer's leftovers."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(out_dir)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    (out_dir / "hierarchy.json").write_text(hierarchy.to_json(), encoding="utf-8")
