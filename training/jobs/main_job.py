@@ -7,7 +7,7 @@ scripts/ros_env.sh (DDS on loopback only) and runs this module, whose stages are
    OpenScapes-style tags) under ``--data`` (``training.data.synthetic``; reused when its settings match);
 2. read-back: every sample read with the project's readers and turned into targets of the default
    hierarchy, so a format or label-space mismatch fails here and not in training;
-3. training: the default small model (config/training/jobs/main_job.yaml: MobileNetV2 from the offline
+3. training: the default small model (config/training/demo.yaml: MobileNetV2 from the offline
    ImageNet weights) into ``OUT/train``; an interrupted run is resumed from its last checkpoint;
 4. export: ``OUT/model.onnx`` with the in-graph decision rule (``training.export``);
 5. drive: held-out synthetic Cityscapes-format scenes (``--drive-split``, default ``val``) resized
@@ -25,7 +25,7 @@ interrupted or made from other settings runs again. Any failure exits non-zero n
 a replay that lost frames is reported as INCOMPLETE (exit 3), never as a result.
 
     python -m training.jobs.main_job [--data DIR] [--preset small|large] [--out runs/demo] [--iterations N]
-        [--config config/training/jobs/main_job.yaml] [--drive-size 256 512] [--drive-split val]
+        [--config config/training/demo.yaml] [--drive-size 256 512] [--drive-split val]
         [--drive-limit N] [--rate 4] [--skip-live] [--until STAGE] [--workers 2]
 """
 
