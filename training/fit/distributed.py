@@ -7,7 +7,6 @@ in DistributedDataParallel. With one process none of this is touched.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,13 +93,3 @@ def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
     if info.distributed:
         for buffer in model.buffers():
             dist.broadcast(buffer.data, src=0)
-
-
-def state_dict_sha256(model: nn.Module) -> str:
-    """Checksum of a state dict (names, dtypes, shapes, bytes), to compare DDP replicas."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

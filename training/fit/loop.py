@@ -37,7 +37,7 @@ from training.fit.checkpoints import (
     write_checkpoint,
 )
 from training.fit.config import TrainConfig, check_datasets
-from training.fit.distributed import DistInfo, broadcast_buffers, reduce_metrics, state_dict_sha256, wrap
+from training.fit.distributed import DistInfo, broadcast_buffers, reduce_metrics, wrap
 from training.fit.log import TrainingLog
 from training.fit.loss import HierarchicalLoss, LossOutput
 from training.fit.optim import build_optimizer, build_scheduler
@@ -122,8 +122,6 @@ def fit(
                     checkpoint = write_checkpoint(out_dir, model, hierarchy, config, state)
                     report.checkpoint_written()
     broadcast_buffers(model, info)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"weights_rank{info.rank}.sha256").write_text(state_dict_sha256(model) + "\n", encoding="utf-8")
     return TrainResult(iteration, history, out_dir, checkpoint, model)
 
 
