@@ -113,13 +113,14 @@ _TYPE_NAMES = {
 def detection_array(signs: Sequence[SignDetection], header: Any, types: DetectionTypes) -> Any:
     """The node's ``~/traffic_signs`` message for ``signs``, every detection with ``header``.
 
-    Per sign instance one Detection2D: ``id`` = its index in the frame, the box centre and size in
+    Per sign instance one Detection2D: ``id`` empty (vision_msgs uses it to identify one object
+    across messages, and the node does not track signs from frame to frame), the box centre and size in
     pixels, one hypothesis with ``class_id`` = the majority leaf's name and ``score`` = its fraction
     of the region (pose: identity, covariance zero).
     """
     t = types
     detections = []
-    for i, sign in enumerate(signs):
+    for sign in signs:
         cx, cy = sign.center
         pose = t.pose_with_covariance(
             pose=t.pose(position=t.point(x=0.0, y=0.0, z=0.0), orientation=t.quaternion(x=0.0, y=0.0, z=0.0, w=1.0)),
@@ -133,5 +134,5 @@ def detection_array(signs: Sequence[SignDetection], header: Any, types: Detectio
             size_x=float(sign.width),
             size_y=float(sign.height),
         )
-        detections.append(t.detection(header=header, results=[hypothesis], bbox=bbox, id=str(i)))
+        detections.append(t.detection(header=header, results=[hypothesis], bbox=bbox, id=""))
     return t.array(header=header, detections=detections)

@@ -13,8 +13,8 @@ Topics (relative names; remap ``image`` to the camera topic):
   ``~/<classifier>/mask`` (mono8 class indices, 255 outside the parent class; ``~/root/mask`` for
   the root classifier), ``~/mask`` (leaf ids, mono8, or mono16 when the hierarchy has leaf ids
   above 254), ``~/colored`` (rgb8), ``~/overlay`` (rgb8), ``~/traffic_signs``
-  (vision_msgs/Detection2DArray: one Detection2D per sign instance, ``id`` = its index in the
-  frame, ``results[0].hypothesis.class_id`` = the LEAF NAME of the majority class, e.g.
+  (vision_msgs/Detection2DArray: one Detection2D per sign instance, ``id`` empty (no tracking
+  across frames), ``results[0].hypothesis.class_id`` = the LEAF NAME of the majority class, e.g.
   ``sign-speed-limit-30``, ``score`` = the majority fraction);
   ``~/<classifier>/label_info`` and ``~/label_info`` (vision_msgs/LabelInfo, transient local,
   published once: class index / leaf id -> class name, plus 255 (or 65535) ``unlabeled``);

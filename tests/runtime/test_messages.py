@@ -59,9 +59,9 @@ def test_detection_array_from_rosbags_classes_round_trips_through_cdr():
         for d in back.detections
     ]
     assert got == [
-        ("0", "c", 60.0, 40.5, 20.0, 21.0, "sign-stop", 1.0, 1.0),
-        ("1", "c", 16.0, 10.0, 12.0, 10.0, "sign-30", 0.8333, 1.0),
-    ]
+        ("", "c", 60.0, 40.5, 20.0, 21.0, "sign-stop", 1.0, 1.0),
+        ("", "c", 16.0, 10.0, 12.0, 10.0, "sign-30", 0.8333, 1.0),
+    ]  # id stays empty: vision_msgs uses it for an object's identity across messages (no tracking here)
     assert all(np.all(d.results[0].pose.covariance == 0) for d in back.detections)
     assert messages.detection_array([], header, messages.DetectionTypes.from_store(t)).detections == []
 
