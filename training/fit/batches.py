@@ -51,7 +51,8 @@ def make_sample(
 ) -> tuple[np.ndarray, SampleTargets]:
     """One augmented crop and its targets (see the module docstring for the order of operations)."""
     sample = reader[index]
-    geometry = random_geometry(sample.image.shape[:2], augment, rng)
+    geometry = random_geometry(sample.image.shape[:2], augment, rng, flip=reader.flip)
+    sample = geometry.mirror_labels(sample, reader.mirror_classes)  # a mirrored "keep right" is "keep left"
     image = photometric(geometry.warp_image(sample.image), augment, rng)
     if supervision == "pixel":
         full = builder(sample)

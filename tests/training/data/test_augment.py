@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 from dataset_files import make_gtsdb
 
+from hiseg_ros.hierarchy import load_hierarchy
+from training import REPO
 from training.data.augment import AugmentConfig, Geometry, center_geometry, photometric, random_geometry
 from training.data.readers.base import Box, Sample
 from training.data.readers.gtsdb import GTSDBDataset
 from training.data.readers.label_tables import GTSDB_MIRROR_PAIRS
 from training.data.synthetic.signs import sign_front
+from training.fit.batches import make_sample
+from training.labels.targets import PseudoLabelConfig, TargetBuilder
 
 
 def _scene(h: int = 60, w: int = 90) -> tuple[np.ndarray, np.ndarray, Box]:
@@ -167,3 +171,25 @@ def test_declared_mirror_pairs_are_mirror_images_in_the_renderer():
         # The renderer draws about column 48 of its 96-pixel template: its mirror is a flip and a 1-pixel shift.
         mirrored = np.abs(np.roll(face(a)[:, ::-1], 1, axis=1) - face(b))[:, 1:].mean()
         assert mirrored < 0.5 < np.abs(face(a) - face(b)).mean(), (a, b, mirrored)
+
+
+def test_training_crops_of_a_flipped_gtsdb_image_learn_the_mirror_class(tmp_path: Path):
+    """Through the training pipeline (make_sample): the reader's flip decides, a mirrored 38 is taught as 39."""
+    _gtsdb(tmp_path)
+    hierarchy = load_hierarchy(REPO / "config" / "hierarchies" / "iv2018.yaml")
+    builder = TargetBuilder(hierarchy, PseudoLabelConfig(box_mode="fill"))
+    front = hierarchy.classifier("traffic_sign_front")
+    keep_right, keep_left = (front.classes.index(hierarchy.dataset("gtsdb").ids[k]) for k in (38, 39))
+    cfg = AugmentConfig(crop=(12, 16), scale=(1.0, 1.0), flip=True, brightness=0.0, contrast=0.0)
+    for flip in (True, False):
+        reader = GTSDBDataset(tmp_path, flip=flip)
+        seen = set()
+        for seed in range(12):
+            _, targets = make_sample(reader, 0, "boxes", cfg, builder, np.random.default_rng(seed))
+            signs = targets.hard["traffic_sign_front"]
+            if signs[3, 2] == keep_right:  # the box as written (x 2..6)
+                seen.add("as written")
+            else:
+                assert signs[3, 15 - 2] == keep_left, f"seed {seed}: a mirrored keep right must be taught keep left"
+                seen.add("mirrored")
+        assert seen == ({"as written", "mirrored"} if flip else {"as written"})
