@@ -226,8 +226,8 @@ def evaluate_variant(checkpoint: Path, data_root: Path, limit: int | None) -> di
         "signs_given_location": {"miou": None, "pixel_accuracy": None},
     }
     if resolves_sign_classes(hierarchy):
-        signs = evaluate_signs(engine, data_root, limit)
-        for key, cm in (("signs", signs.end_to_end), ("signs_given_location", signs.given_location)):
+        signs = evaluate_signs(engine, data_root, limit, modes=("deployed",)).modes["deployed"]
+        for key, cm in (("signs", signs.on_sign_pixels), ("signs_given_location", signs.given_location)):
             scores = cm.scores()
             result[key] = {"miou": _finite(scores.miou), "pixel_accuracy": _finite(scores.pixel_accuracy)}
     return result
