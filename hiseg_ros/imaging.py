@@ -7,28 +7,41 @@ Inputs (camera -> network)
 ``raw_to_rgb`` and ``decode_compressed`` are the same conversions on plain buffers, without any
 message class.
 
-Supported ``encoding`` values (names from ``sensor_msgs/image_encodings.hpp``):
+Supported ``encoding`` values (names from ``sensor_msgs/image_encodings.hpp``; the byte layouts
+are in :mod:`hiseg_ros.pixel_formats`):
 
-=================================  =============================================================
-``rgb8``                           zero-copy view
-``bgr8``                           zero-copy view (channel axis reversed)
-``rgba8`` / ``bgra8``              zero-copy view (alpha dropped)
-``mono8``                          zero-copy view (the gray plane broadcast to 3 channels)
-``mono16``                         zero-copy view of the high bytes (default ``mono16_shift=8``);
-                                   other shifts compute one new 8-bit plane (see below)
-``uyvy`` (``yuv422``)              packed YUV 4:2:2, U Y0 V Y1; converted (new array)
-``yuyv`` (``yuv422_yuy2``)         packed YUV 4:2:2, Y0 U Y1 V; converted (new array)
-=================================  =============================================================
+=====================================  =========================================================
+``rgb8``                               zero-copy view
+``bgr8`` (``8UC3``)                    zero-copy view (channel axis reversed)
+``rgba8`` / ``bgra8`` (``8UC4``)       zero-copy view (alpha dropped)
+``mono8`` (``8UC1``)                   zero-copy view (the gray plane broadcast to 3 channels)
+``mono16``                             zero-copy view of the high bytes (default ``mono16_shift=8``);
+                                       other shifts compute one new 8-bit plane (see below)
+``rgb16`` / ``bgr16`` / ``rgba16`` /   as mono16, per channel: zero-copy view of the high bytes
+``bgra16``                             with the default shift, else a new array
+``bayer_rggb8`` / ``bayer_bggr8`` /    Bayer mosaic, demosaiced by OpenCV (bilinear) into a new
+``bayer_gbrg8`` / ``bayer_grbg8``      array; width and height must be even
+``bayer_*16`` (same four patterns)     shifted to 8 bit as mono16, then demosaiced
+``uyvy`` (``yuv422``)                  packed YUV 4:2:2, U Y0 V Y1; converted (new array)
+``yuyv`` (``yuv422_yuy2``)             packed YUV 4:2:2, Y0 U Y1 V; converted (new array)
+``nv12`` / ``nv21``                    YUV 4:2:0: ``height`` rows of Y, then ``height / 2`` rows of
+                                       U V (nv12) or V U (nv21) pairs, both with ``step``; data is
+                                       ``step * (height + height / 2)`` bytes; converted
+=====================================  =========================================================
 
-``yuv422`` and ``yuv422_yuy2`` are the older (now deprecated) names of ``uyvy`` and ``yuyv``.
+``yuv422`` and ``yuv422_yuy2`` are the older (now deprecated) names of ``uyvy`` and ``yuyv``;
+``8UC1``/``8UC3``/``8UC4`` are the OpenCV matrix types cv_bridge publishes for 8-bit images,
+read as mono8/bgr8/bgra8 (OpenCV's channel order). ``nv24`` (YUV 4:4:4) is not supported:
+OpenCV has no limited-range 4:4:4 decoder; nor are depth and other matrix types (``16UC1``,
+``32FC1``): they are not camera images. ``is_bigendian`` matters only for 16-bit encodings.
 YUV is decoded with OpenCV's ITU-R BT.601 limited-range ("video range") matrix, which is what
-V4L2 cameras that emit packed 4:2:2 use by default.
+V4L2 cameras that emit YUV use by default.
 
 Zero-copy results are read-only numpy views of ``msg.data``: row padding (``step`` larger than
 ``width * bytes_per_pixel``) is skipped with strides, never copied. Pass ``copy=True`` to get a
 C-contiguous, writable array that owns its memory.
 
-mono16 policy: the 16-bit value is shifted right by ``mono16_shift`` bits (default 8, i.e. the
+mono16 policy (every 16-bit encoding): the 16-bit value is shifted right by ``mono16_shift`` bits (default 8, i.e. the
 top byte) and saturated at 255. A fixed shift keeps brightness consistent from frame to frame
 and between frames of a sequence, which a segmentation network trained on 8-bit images needs,
 and it is exact for sensors that use the full 16-bit range. Per-frame min-max stretching was
@@ -57,6 +70,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from .pixel_formats import ALIASES, FORMATS, PixelFormat, decode
+
 #: Anything np.frombuffer accepts: bytes, bytearray, memoryview, array.array('B'), numpy arrays.
 BufferLike: TypeAlias = bytes | bytearray | memoryview | array.array | np.ndarray
 
@@ -83,46 +98,35 @@ class ImageConversionError(ValueError):
     """An image message or buffer could not be converted; the message says which field and why."""
 
 
-# encoding -> (bytes per pixel, canonical name)
-_ENCODINGS: dict[str, tuple[int, str]] = {
-    "rgb8": (3, "rgb8"),
-    "bgr8": (3, "bgr8"),
-    "rgba8": (4, "rgba8"),
-    "bgra8": (4, "bgra8"),
-    "mono8": (1, "mono8"),
-    "mono16": (2, "mono16"),
-    "uyvy": (2, "uyvy"),
-    "yuv422": (2, "uyvy"),
-    "yuyv": (2, "yuyv"),
-    "yuv422_yuy2": (2, "yuyv"),
-}
+#: Every ``encoding`` string ``image_to_rgb`` accepts (matched ignoring case and surrounding spaces).
+SUPPORTED_ENCODINGS: tuple[str, ...] = (*FORMATS, *ALIASES)
 
-#: Every ``encoding`` string ``image_to_rgb`` accepts.
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
+_BY_KEY: dict[str, PixelFormat] = {
+    **{name.lower(): fmt for name, fmt in FORMATS.items()},
+    **{alias.lower(): FORMATS[name] for alias, name in ALIASES.items()},
+}
 
 
 @functools.cache
 def _cv2() -> Any:
-    import cv2  # imported on first use: only YUV and compressed input need it
+    import cv2  # imported on first use: only compressed input needs it here
 
     return cv2
 
 
 def bytes_per_pixel(encoding: str) -> int:
-    """Bytes per pixel of a supported encoding (2 for packed YUV 4:2:2)."""
-    return _lookup(encoding)[0]
+    """Bytes per pixel of a row of a supported encoding: ``step`` must be at least ``width`` times this
+    (2 for packed YUV 4:2:2, 1 for nv12/nv21, whose chroma rows follow the Y rows)."""
+    return _lookup(encoding).bytes_per_pixel
 
 
-def _lookup(encoding: str) -> tuple[int, str]:
-    try:
-        return _ENCODINGS[encoding]
-    except (KeyError, TypeError):
-        pass
-    key = encoding.strip().lower() if isinstance(encoding, str) else None
-    if key in _ENCODINGS:
-        return _ENCODINGS[key]
+def _lookup(encoding: str) -> PixelFormat:
+    if isinstance(encoding, str):
+        fmt = FORMATS.get(encoding) or _BY_KEY.get(encoding.strip().lower())
+        if fmt is not None:
+            return fmt
     raise ImageConversionError(
-        f"encoding: unsupported image encoding {encoding!r}; expected one of {', '.join(_ENCODINGS)}"
+        f"encoding: unsupported image encoding {encoding!r}; expected one of {', '.join(SUPPORTED_ENCODINGS)}"
     )
 
 
@@ -166,14 +170,15 @@ def raw_to_rgb(
     See the module docstring for the encodings, the mono16 policy and which results are
     zero-copy views. ``copy=True`` always returns a C-contiguous array that owns its memory.
     """
-    bpp, enc = _lookup(encoding)
+    fmt = _lookup(encoding)
     height, width, step = int(height), int(width), int(step)
-    if enc == "mono16" and not 0 <= int(mono16_shift) <= 15:
+    if fmt.bits == 16 and not 0 <= int(mono16_shift) <= 15:
         raise ImageConversionError(f"mono16_shift: expected 0..15 bits, got {mono16_shift}")
     _check_size(height, width, max_pixels)
-    if enc in ("uyvy", "yuyv") and width % 2:
-        why = f"packed YUV 4:2:2 ({encoding}) shares one U/V pair between two pixels"
-        raise ImageConversionError(f"width: must be even, {why}; got {width}")
+    for name, value, even in (("width", width, fmt.even_width), ("height", height, fmt.even_height)):
+        if even and value % 2:
+            raise ImageConversionError(f"{name}: must be even, {_SHARED[fmt.layout]} ({encoding}); got {value}")
+    bpp = fmt.bytes_per_pixel
     row_bytes = width * bpp
     if step < row_bytes:
         raise ImageConversionError(
@@ -181,55 +186,21 @@ def raw_to_rgb(
             f"{width} * {bpp} = {row_bytes} for encoding {encoding!r}"
         )
     buf = _as_uint8_buffer(data)
-    expected = step * height
+    rows = fmt.data_rows(height)
+    expected = step * rows
     if buf.size != expected:
         what = "truncated" if buf.size < expected else "too long"
-        raise ImageConversionError(
-            f"data: {buf.size} bytes, {what}; expected step * height = {step} * {height} = {expected}"
-        )
+        formula = "step * height" if rows == height else "step * (height + height / 2)"
+        raise ImageConversionError(f"data: {buf.size} bytes, {what}; expected {formula} = {step} * {rows} = {expected}")
+    return decode(fmt, buf, height, width, step, bool(is_bigendian), int(mono16_shift), copy)
 
-    if enc in ("uyvy", "yuyv"):
-        packed = np.ndarray((height, width, 2), dtype=np.uint8, buffer=buf, strides=(step, 2, 1))
-        cv2 = _cv2()
-        code = cv2.COLOR_YUV2RGB_UYVY if enc == "uyvy" else cv2.COLOR_YUV2RGB_YUYV
-        return cv2.cvtColor(packed, code)  # new, contiguous array
 
-    if enc in ("mono8", "mono16"):
-        if enc == "mono8":
-            plane = np.ndarray((height, width), dtype=np.uint8, buffer=buf, strides=(step, 1))
-        elif int(mono16_shift) == 8:
-            # The top byte of each sample, read in place: offset 1 (little-endian) or 0 (big).
-            offset = 0 if is_bigendian else 1
-            plane = np.ndarray((height, width), dtype=np.uint8, buffer=buf, offset=offset, strides=(step, 2))
-        else:
-            dtype = np.dtype(">u2" if is_bigendian else "<u2")
-            plane16 = np.ndarray((height, width), dtype=dtype, buffer=buf, strides=(step, 2))
-            shifted = plane16 >> np.uint16(mono16_shift)
-            if mono16_shift < 8:
-                np.minimum(shifted, 255, out=shifted)
-            plane = shifted.astype(np.uint8)
-        if copy:
-            return _cv2().cvtColor(np.ascontiguousarray(plane), _cv2().COLOR_GRAY2RGB)
-        rgb = np.broadcast_to(plane[:, :, None], (height, width, 3))
-    else:
-        pixels = np.ndarray((height, width, bpp), dtype=np.uint8, buffer=buf, strides=(step, bpp, 1))
-        if copy:
-            if enc == "rgb8":
-                return np.array(pixels, order="C")
-            cv2 = _cv2()
-            code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB}[enc]
-            return cv2.cvtColor(pixels, code)  # much faster than numpy's strided channel copy
-        if enc == "rgb8":
-            rgb = pixels
-        elif enc == "bgr8":
-            rgb = pixels[:, :, ::-1]
-        elif enc == "rgba8":
-            rgb = pixels[:, :, :3]
-        else:  # bgra8
-            rgb = pixels[:, :, 2::-1]
-    if rgb.flags.writeable:
-        rgb.flags.writeable = False  # a view of the message buffer: never write through it
-    return rgb
+# What each layout with even dimensions shares between neighbouring pixels (for the error message).
+_SHARED = {
+    "yuv422": "packed YUV 4:2:2 shares one U/V pair between two pixels of a row",
+    "yuv420sp": "YUV 4:2:0 shares one U/V pair among 2x2 pixels",
+    "bayer": "a Bayer mosaic repeats every 2x2 pixels",
+}
 
 
 def image_to_rgb(

@@ -75,6 +75,7 @@ def _unpack_422(packed: np.ndarray, order: str):
 
 def _encode(encoding: str, rgb: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
     """(rows of message bytes, expected RGB) for an 8-bit RGB source image."""
+    encoding = {"8UC1": "mono8", "8UC3": "bgr8", "8UC4": "bgra8"}.get(encoding, encoding)  # cv_bridge's
     if encoding == "rgb8":
         return rgb, rgb
     if encoding == "bgr8":
@@ -91,7 +92,7 @@ def _encode(encoding: str, rgb: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.parametrize("pad", [0, 5, 64])
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4"])
 def test_8bit_encodings_match_reference(encoding, pad, rng):
     rgb = _random_rgb(rng)
     rows, expected = _encode(encoding, rgb, rng)
@@ -158,7 +159,170 @@ def test_encoding_names_are_case_and_space_tolerant(rng):
     rgb = _random_rgb(rng)
     np.testing.assert_array_equal(raw_to_rgb(rgb.tobytes(), H, W, 3 * W, " RGB8 "), rgb)
     assert imaging.bytes_per_pixel("yuv422_yuy2") == 2
+    np.testing.assert_array_equal(raw_to_rgb(rgb[:, :, ::-1].tobytes(), H, W, 3 * W, "8uc3 "), rgb)
     assert set(imaging.SUPPORTED_ENCODINGS) >= {"rgb8", "bgr8", "mono16", "uyvy", "yuyv", "yuv422"}
+
+
+# --- 16-bit colour ---------------------------------------------------------------------------------
+
+
+def test_16bit_hand_built_bytes_and_byte_order():
+    # two rows of two rgb16 pixels, 12 bytes each plus 2 bytes of padding (step 14)
+    row0 = bytes([0x10, 0x01, 0x20, 0x02, 0x30, 0x03, 0xFF, 0x00, 0x80, 0x7F, 0x00, 0xFF]) + b"\xee\xee"
+    row1 = bytes(range(12)) + b"\xee\xee"
+    data = row0 + row1
+    big = raw_to_rgb(data, 2, 2, 14, "rgb16", True)
+    assert big.tolist() == [[[0x10, 0x20, 0x30], [0xFF, 0x80, 0x00]], [[0, 2, 4], [6, 8, 10]]]
+    little = raw_to_rgb(data, 2, 2, 14, "rgb16", False)
+    assert little.tolist() == [[[0x01, 0x02, 0x03], [0x00, 0x7F, 0xFF]], [[1, 3, 5], [7, 9, 11]]]
+    assert raw_to_rgb(data, 2, 2, 14, "bgr16", True)[0].tolist() == [[0x30, 0x20, 0x10], [0x00, 0x80, 0xFF]]
+    # the full 16-bit value with a smaller shift: 0x0110 >> 4 = 0x11; 0x1001 >> 4 = 0x100 saturates
+    assert raw_to_rgb(data, 2, 2, 14, "rgb16", False, mono16_shift=4)[0, 0].tolist() == [0x11, 0x22, 0x33]
+    assert raw_to_rgb(data, 2, 2, 14, "rgb16", True, mono16_shift=4)[0, 0].tolist() == [255, 255, 255]
+    assert raw_to_rgb(data, 2, 2, 14, "rgb16", True, mono16_shift=4)[1, 0].tolist() == [0x00, 0x20, 0x40]
+
+
+@pytest.mark.parametrize("pad", [0, 3, 64])
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16", "rgba16", "bgra16"])
+def test_16bit_colour_encodings(encoding, bigendian, pad, rng):
+    rgb16 = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    rgb16[0, 0] = [0x12FF, 0xAB00, 0x00FF]
+    planes = dict(zip("rgb", np.moveaxis(rgb16, -1, 0), strict=True))
+    planes["a"] = rng.integers(0, 65536, (H, W), dtype=np.uint16)  # alpha must not leak into RGB
+    pixels = np.stack([planes[c] for c in encoding[:-2]], axis=-1)
+    data, step = _padded(pixels.astype(">u2" if bigendian else "<u2"), pad)
+    out = raw_to_rgb(data, H, W, step, encoding, bigendian)
+    np.testing.assert_array_equal(out, (rgb16 >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(out[0, 0], [0x12, 0xAB, 0x00])
+    copied = raw_to_rgb(data, H, W, step, encoding, bigendian, copy=True)
+    np.testing.assert_array_equal(copied, out)
+    assert copied.flags.c_contiguous and copied.flags.writeable and copied.flags.owndata
+    for shift in (0, 4, 12):
+        expected = np.minimum(rgb16.astype(np.int64) >> shift, 255).astype(np.uint8)
+        np.testing.assert_array_equal(raw_to_rgb(data, H, W, step, encoding, bigendian, mono16_shift=shift), expected)
+
+
+# --- Bayer -----------------------------------------------------------------------------------------
+
+BAYER = ["rggb", "bggr", "gbrg", "grbg"]
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Sample RGB through a ROS Bayer pattern, by its definition: the pattern's first two letters are
+    the colours of the first row's two pixels (repeating), its last two the second row's."""
+    channel = {"r": 0, "g": 1, "b": 2}
+    out = np.empty(rgb.shape[:2], rgb.dtype)
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, channel[colour]]
+    return out
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+@pytest.mark.parametrize("pattern", BAYER)
+def test_bayer_pattern_mapping_on_flat_colours(pattern, pad):
+    for colour in ([200, 100, 30], [20, 220, 90], [60, 10, 250]):
+        rgb = np.broadcast_to(np.array(colour, np.uint8), (8, 10, 3))
+        data, step = _padded(_mosaic(rgb, pattern), pad)
+        out = raw_to_rgb(data, 8, 10, step, f"bayer_{pattern}8")
+        assert out.shape == (8, 10, 3) and out.dtype == np.uint8 and out.flags.owndata
+        np.testing.assert_array_equal(out[1:-1, 1:-1], rgb[1:-1, 1:-1])
+        for other in set(BAYER) - {pattern}:  # the same bytes read as another pattern are other colours
+            wrong = raw_to_rgb(data, 8, 10, step, f"bayer_{other}8")
+            assert np.abs(wrong[2:-2, 2:-2].astype(int) - colour).max() > 40, other
+
+
+@pytest.mark.parametrize("pattern", BAYER)
+def test_bayer_demosaics_a_smooth_image_and_16bit_uses_the_top_byte(pattern):
+    rgb = _smooth_rgb(24, 32)
+    mosaic = _mosaic(rgb, pattern)
+    out = raw_to_rgb(mosaic.tobytes(), 24, 32, 32, f"bayer_{pattern}8")
+    assert np.abs(out[2:-2, 2:-2].astype(int) - rgb[2:-2, 2:-2].astype(int)).mean() < 3
+    for bigendian in (False, True):
+        deep = (mosaic.astype(np.uint16) << 8) | 0x7F  # the low byte must not matter
+        data, step = _padded(deep.astype(">u2" if bigendian else "<u2"), 6)
+        np.testing.assert_array_equal(raw_to_rgb(data, 24, 32, step, f"bayer_{pattern}16", bigendian), out)
+
+
+@pytest.mark.parametrize(("height", "width", "field"), [(4, 7, "width"), (5, 8, "height")])
+def test_bayer_odd_size(height, width, field):
+    text = _raises(
+        rf"^{field}: must be even, a Bayer mosaic",
+        raw_to_rgb,
+        b"\0" * height * width,
+        height,
+        width,
+        width,
+        "bayer_rggb8",
+    )
+    assert str(height if field == "height" else width) in text
+
+
+# --- YUV 4:2:0 (nv12 / nv21) -----------------------------------------------------------------------
+
+
+def _nv_bytes(y: np.ndarray, u: np.ndarray, v: np.ndarray, order: str, pad: int) -> tuple[bytes, int]:
+    """nv12/nv21 bytes by the V4L2 definition: the Y rows, then rows of U V (nv12) or V U (nv21) pairs."""
+    pairs = np.stack([u, v] if order == "nv12" else [v, u], axis=-1).reshape(u.shape[0], -1)
+    return _padded(np.concatenate([y, pairs]), pad)
+
+
+def test_nv12_hand_built_pixels():
+    # 2x2 pixels, one chroma pair: BT.601 video-range red is Y 81, U 90, V 240 (within rounding)
+    y = np.array([[81, 81], [81, 81]], np.uint8)
+    data, step = _nv_bytes(y, np.array([[90]], np.uint8), np.array([[240]], np.uint8), "nv12", 3)
+    assert data == bytes([81, 81, 0xAB, 0xAB, 0xAB, 81, 81, 0xAB, 0xAB, 0xAB, 90, 240, 0xAB, 0xAB, 0xAB])
+    red = raw_to_rgb(data, 2, 2, step, "nv12")
+    assert np.abs(red.astype(int) - [255, 0, 0]).max() <= 3
+    blue = raw_to_rgb(data, 2, 2, step, "nv21")  # the same bytes as V U: U 240, V 90 is a blue
+    assert blue[0, 0, 2] > 200 and blue[0, 0, 0] < 60
+    gray = np.array([[16, 235], [126, 126]], np.uint8)  # black, white and mid-gray with neutral chroma
+    data, step = _nv_bytes(gray, np.array([[128]], np.uint8), np.array([[128]], np.uint8), "nv21", 0)
+    out = raw_to_rgb(data, 2, 2, step, "nv21")
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255, 255, 255]
+    assert np.abs(out[1].astype(int) - 128).max() <= 1
+
+
+@pytest.mark.parametrize("pad", [0, 3, 16])
+@pytest.mark.parametrize("order", ["nv12", "nv21"])
+def test_nv12_nv21_against_bt601_reference(order, pad, rng):
+    y = rng.integers(16, 236, (H, W), dtype=np.uint8)
+    u = rng.integers(16, 241, (H // 2, W // 2), dtype=np.uint8)
+    v = rng.integers(16, 241, (H // 2, W // 2), dtype=np.uint8)
+    data, step = _nv_bytes(y, u, v, order, pad)
+    assert len(data) == step * (H + H // 2)
+    out = raw_to_rgb(data, H, W, step, order)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+
+    def full(c):  # each chroma sample covers a 2x2 block
+        return np.repeat(np.repeat(c, 2, axis=0), 2, axis=1)
+
+    expected = _bt601_limited_to_rgb(y, full(u), full(v))
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 2
+    swapped = raw_to_rgb(data, H, W, step, "nv21" if order == "nv12" else "nv12")
+    assert np.abs(swapped.astype(int) - expected.astype(int)).max() > 20
+
+
+@pytest.mark.parametrize(("height", "width", "field"), [(4, 7, "width"), (5, 8, "height")])
+def test_nv12_odd_size(height, width, field):
+    _raises(rf"^{field}: must be even, YUV 4:2:0", raw_to_rgb, b"\0" * 64, height, width, width, "nv12")
+
+
+def test_nv12_data_length_includes_the_chroma_rows():
+    text = _raises(r"^data: 48 bytes, truncated", raw_to_rgb, b"\0" * 48, 6, 8, 8, "nv12")
+    assert "step * (height + height / 2) = 8 * 9 = 72" in text
+    _raises(r"^data: .*too long", raw_to_rgb, b"\0" * 73, 6, 8, 8, "nv21")
+    _raises(
+        r"^step: 7 bytes per row is smaller than width \* bytes per pixel = 8 \* 1",
+        raw_to_rgb,
+        b"\0" * 63,
+        6,
+        8,
+        7,
+        "nv12",
+    )
+    assert imaging.bytes_per_pixel("nv12") == 1 and imaging.bytes_per_pixel("rgb16") == 6
 
 
 # --- zero copy -------------------------------------------------------------------------------------
@@ -173,11 +337,14 @@ def _msg(encoding, rows, height=H, width=W, bigendian=0, pad=0):
     return msg
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"])
+@pytest.mark.parametrize(
+    "encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "rgb16", "bgra16"]
+)
 @pytest.mark.parametrize("pad", [0, 8])
 def test_views_share_the_message_buffer(encoding, pad, rng):
-    if encoding == "mono16":
-        rows, expected = rng.integers(0, 65536, (H, W), dtype=np.uint16), None
+    if encoding.endswith("16"):
+        channels = {"mono16": 1, "rgb16": 3, "bgra16": 4}[encoding]
+        rows, expected = rng.integers(0, 65536, (H, W, channels), dtype=np.uint16), None
     else:
         rows, expected = _encode(encoding, _random_rgb(rng), rng)
     msg = _msg(encoding, rows, pad=pad)
@@ -215,7 +382,7 @@ def _raises(match, fn, *args, **kwargs):
     return str(info.value)
 
 
-@pytest.mark.parametrize("encoding", ["bayer_rggb8", "", "16UC1", "nv12", "jpeg"])
+@pytest.mark.parametrize("encoding", ["nv24", "", "16UC1", "32FC1", "8UC2", "bayer_rggb", "jpeg"])
 def test_unknown_encoding(encoding):
     text = _raises(r"^encoding: unsupported", raw_to_rgb, b"\0" * 48, 4, 4, 12, encoding)
     assert repr(encoding) in text and "rgb8" in text
@@ -282,7 +449,7 @@ def test_message_wrapper_reports_the_same_errors():
     msg.step = 3 * W - 3
     _raises(r"^step: ", image_to_rgb, msg)
     msg = _msg("rgb8", np.zeros((H, W, 3), np.uint8))
-    msg.encoding = "8UC3"
+    msg.encoding = "32FC3"
     _raises(r"^encoding: ", image_to_rgb, msg)
 
 
