@@ -63,7 +63,7 @@ def make_sample(
         # are warped like the image; the uniform default below is made at crop size instead.
         full = builder.distribution(sample)
         warped = NodeDistribution(full.nodes, geometry.warp_map(full.index, -1), full.table, full.hard)
-        return image, builder.weak_targets(warped)
+        return image, builder.weak_targets(warped, from_tags=True)
     boxes = geometry.warp_boxes(sample.boxes) if supervision == "boxes" else sample.boxes
     cropped = replace(sample, image=image, label=None, boxes=boxes)
     return image, builder(cropped)

@@ -7,18 +7,24 @@ Every classifier has its logits given per pixel; ``ce(v, k) = log(sum_i e^v_i) -
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dataset_files import make_tags
 from tiny_hierarchy import load_tiny
 
 from hiseg_ros.hierarchy import IGNORE, Hierarchy, flatten_hierarchy, load_hierarchy
 from training import REPO
+from training.data.augment import AugmentConfig
 from training.data.readers.base import Box, Sample
+from training.data.readers.image_tags import ImageTagsDataset
+from training.fit.batches import make_sample
 from training.fit.loss import HierarchicalLoss, default_weights
 from training.labels.collate import collate_targets
+from training.labels.node_distribution import NodeDistribution
 from training.labels.targets import PseudoLabelConfig, SampleTargets, SoftTarget, TargetBuilder
 
 HIERARCHIES = REPO / "config" / "hierarchies"
@@ -323,3 +329,24 @@ def test_hard_tag_targets_reach_the_root_only_where_it_decides_them(tiny: Hierar
     assert out.pixels["root"] == (0, 1)
     assert out.per_classifier["root"].item() == pytest.approx(ce([0, 2, 0], 1), rel=1e-6)
     assert HierarchicalLoss(tiny)(lg, collate_targets([weak])).pixels["root"] == (0, 2)  # from boxes: both
+
+
+@dataclass(frozen=True)
+class _EveryPixelIsCar:
+    """A precomputed-style tag pseudo label (the generator seam): hard "car" on the whole image."""
+
+    def __call__(self, sample: Sample) -> NodeDistribution:
+        return NodeDistribution.from_hard(np.zeros(sample.image.shape[:2], np.int32), ["car"])
+
+
+def test_training_crops_of_tag_images_reach_the_loss_as_tag_derived(tmp_path: Path):
+    make_tags(tmp_path, ["a"], ["a,verification,/m/0k4j,1"])  # one image tagged Car
+    reader = ImageTagsDataset(tmp_path)
+    h = load_hierarchy(HIERARCHIES / "iv2018.yaml")
+    cfg = AugmentConfig(crop=(8, 8), scale=(1.0, 1.0))
+    for generators in ({}, {"openscapes": _EveryPixelIsCar()}):  # uniform tiling, a configured generator
+        builder = TargetBuilder(h, generators=generators)
+        _, target = make_sample(reader, 0, "tags", cfg, builder, np.random.default_rng(0))
+        assert target.kind == "weak" and target.from_tags, generators
+    boxes = TargetBuilder(h)(Sample("gtsdb", "g", np.zeros((4, 4, 3), np.uint8), None, boxes=(Box(0, 0, 1, 1, 14),)))
+    assert not boxes.from_tags
