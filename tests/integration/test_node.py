@@ -1,15 +1,13 @@
 """The segmentation node in its own process, talking to this test process over loopback DDS.
 
-The node is started the way launch/hiseg.launch.py starts it (its executable's module, the
-parameter file, the model_path override and the ``image`` remapping, all read from the launch file);
+The node is started the way launch/hiseg.launch.py starts it (node_process.launch_ros_args, which
+tests/training/evaluation/test_launch_file.py checks against the launch file);
 its outputs are compared with what the engine computes for the same image in this process.
 """
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 import signal
 import subprocess
 import time
@@ -35,104 +33,8 @@ pytestmark = pytest.mark.ros
 NODE = node_module.NODE_NAME
 NS = f"/{NODE}"
 CAMERA = "/cam/image"
-LAUNCH = REPO / "launch" / "hiseg.launch.py"
 PARAMS = REPO / "config" / "hiseg.yaml"
 RVIZ = REPO / "config" / "hiseg.rviz"
-
-
-# ---------------------------------------------------------------------------- launch file, statically
-def _call_name(call: ast.Call) -> str:
-    return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
-
-
-def _kwargs(call: ast.Call) -> dict[str, ast.AST]:
-    return {k.arg: k.value for k in call.keywords if k.arg}
-
-
-def _launch_calls() -> list[ast.Call]:
-    return [n for n in ast.walk(ast.parse(LAUNCH.read_text())) if isinstance(n, ast.Call)]
-
-
-def _launch_arguments() -> dict[str, str | None]:
-    """DeclareLaunchArgument name -> default value source text (None when required)."""
-    out = {}
-    for call in _launch_calls():
-        if _call_name(call) == "DeclareLaunchArgument":
-            default = _kwargs(call).get("default_value")
-            out[ast.literal_eval(call.args[0])] = None if default is None else ast.unparse(default)
-    return out
-
-
-def _launch_nodes() -> dict[str, dict[str, ast.AST]]:
-    return {
-        ast.literal_eval(_kwargs(c)["package"]): _kwargs(c)
-        for c in _launch_calls()
-        if _call_name(c) == "Node" and "package" in _kwargs(c)
-    }
-
-
-def _console_scripts() -> dict[str, str]:
-    text = (REPO / "setup.py").read_text()
-    return dict(re.findall(r'"(\w+)\s*=\s*([\w.]+:\w+)"', text))
-
-
-def launch_ros_args(model_path: Path, image: str) -> list[str]:
-    """The ``--ros-args`` the launch file gives the node, for these launch argument values."""
-    kw = _launch_nodes()["hiseg_ros"]
-    args = _launch_arguments()
-    ros_args = ["-r", f"__node:={ast.literal_eval(kw['name'])}"]
-    for item in kw["parameters"].elts:
-        if isinstance(item, ast.Name):  # the params_file LaunchConfiguration, default config/hiseg.yaml
-            assert "hiseg.yaml" in args["params_file"]
-            ros_args += ["--params-file", str(PARAMS)]
-        else:
-            for key, value in zip(item.keys, item.values, strict=True):
-                key = ast.literal_eval(key)
-                assert isinstance(value, ast.Name), "parameter values come from launch arguments"
-                given = {"model_path": str(model_path)}[key]
-                ros_args += ["-p", f"{key}:={given}"]
-    for pair in kw["remappings"].elts:
-        src = ast.literal_eval(pair.elts[0])
-        assert src == "image"
-        ros_args += ["-r", f"{src}:={image}"]
-    return ros_args
-
-
-def test_the_launcher_gives_the_node_the_launch_files_command_line(tmp_path):
-    """Tests, the benchmark and the live bag evaluation start the node with node_process.launch_ros_args."""
-    model = tmp_path / "m.onnx"
-    assert node_process.launch_ros_args(model, CAMERA) == launch_ros_args(model, CAMERA)
-    assert node_process.PARAMS_FILE == PARAMS
-    extra = ["-p", "backend:=onnxruntime"]
-    compressed = node_process.launch_ros_args(model, CAMERA, compressed=True, extra=extra)
-    assert compressed == [*launch_ros_args(model, CAMERA), "-p", "use_compressed:=true", *extra]
-    assert node_process.node_command(["-r", "x:=y"])[1:] == ["-m", "hiseg_ros.node", "--ros-args", "-r", "x:=y"]
-
-
-def test_launch_file_starts_the_real_executable_with_the_config():
-    nodes = _launch_nodes()
-    kw = nodes["hiseg_ros"]
-    executable = ast.literal_eval(kw["executable"])
-    assert _console_scripts()[executable] == "hiseg_ros.node:main"
-    assert ast.literal_eval(kw["name"]) == NODE
-    args = _launch_arguments()
-    assert args["model_path"] is None, "model_path is a required launch argument"
-    assert "config" in args["params_file"] and "hiseg.yaml" in args["params_file"]
-    assert "hiseg.rviz" in args["rviz_config"]
-    # parameters: the params file and model_path (a real parameter of the node)
-    declared = {p.name for p in node_module.PARAMETERS}
-    dict_keys = [ast.literal_eval(k) for d in kw["parameters"].elts if isinstance(d, ast.Dict) for k in d.keys]
-    assert dict_keys == ["model_path"] and set(dict_keys) <= declared
-    # rviz2 with the RViz config, and rosbag playback, both behind conditions
-    rviz = nodes["rviz2"]
-    assert "condition" in rviz and ast.unparse(rviz["arguments"]) == "['-d', rviz_config]"
-    bag = [c for c in _launch_calls() if _call_name(c) == "ExecuteProcess"]
-    assert len(bag) == 1 and ast.unparse(_kwargs(bag[0])["cmd"]).startswith("['ros2', 'bag', 'play', bag")
-    assert "condition" in _kwargs(bag[0])
-    # every declared launch argument is used
-    source = LAUNCH.read_text()
-    for name in args:
-        assert f'LaunchConfiguration("{name}")' in source, name
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -210,7 +112,7 @@ def engine(model):
 @pytest.fixture(scope="module")
 def running(model, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = NodeProcess.start(launch_ros_args(model, CAMERA), log)
+    proc = NodeProcess.start(node_process.launch_ros_args(model, CAMERA), log)
     client = Client("hiseg_test_client")
     try:
         proc.wait_ready(lambda: NODE in client.node.get_node_names(), 60.0, "appear in the ROS graph")
@@ -592,7 +494,7 @@ def test_launcher_reports_an_early_exit_and_kills_a_node_that_does_not_stop(mode
         failing.wait_ready(lambda: False, 60.0, "never get ready")
     assert failing.stop() == 2
 
-    hung = NodeProcess.start(launch_ros_args(model, CAMERA), tmp_path / "hung.log")
+    hung = NodeProcess.start(node_process.launch_ros_args(model, CAMERA), tmp_path / "hung.log")
     with hung:
         # once Python handles SIGINT (before that, the default action would end even a stopped process)
         hung.wait_ready(lambda: "loaded model" in hung.log_text(), 60.0, "load the model")

@@ -5,7 +5,7 @@
   The shell script is the one source of those settings; this reads what it exports instead of
   repeating them. Never used on a vehicle.
 - :func:`launch_ros_args` is the ``--ros-args`` command line launch/hiseg.launch.py gives the node
-  (tests/integration/test_node.py checks it against the launch file), :func:`node_command` the
+  (tests/training/evaluation/test_launch_file.py checks it against the launch file), :func:`node_command` the
   whole command (``python -m hiseg_ros.node --ros-args ...``).
 - :class:`NodeProcess` starts that command with the loopback environment and its log in a file,
   waits for a readiness condition (failing with the log's tail when the node exits first) and
@@ -59,22 +59,31 @@ def launch_ros_args(
     params_file: str | Path | None = PARAMS_FILE,
     *,
     node_name: str = NODE_NAME,
+    namespace: str = "",
     compressed: bool = False,
+    use_sim_time: bool = False,
+    log_level: str = "info",
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``--ros-args`` items launch/hiseg.launch.py gives the node, then ``extra``.
+    """The ``--ros-args`` items launch/hiseg.launch.py gives the node for these launch arguments, then ``extra``.
 
-    The node name, the parameter file (``None``: none, the node's defaults), the ``model_path``
-    override and the ``image`` remapping; ``compressed`` adds ``use_compressed:=true`` (the camera
-    topic is then ``<image_topic>/compressed``). Later items override earlier ones.
+    In launch_ros's order: the log level, the node name, the namespace (``""``: none, the root),
+    the parameter file (``None``: none, the node's defaults), the ``model_path``,
+    ``use_compressed`` (the camera topic is then ``<image_topic>/compressed``) and
+    ``use_sim_time`` overrides and the ``image`` remapping. Later items override earlier ones.
     """
-    ros = ["-r", f"__node:={node_name}"]
+    ros = ["--log-level", log_level, "-r", f"__node:={node_name}"]
+    if namespace:
+        ros += ["-r", f"__ns:=/{namespace.lstrip('/')}"]
     if params_file is not None:
         ros += ["--params-file", str(params_file)]
-    ros += ["-p", f"model_path:={model}", "-r", f"image:={image_topic}"]
-    if compressed:
-        ros += ["-p", "use_compressed:=true"]
+    ros += ["-p", f"model_path:={model}", "-p", f"use_compressed:={_bool(compressed)}"]
+    ros += ["-p", f"use_sim_time:={_bool(use_sim_time)}", "-r", f"image:={image_topic}"]
     return ros + list(extra)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def node_command(ros_args: Sequence[str]) -> list[str]:
