@@ -20,6 +20,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/config/hierarchies", glob("config/hierarchies/*.yaml")),
+        (f"share/{PACKAGE}/config/label_remaps", glob("config/label_remaps/*.yaml")),
         (f"share/{PACKAGE}/config/dds", glob("config/dds/*.xml")),
     ],
     install_requires=["setuptools"],
