@@ -143,13 +143,11 @@ class Step:
         targets = batch.targets.to(self.device)
         with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
             logits = self.net(images)
-        # Loss in float32; the zero term keeps every head in the graph (DDP needs all params used
-        # even when a classifier has no labelled pixel in this batch).
-        logits = {k: v.float() for k, v in logits.items()}
-        out = self.criterion(logits, targets)
-        loss = out.total + 0.0 * sum(v.mean() for v in logits.values())
+        # The loss in float32; it keeps every head in the graph (DDP needs a gradient for every
+        # parameter, also of a classifier without a labelled pixel in this batch).
+        out = self.criterion({k: v.float() for k, v in logits.items()}, targets)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(out.total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.optimizer.param_groups[0]["lr"]

@@ -206,9 +206,9 @@ class HierarchicalLoss(nn.Module):
             per_classifier[name] = loss.detach()
             pixels[name] = (p1.count, p2.count)
             total = total + self.weights[name] * loss
-        if not total.requires_grad and any(t.requires_grad for t in logits.values()):
-            # Nothing labelled in this batch: keep backward() valid, with zero gradients.
-            total = total + sum((t * 0).sum() for t in logits.values() if t.requires_grad)
+        # Every head stays in the graph, with a zero gradient where nothing is labelled for it:
+        # backward() is valid on a batch without labels, and DDP gets a gradient for every parameter.
+        total = total + sum((t * 0).sum() for t in logits.values() if t.requires_grad)
         return LossOutput(total, per_classifier, pixels)
 
 

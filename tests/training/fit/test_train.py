@@ -14,18 +14,24 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tiny_hierarchy import load_tiny
 from tiny_training import HIERARCHIES, PYTHON, make_tiny_data, tiny_config, write_config
 
 from hiseg_ros.engines import ModelLoadError
 from hiseg_ros.engines.checkpoint import load_checkpoint, save_checkpoint
 from hiseg_ros.engines.torch_engine import TorchEngine
+from hiseg_ros.hierarchy import IGNORE
 from training import REPO
 from training.fit.checkpoints import CheckpointMismatchError, checkpoint_paths
 from training.fit.config import ConfigError, load_config
 from training.fit.log import read_csv
+from training.fit.loss import HierarchicalLoss
 from training.fit.train import main, train
+from training.labels.collate import collate_targets
+from training.labels.targets import SampleTargets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,6 +149,19 @@ def test_resume_uses_the_nodes_safe_loader_and_message(data_root: Path, tmp_path
         TorchEngine(pickled)  # what the node's PyTorch backend says about the same file
     assert str(refused.value) == str(node.value)
     assert main(["--config", str(tmp_path / "run.yaml"), "--resume", str(pickled), "--no-progress"]) == 2
+
+
+def test_heads_without_labelled_pixels_get_a_zero_gradient(tmp_path: Path) -> None:
+    """DDP expects a gradient for every parameter in every step: the loss the loop backpropagates
+    keeps the heads of classifiers with nothing labelled in the batch in the graph."""
+    hierarchy = load_tiny(tmp_path)
+    maps = {name: np.full((1, 2), IGNORE, np.uint8) for name in hierarchy.classifier_names}
+    maps["root"] = np.zeros((1, 2), np.uint8)  # only the root has labelled pixels
+    logits = {n: torch.randn(1, c, 1, 2, requires_grad=True) for n, c in hierarchy.classifier_sizes}
+    HierarchicalLoss(hierarchy)(logits, collate_targets([SampleTargets("pixel", maps)])).total.backward()
+    assert (logits["root"].grad != 0).any()
+    for name in hierarchy.classifier_names[1:]:
+        assert logits[name].grad is not None and (logits[name].grad == 0).all(), name
 
 
 def test_kill_during_checkpointing_leaves_loadable_checkpoints(data_root: Path, tmp_path: Path) -> None:
