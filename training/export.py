@@ -41,7 +41,7 @@ from hiseg_ros.engines.checkpoint import CheckpointFormatError, ModelConfig, loa
 from hiseg_ros.engines.metadata import INPUT_NAME, LEAF_OUTPUT, ModelMetadata
 from hiseg_ros.engines.torch_graph import DecisionGraph
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
-from hiseg_ros.model import BACKBONES, HierarchicalSegNet
+from hiseg_ros.model import BACKBONES, DECODERS, HierarchicalSegNet
 from training import REPO
 
 __all__ = [
@@ -201,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shared-channels", type=int, default=defaults.shared_channels)
     parser.add_argument("--adaptation-depth", type=int, default=defaults.adaptation_depth)
     parser.add_argument("--adaptation-dilation", type=int, default=defaults.adaptation_dilation)
+    parser.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="(--random-init)")
     parser.add_argument("--seed", type=int, default=0, help="(--random-init) weight initialisation seed")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     return parser
@@ -216,7 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.random_init:
             assert hierarchy is not None
             config = ModelConfig(
-                args.backbone, args.output_stride, args.shared_channels, args.adaptation_depth, args.adaptation_dilation
+                args.backbone,
+                args.output_stride,
+                args.shared_channels,
+                args.adaptation_depth,
+                args.adaptation_dilation,
+                args.decoder,
             )
             out = export_random_init(hierarchy, args.out, config, args.seed, verify=not args.no_verify)
         else:

@@ -9,8 +9,11 @@ A checkpoint is a ``torch.save``'d dict read with ``weights_only=True``: tensors
     ``Hierarchy.to_json()`` of the hierarchy the network was built for (a string).
 ``"model_config"``
     ``{"backbone": str, "output_stride": int, "shared_channels": int, "adaptation_depth": int,
-    "adaptation_dilation": int}``: everything besides the hierarchy needed to rebuild the network.
-    Unknown keys are an error: a silently ignored key could mean a different architecture.
+    "adaptation_dilation": int[, "decoder": str]}``: everything besides the hierarchy needed to
+    rebuild the network. Unknown keys are an error: a silently ignored key could mean a different
+    architecture. ``decoder`` (:data:`hiseg_ros.model.DECODERS`) is written only when it is not
+    ``"none"`` and read as ``"none"`` when absent, so files of the network without a decoder are
+    the same as before the option existed, and a reader that predates it refuses the others.
 
 These three (:data:`CHECKPOINT_KEYS`) are all the exporter and the node need. A checkpoint the
 training loop writes also holds ``"format"`` (:data:`CHECKPOINT_FORMAT`) and the loop's state,
@@ -39,7 +42,7 @@ import torch
 
 from ..atomic import atomic_output
 from ..hierarchy import Hierarchy, HierarchyError
-from ..model import BACKBONES, HierarchicalSegNet
+from ..model import BACKBONES, DECODERS, HierarchicalSegNet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -57,6 +60,7 @@ __all__ = [
 CHECKPOINT_KEYS = ("model", "hierarchy", "model_config")
 CHECKPOINT_FORMAT = 1  # version of the training-state layout below (the three contract keys never change)
 TRAINING_KEYS = ("iteration", "world_size", "optimizer", "scheduler", "scaler", "rng", "config", "metrics")
+_OPTIONAL_MODEL_KEYS = {"decoder": "none"}  # model_config keys added later -> the value their absence means
 
 
 class CheckpointFormatError(ValueError):
@@ -72,9 +76,15 @@ class ModelConfig:
     shared_channels: int = 256
     adaptation_depth: int = 1
     adaptation_dilation: int = 1
+    decoder: str = "none"  # "none" or "deconv_skip" (logits at half the output stride, hiseg_ros.model.decoder)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``model_config`` entry: these fields only, also for a subclass that adds training options."""
+        """The ``model_config`` entry: these fields only, also for a subclass that adds training
+        options; an optional key at the value its absence means is left out (see the module doc)."""
+        return {k: v for k, v in self.network_fields().items() if _OPTIONAL_MODEL_KEYS.get(k, object()) != v}
+
+    def network_fields(self) -> dict[str, Any]:
+        """Every network field, optional ones included (to compare two configs)."""
         return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
 
     @classmethod
@@ -82,7 +92,7 @@ class ModelConfig:
         if not isinstance(data, Mapping):
             raise CheckpointFormatError(f"{source}: model_config: expected a dict, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n not in _OPTIONAL_MODEL_KEYS]
         unknown = sorted(str(k) for k in data if k not in names)
         if missing or unknown:
             parts = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
@@ -91,7 +101,14 @@ class ModelConfig:
             raise CheckpointFormatError(
                 f"{source}: model_config.backbone: {data['backbone']!r} is not one of {list(BACKBONES)}"
             )
-        for name in names[1:]:
+        data = {**_OPTIONAL_MODEL_KEYS, **data}
+        if data["decoder"] not in DECODERS:
+            raise CheckpointFormatError(
+                f"{source}: model_config.decoder: {data['decoder']!r} is not one of {list(DECODERS)}"
+            )
+        for name in names:
+            if name in ("backbone", "decoder"):  # the strings, checked above
+                continue
             value = data[name]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise CheckpointFormatError(f"{source}: model_config.{name}: expected an integer >= 0, got {value!r}")
@@ -108,6 +125,7 @@ class ModelConfig:
             adaptation_depth=self.adaptation_depth,
             adaptation_dilation=self.adaptation_dilation,
             pretrained=pretrained,
+            decoder=self.decoder,
         )
 
 
@@ -245,10 +263,10 @@ def load_checkpoint(
             f"{describe_hierarchy_difference(hierarchy, expected_hierarchy)}"
         )
     config = ModelConfig.from_dict(obj["model_config"], path)
-    if expected_config is not None and config.to_dict() != expected_config.to_dict():
-        expected = expected_config.to_dict()
+    if expected_config is not None and config.network_fields() != expected_config.network_fields():
+        expected = expected_config.network_fields()
         diff = ", ".join(
-            f"{k}: checkpoint {v!r} vs {expected[k]!r}" for k, v in config.to_dict().items() if v != expected[k]
+            f"{k}: checkpoint {v!r} vs {expected[k]!r}" for k, v in config.network_fields().items() if v != expected[k]
         )
         raise CheckpointFormatError(f"{path}: checkpoint's model_config does not match the expected network ({diff})")
     net = _rebuild(path, obj["model"], config, hierarchy)

@@ -1,7 +1,8 @@
 """Segmentation network of hiseg_ros (runtime side: no dependency on ``training``).
 
 Plain-PyTorch backbones with torchvision's checkpoint key names, the hierarchical heads of
-Meletis & Dubbelman, the pixel decisions and the shared input normalisation.
+Meletis & Dubbelman, the optional light decoder, the pixel decisions and the shared input
+normalisation.
 """
 
 from .backbones import (
@@ -11,6 +12,7 @@ from .backbones import (
     default_weights_path,
     load_backbone_checkpoint,
 )
+from .decoder import DECODERS
 from .mobilenet_v2 import MobileNetV2
 from .network import DecisionMode, HierarchicalSegNet, decide, decide_one
 from .normalize import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, NormalizeInput, normalize_image, normalize_tensor
@@ -18,6 +20,7 @@ from .resnet import ResNet
 
 __all__ = [
     "BACKBONES",
+    "DECODERS",
     "IMAGENET_MEAN_RGB",
     "IMAGENET_STD_RGB",
     "CheckpointError",

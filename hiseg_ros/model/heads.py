@@ -3,13 +3,16 @@
 Following Meletis & Dubbelman (IV 2018): the backbone output is reduced once by a 1x1 conv to a
 *shared representation* (256 channels in the paper), then every classifier gets its own shallow
 "adaptation network" of residual bottleneck blocks so that sub-classifiers can specialise features
-without disturbing the root, and finally a 1x1 conv gives the logits.
+without disturbing the root, and finally a 1x1 conv gives the logits (upsampled x2 by the optional
+decoder, :mod:`hiseg_ros.model.decoder`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .decoder import SkipUpsample
 
 __all__ = ["AdaptationBlock", "ClassifierHead", "SharedReduction"]
 
@@ -51,9 +54,13 @@ class AdaptationBlock(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """``depth`` adaptation blocks (0 = none) followed by a 1x1 conv to ``num_classes`` logits."""
+    """``depth`` adaptation blocks (0 = none) followed by a 1x1 conv to ``num_classes`` logits, and
+    with ``skip_channels`` this classifier's part of the decoder (:class:`SkipUpsample`): it lives
+    in the head so that training's per-head parameter groups cover it."""
 
-    def __init__(self, channels: int, num_classes: int, depth: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, channels: int, num_classes: int, depth: int = 1, dilation: int = 1, skip_channels: int | None = None
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -63,6 +70,12 @@ class ClassifierHead(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
+        self.decoder = SkipUpsample(num_classes, skip_channels) if skip_channels is not None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.adaptation(x))
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.classifier(self.adaptation(x))
+        if self.decoder is None:
+            return logits
+        if skip is None:
+            raise ValueError("this head has a decoder: it needs the low-level skip features")
+        return self.decoder(logits, skip)

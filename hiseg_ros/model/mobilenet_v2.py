@@ -77,14 +77,18 @@ class MobileNetV2(nn.Module):
         stage_strides = [s for _, _, _, s in MOBILENET_V2_SETTINGS if s == 2]
         sched = iter(dilation_schedule(stage_strides, input_stride=2, output_stride=output_stride))
         features: list[nn.Module] = [conv_bn_relu6(3, 32, stride=2)]
-        in_ch, dilation = 32, 1
+        in_ch, dilation, paper_stride = 32, 1, 2
+        # paper stride -> (index of the last block at that stride, its channels): the skip points.
+        self._stride_ends: dict[int, tuple[int, int]] = {2: (0, 32)}
         for t, c, n, s in MOBILENET_V2_SETTINGS:
             for i in range(n):
                 stride, block_dil = 1, dilation
                 if i == 0 and s == 2:
                     stride, block_dil, dilation = next(sched)
+                    paper_stride *= 2
                 features.append(InvertedResidual(in_ch, c, stride, t, block_dil))
                 in_ch = c
+                self._stride_ends[paper_stride] = (len(features) - 1, c)
         self.out_channels = 1280
         features.append(conv_bn_relu6(in_ch, self.out_channels, kernel=1))
         self.features = nn.Sequential(*features)
@@ -111,6 +115,26 @@ class MobileNetV2(nn.Module):
     def classifier_prefix(self) -> str:
         """State-dict prefix of the (unused) ImageNet classifier."""
         return "classifier."
+
+    def skip_channels(self, stride: int) -> int:
+        """Channels of the block output :meth:`forward_with_skip` returns for ``stride``."""
+        return self._skip_end(stride)[1]
+
+    def _skip_end(self, stride: int) -> tuple[int, int]:
+        """``(index in features, channels)`` of the last block at ``stride``, which must be finer
+        than the output stride (a dilated block has no features of its own at a finer stride)."""
+        if stride not in self._stride_ends or stride >= self.output_stride:
+            finer = [s for s in self._stride_ends if s < self.output_stride]
+            raise ValueError(
+                f"mobilenet_v2 at output stride {self.output_stride} has skip strides {finer}, not {stride}"
+            )
+        return self._stride_ends[stride]
+
+    def forward_with_skip(self, x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(output of the last block at stride, features output)``: the low-level input of a decoder."""
+        end = self._skip_end(stride)[0]
+        skip = self.features[: end + 1](x)
+        return skip, self.features[end + 1 :](skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

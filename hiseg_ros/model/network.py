@@ -4,8 +4,9 @@ One backbone feeds a shared 1x1 reduction; every classifier of the hierarchy (ro
 by the hierarchy module) then has its own adaptation network and 1x1 classifier. A flat baseline is
 the same network with a single classifier.
 
-Logits stay at feature resolution (``H / output_stride``): upsampling is part of the *decision*, and
-the cheap way (argmax at low resolution, then nearest upsampling of the labels) agrees with the
+Logits stay at feature resolution (``H / logit_stride``: the output stride, or half of it with a
+decoder, see :mod:`hiseg_ros.model.decoder`): upsampling to the input is part of the *decision*,
+and the cheap way (argmax at low resolution, then nearest upsampling of the labels) agrees with the
 expensive way (bilinear upsampling of all logits, then argmax) on almost every pixel.
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from .backbones import build_backbone
+from .decoder import SKIP_CHANNELS, decoder_stride
 from .heads import ClassifierHead, SharedReduction
 
 __all__ = ["DecisionMode", "HierarchicalSegNet", "decide", "decide_one"]
@@ -32,9 +34,11 @@ class HierarchicalSegNet(nn.Module):
     """Backbone -> shared reduction -> per-classifier adaptation + 1x1 logits.
 
     ``classifiers`` is the ordered ``(name, num_classes)`` list of the hierarchy, root first.
-    ``forward`` returns ``{name: B x C x H/os x W/os logits}`` in that order. Heads live in
-    ``self.heads[name]`` so training can give them their own parameter groups (the paper uses a
-    different weight decay for the sub-classifiers).
+    ``forward`` returns ``{name: B x C x H/s x W/s logits}`` in that order, ``s`` =
+    :attr:`logit_stride`. Heads live in ``self.heads[name]`` so training can give them their own
+    parameter groups (the paper uses a different weight decay for the sub-classifiers).
+    ``decoder="deconv_skip"`` adds the light decoder (logits at half the output stride); the
+    default ``"none"`` is the network without one, with the same state dict as before it existed.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class HierarchicalSegNet(nn.Module):
         adaptation_depth: int = 1,
         adaptation_dilation: int = 1,
         pretrained: str | Path | None = "default",
+        decoder: str = "none",
     ) -> None:
         super().__init__()
         classifiers = [(str(n), int(c)) for n, c in classifiers]
@@ -58,17 +63,32 @@ class HierarchicalSegNet(nn.Module):
         self.num_classes: dict[str, int] = dict(classifiers)
         self.backbone_name = backbone
         self.output_stride = output_stride
+        self.decoder = decoder
+        self.logit_stride = decoder_stride(decoder, output_stride)
         self.backbone = build_backbone(backbone, output_stride, pretrained)
         self.reduction = SharedReduction(self.backbone.out_channels, shared_channels)
+        skip_channels = None
+        self.skip_reduction: SharedReduction | None = None
+        if decoder != "none":
+            low = self.backbone.skip_channels(self.logit_stride)
+            self.skip_reduction = SharedReduction(low, SKIP_CHANNELS)
+            skip_channels = SKIP_CHANNELS
         self.heads = nn.ModuleDict()
         for name, n_cls in classifiers:
             if not name or "." in name or hasattr(self.heads, name):
                 raise ValueError(f"classifier name {name!r} cannot be a module key (empty, '.', or reserved)")
-            self.heads[name] = ClassifierHead(shared_channels, n_cls, adaptation_depth, adaptation_dilation)
+            self.heads[name] = ClassifierHead(
+                shared_channels, n_cls, adaptation_depth, adaptation_dilation, skip_channels
+            )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        shared = self.reduction(self.backbone(x))
-        return {name: self.heads[name](shared) for name in self.classifier_names}
+        if self.decoder == "none":
+            shared = self.reduction(self.backbone(x))
+            return {name: self.heads[name](shared) for name in self.classifier_names}
+        assert self.skip_reduction is not None
+        low, features = self.backbone.forward_with_skip(x, self.logit_stride)
+        shared, skip = self.reduction(features), self.skip_reduction(low)
+        return {name: self.heads[name](shared, skip) for name in self.classifier_names}
 
 
 def decide_one(logits: torch.Tensor, out_size: Sequence[int], mode: DecisionMode = "argmax_nearest") -> torch.Tensor:

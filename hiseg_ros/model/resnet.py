@@ -19,6 +19,9 @@ from torch import nn
 
 __all__ = ["RESNET_SPECS", "BasicBlock", "Bottleneck", "ResNet", "dilation_schedule"]
 
+_STAGE_PLANES = (64, 128, 256, 512)  # layer1..layer4 (times the block's expansion)
+_STAGE_STRIDES = (4, 8, 16, 32)  # stride of layer1..layer4's output without dilation
+
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     """3x3 convolution whose padding keeps the size for any dilation (needed for atrous stages)."""
@@ -143,10 +146,11 @@ class ResNet(nn.Module):
         stage_args = [(1, 1, 1), *sched]
         self._in_ch = 64
         for i, (planes, n, (stride, first_dil, dil)) in enumerate(
-            zip((64, 128, 256, 512), layers, stage_args, strict=True), start=1
+            zip(_STAGE_PLANES, layers, stage_args, strict=True), start=1
         ):
             setattr(self, f"layer{i}", self._make_layer(block, planes, n, stride, first_dil, dil))
-        self.out_channels = 512 * block.expansion
+        self.expansion = block.expansion
+        self.out_channels = _STAGE_PLANES[-1] * block.expansion
         self.fc = nn.Linear(self.out_channels, num_classes) if num_classes else None
         self._init_weights()
 
@@ -183,6 +187,32 @@ class ResNet(nn.Module):
     def classifier_prefix(self) -> str:
         """State-dict prefix of the (unused) ImageNet classifier."""
         return "fc."
+
+    def skip_channels(self, stride: int) -> int:
+        """Channels of the stage output :meth:`forward_with_skip` returns for ``stride``."""
+        return self._skip_stage(stride)[1]
+
+    def _skip_stage(self, stride: int) -> tuple[int, int]:
+        """``(stage index, channels)`` of the last stage at ``stride``, which must be finer than the
+        output stride (a dilated stage has no features of its own at a finer stride)."""
+        if stride not in _STAGE_STRIDES or stride >= self.output_stride:
+            finer = [s for s in _STAGE_STRIDES if s < self.output_stride]
+            raise ValueError(
+                f"{self.arch} at output stride {self.output_stride} has skip strides {finer}, not {stride}"
+            )
+        index = _STAGE_STRIDES.index(stride)
+        return index, _STAGE_PLANES[index] * self.expansion
+
+    def forward_with_skip(self, x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(output of the last stage at stride, layer4 output)``: the low-level input of a decoder."""
+        index = self._skip_stage(stride)[0]
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        skip = x
+        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            x = layer(x)
+            if i == index:
+                skip = x
+        return skip, x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

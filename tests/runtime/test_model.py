@@ -305,3 +305,84 @@ def test_normalisation_paths_agree() -> None:
     torch.testing.assert_close(NormalizeInput("uint8_nchw")(nchw), reference)
     assert torch.equal(NormalizeInput("float_nchw")(reference), reference)
     assert torch.equal(torch.from_numpy(normalize_image(image[0])), reference[:1])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_skip_features_sit_at_half_the_output_stride(name: str, output_stride: int) -> None:
+    """The decoder's low-level input: same final features as ``forward``, skip at stride os / 2."""
+    model = build_backbone(name, output_stride, pretrained=None).eval()
+    stride = output_stride // 2
+    x = torch.randn(1, 3, 67, 101)
+    with torch.no_grad():
+        skip, features = model.forward_with_skip(x, stride)
+        assert torch.equal(features, model(x))
+    assert skip.shape == (1, model.skip_channels(stride), -(-67 // stride), -(-101 // stride))
+    with pytest.raises(ValueError, match=f"output stride {output_stride} has skip strides"):
+        model.skip_channels(output_stride)  # a dilated stage has no features of its own there
+
+
+@pytest.mark.parametrize(("backbone", "output_stride"), [("mobilenet_v2", 16), ("mobilenet_v2", 8), ("resnet18", 8)])
+def test_decoder_halves_the_logit_stride(backbone: str, output_stride: int) -> None:
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, backbone, output_stride, 32, pretrained=None, decoder="deconv_skip").eval()
+    assert net.logit_stride == output_stride // 2
+    with torch.no_grad():
+        logits = net(torch.randn(2, 3, 67, 101))
+    stride = output_stride // 2
+    for name, classes in HIERARCHY:  # an odd size: the upsampled map is cropped to the skip's cells
+        assert logits[name].shape == (2, classes, -(-67 // stride), -(-101 // stride)), name
+
+
+def test_untrained_decoder_is_bilinear_upsampling_of_the_coarse_logits() -> None:
+    """Zero-initialised skip + bilinear transposed conv: training starts from today's decisions."""
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, output_stride=16, shared_channels=32, pretrained=None, decoder="deconv_skip")
+    net.eval()
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        logits = net(x)
+        shared = net.reduction(net.backbone(x))
+        for name in net.classifier_names:
+            head = net.heads[name]
+            coarse = head.classifier(head.adaptation(shared))
+            bilinear = nn.functional.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
+            assert logits[name].shape[-2:] == (8, 16)
+            torch.testing.assert_close(logits[name][..., 1:-1, 1:-1], bilinear[..., 1:-1, 1:-1])
+            # the outer ring is the same interpolation times a factor common to all classes
+            assert torch.equal(logits[name].argmax(1), bilinear.argmax(1)), name
+
+
+def test_decoder_is_opt_in_and_lives_in_the_heads() -> None:
+    """Without a decoder the state dict is the one checkpoints always had; with it, only the skip
+    reduction and one decoder per head are added (in ``heads.<name>``: the per-head weight decay)."""
+    plain = HierarchicalSegNet(HIERARCHY, shared_channels=32, pretrained=None)
+    assert plain.logit_stride == 16 and not any("decoder" in k or "skip" in k for k in plain.state_dict())
+    net = HierarchicalSegNet(HIERARCHY, shared_channels=32, pretrained=None, decoder="deconv_skip")
+    extra = sorted(set(net.state_dict()) - set(plain.state_dict()))
+    assert set(plain.state_dict()) <= set(net.state_dict())
+    assert {k for k in extra if not k.startswith("skip_reduction.")} == {
+        f"heads.{name}.decoder.{part}.weight" for name, _ in HIERARCHY for part in ("upsample", "skip")
+    }
+    assert net.heads["root"].decoder.upsample.weight.shape == (54, 1, 4, 4)  # depthwise: no C x C kernel
+    with pytest.raises(ValueError, match="unknown decoder"):
+        HierarchicalSegNet(HIERARCHY, pretrained=None, decoder="aspp")
+
+
+def test_decoder_skip_learns_after_one_step() -> None:
+    """The zero-initialised skip gets a gradient at once, the low-level reduction after one step."""
+    torch.manual_seed(0)
+    net = HierarchicalSegNet(HIERARCHY, shared_channels=32, pretrained=None, decoder="deconv_skip").train()
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    for step in range(2):
+        optimiser.zero_grad()
+        logits = net(torch.randn(2, 3, 64, 64))
+        targets = {n: torch.randint(0, v.shape[1], (2, *v.shape[2:])) for n, v in logits.items()}
+        sum(nn.functional.cross_entropy(v, targets[n]) for n, v in logits.items()).backward()
+        for name in net.classifier_names:
+            decoder = net.heads[name].decoder
+            assert float(decoder.skip.weight.grad.abs().sum()) > 0, name
+            assert float(decoder.upsample.weight.grad.abs().sum()) > 0, name
+        reduction = float(sum(p.grad.abs().sum() for p in net.skip_reduction.parameters()))
+        assert (reduction > 0) == (step > 0)
+        optimiser.step()

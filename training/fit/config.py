@@ -34,7 +34,7 @@ Schema (defaults in the dataclasses)::
     datasets:                              # fixed per-batch composition, per process
       - {name: cityscapes, root: cityscapes, per_batch: 1, options: {split: train}}
     model: {backbone, output_stride, shared_channels, adaptation_depth, adaptation_dilation,
-            pretrained: default | null | PATH, sync_batchnorm}
+            decoder: none | deconv_skip, pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
     pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root,
                     precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
@@ -55,7 +55,7 @@ from typing import Any
 
 from hiseg_ros.engines.checkpoint import ModelConfig
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
-from hiseg_ros.model import BACKBONES
+from hiseg_ros.model import BACKBONES, DECODERS
 from training.config_schema import (
     ConfigError,
     ConfigSource,
@@ -315,6 +315,8 @@ def validate_config(config: TrainConfig) -> Hierarchy:
         raise fail("model.backbone", f"unknown backbone {m.backbone!r} (expected one of {', '.join(BACKBONES)})")
     if m.output_stride not in (8, 16, 32):
         raise fail("model.output_stride", f"expected 8, 16 or 32, got {m.output_stride}")
+    if m.decoder not in DECODERS:
+        raise fail("model.decoder", f"unknown decoder {m.decoder!r} (expected one of {', '.join(DECODERS)})")
     for key in ("shared_channels", "adaptation_depth", "adaptation_dilation"):
         if getattr(m, key) < (0 if key == "adaptation_depth" else 1):
             raise fail(f"model.{key}", f"out of range: {getattr(m, key)}")
