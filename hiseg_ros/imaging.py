@@ -41,19 +41,19 @@ Zero-copy results are read-only numpy views of ``msg.data``: row padding (``step
 ``width * bytes_per_pixel``) is skipped with strides, never copied. Pass ``copy=True`` to get a
 C-contiguous, writable array that owns its memory.
 
-mono16 policy (every 16-bit encoding): the 16-bit value is shifted right by ``mono16_shift`` bits (default 8, i.e. the
-top byte) and saturated at 255. A fixed shift keeps brightness consistent from frame to frame
-and between frames of a sequence, which a segmentation network trained on 8-bit images needs,
-and it is exact for sensors that use the full 16-bit range. Per-frame min-max stretching was
-rejected: it makes the same scene look different depending on what else is in view, and
-amplifies noise in flat frames. For a 10- or 12-bit sensor that stores values in the low bits,
-use ``mono16_shift=2`` or ``4``.
+16-bit policy (mono16, rgb16 ... bgra16, bayer_*16): each 16-bit sample is shifted right by
+``mono16_shift`` bits (default 8, i.e. the top byte) and saturated at 255. A fixed shift keeps
+brightness consistent from frame to frame and between frames of a sequence, which a segmentation
+network trained on 8-bit images needs, and it is exact for sensors that use the full 16-bit
+range. Per-frame min-max stretching was rejected: it makes the same scene look different
+depending on what else is in view, and amplifies noise in flat frames. For a 10- or 12-bit
+sensor that stores values in the low bits, use ``mono16_shift=2`` or ``4``.
 
 Outputs (network -> ROS)
 ------------------------
 ``mono8_msg``, ``mono16_msg`` and ``rgb8_msg`` build ``sensor_msgs/Image`` messages from arrays,
 filling ``height``, ``width``, ``step``, ``encoding`` and ``is_bigendian``; the pixels are copied
-at memcpy speed (about 40 us for 512x1024 mono8, 95 us for 512x1024 rgb8 on the 2-core dev machine).
+once, at memcpy speed.
 
 Errors
 ------
@@ -167,7 +167,7 @@ def raw_to_rgb(
     """Convert a raw image buffer (the fields of ``sensor_msgs/Image``) to ``HxWx3`` uint8 RGB.
 
     ``data`` is any buffer (``bytes``, ``array.array('B')``, ``memoryview``, numpy array).
-    See the module docstring for the encodings, the mono16 policy and which results are
+    See the module docstring for the encodings, the 16-bit policy and which results are
     zero-copy views. ``copy=True`` always returns a C-contiguous array that owns its memory.
     """
     fmt = _lookup(encoding)
