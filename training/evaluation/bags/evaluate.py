@@ -11,9 +11,10 @@ offline
     are the engine's inference time per frame; ``fps`` is frames per wall-clock second of the whole loop.
 live
     Starts the node as a subprocess exactly as ``launch/hiseg.launch.py`` does
-    (:mod:`training.evaluation.bags.node_process`: ``python -m hiseg_ros.node --ros-args -r
-    __node:=segmentation_node --params-file <params> -p model_path:=M -r image:=<camera topic>``,
-    plus ``use_compressed:=true`` for a CompressedImage bag and any ``--node-arg``), plays the bag
+    (:mod:`training.evaluation.bags.node_process`: ``python -m hiseg_ros.node --ros-args --log-level
+    info -r __node:=segmentation_node --params-file <params> -p model_path:=M -p use_compressed:=false
+    -p use_sim_time:=false -r image:=<camera topic>``, with ``use_compressed:=true`` for a
+    CompressedImage bag, then any ``--node-arg``), plays the bag
     into it over DDS with real rclpy publishing at the recorded rate times ``--rate-scale``, and
     collects every output topic. Each published frame is re-stamped with the current time
     (``time.time_ns()``, the clock the arrival times are taken with), so latency = arrival of the
