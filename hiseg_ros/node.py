@@ -4,6 +4,7 @@
 the engine (``hiseg_ros.engines``) turns an RGB image into per-classifier decisions and the leaf
 map, ``hiseg_ros.outputs.render`` turns those into masks, colours, overlay and sign instances,
 ``hiseg_ros.messages`` maps the sign instances to Detection2D, and this module wires them to ROS.
+The parameters (table, checks, parameter file) live in ``hiseg_ros.node_params``.
 
 Topics (relative names; remap ``image`` to the camera topic):
 
@@ -11,18 +12,23 @@ Topics (relative names; remap ``image`` to the camera topic):
   when ``use_compressed`` is true (the image_transport naming).
 - out, all with the input header, at input resolution:
   ``~/<classifier>/mask`` (mono8 class indices, 255 outside the parent class; ``~/root/mask`` for
-  the root classifier), ``~/mask`` (leaf ids, mono8, or mono16 when the hierarchy has leaf ids
-  above 254), ``~/colored`` (rgb8), ``~/overlay`` (rgb8), ``~/traffic_signs``
+  the root classifier) and ``~/<classifier>/colored`` (rgb8: each class in its colour, black outside
+  the parent class; what RViz shows), ``~/mask`` (leaf ids, mono8, or mono16 when the hierarchy has
+  leaf ids above 254), ``~/colored`` (rgb8), ``~/overlay`` (rgb8), ``~/traffic_signs``
   (vision_msgs/Detection2DArray: one Detection2D per sign instance, ``id`` empty (no tracking
   across frames), ``results[0].hypothesis.class_id`` = the LEAF NAME of the majority class, e.g.
-  ``sign-speed-limit-30``, ``score`` = the majority fraction);
+  ``sign-speed-limit-30``, ``score`` = the majority fraction; the sign classes are those the
+  hierarchy declares ``traffic_sign: true``, or ``sign_class``);
   ``~/<classifier>/label_info`` and ``~/label_info`` (vision_msgs/LabelInfo, transient local,
   published once: class index / leaf id -> class name, plus 255 (or 65535) ``unlabeled``);
-  ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` seconds).
+  ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` seconds: counters,
+  input frequency, stale input, header-stamp delay, latency; ``hiseg_ros.diagnostics``).
 
 Only outputs with subscribers are computed. The subscription callback stores the newest message;
 a worker thread processes the newest one, and a message overwritten before the worker took it is
-counted as dropped. The model is loaded before the subscription is created. Exit codes: 0 after
+counted as dropped. The model is loaded before the subscription is created. An image size the
+engine can never take (outside a TensorRT profile, or a fixed-size model) is one error, logged
+once per size and held in /diagnostics, naming the parameters that fix it. Exit codes: 0 after
 SIGINT / SIGTERM, 1 when the model / hierarchy cannot be loaded, 2 for invalid parameters.
 """
 
@@ -32,7 +38,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,11 +68,10 @@ from vision_msgs.msg import (
 )
 
 from . import outputs
-from .diagnostics import FrameStats
-from .engines import BACKENDS, PAD_VALUE_RGB, PRECISIONS, InputShapeError, create_engine
+from .diagnostics import FrameStats, InputLimits
+from .engines import PAD_VALUE_RGB, InputShapeError, ShapeProfile, create_engine
 from .hierarchy import HierarchyError, load_hierarchy
 from .imaging import (
-    DEFAULT_MAX_PIXELS,
     ImageConversionError,
     compressed_to_rgb,
     image_to_rgb,
@@ -75,13 +79,20 @@ from .imaging import (
     mono16_msg,
     rgb8_msg,
 )
-from .messages import NODE_NAME, DetectionTypes, detection_array
-from .outputs import OUTPUTS
+from .messages import NODE_NAME, DetectionTypes, detection_array, stamp_ns
+from .node_params import (
+    EXIT_MODEL_ERROR,
+    EXIT_PARAMETER_ERROR,
+    PARAMETERS,
+    SPEC,
+    ConfigurationError,
+    Param,
+    check_value,
+    input_problem,
+    problems,
+    shape_profile,
+)
 
-RESIZE_POLICIES = ("none", "fit")
-RELIABILITIES = ("best_effort", "reliable")
-EXIT_MODEL_ERROR = 1
-EXIT_PARAMETER_ERROR = 2
 #: The rclpy classes of ``~/traffic_signs`` (the bag tools build the same message from rosbags classes).
 DETECTION_TYPES = DetectionTypes(
     array=Detection2DArray,
@@ -97,55 +108,6 @@ DETECTION_TYPES = DetectionTypes(
     quaternion=Quaternion,
 )
 
-
-class ConfigurationError(Exception):
-    """A start-up problem; ``exit_code`` tells main() what to return."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    default: Any
-    description: str
-    choices: tuple[str, ...] = ()
-    int_range: tuple[int, int] | None = None
-    float_range: tuple[float, float] | None = None
-    dynamic: bool = False
-
-
-#: Every parameter of the node (also read by the tests to check config/hiseg.yaml and the launch file).
-PARAMETERS: tuple[Param, ...] = (
-    Param("model_path", "", "Exported model (.onnx, or .pt for the torch backend; required)"),
-    Param("hierarchy_path", "", "Optional hierarchy YAML that must match the model's embedded hierarchy"),
-    Param("backend", "auto", "Inference backend; auto = TensorRT when available, else ONNX Runtime", BACKENDS),
-    Param("precision", "fp16", "TensorRT precision (ignored by other backends)", PRECISIONS),
-    Param("engine_cache_dir", "", "Directory of cached TensorRT engines ('' = the engine's default)"),
-    Param("int8_calibration_dir", "", "Folder of calibration images for precision int8"),
-    Param(
-        "cpu_spin_wait",
-        False,
-        "ONNX Runtime CPU threads busy-wait between frames (faster alone; false leaves the cores to DDS and outputs)",
-    ),
-    Param("resize.policy", "none", "none: infer at input size; fit: scale keeping aspect + pad", RESIZE_POLICIES),
-    Param("resize.width", 1024, "Network input width for resize.policy fit", int_range=(16, 16384)),
-    Param("resize.height", 512, "Network input height for resize.policy fit", int_range=(16, 16384)),
-    Param("input_qos.depth", 1, "History depth of the image subscription", int_range=(1, 100)),
-    Param("input_qos.reliability", "best_effort", "Reliability of the image subscription", RELIABILITIES),
-    Param("output_qos.depth", 1, "History depth of the output publishers", int_range=(1, 100)),
-    Param("output_qos.reliability", "reliable", "Reliability of the output publishers", RELIABILITIES),
-    Param("outputs", list(OUTPUTS), f"Outputs to publish, any of {', '.join(OUTPUTS)}"),
-    Param("overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay", float_range=(0.0, 1.0), dynamic=True),
-    Param("min_sign_area", 16, "Smallest traffic-sign region in pixels", int_range=(1, 1 << 30), dynamic=True),
-    Param("sign_class", "traffic-sign-front", "Class whose leaves are traffic signs ('' = no sign detection)"),
-    Param("max_input_pixels", DEFAULT_MAX_PIXELS, "Larger input images are rejected", int_range=(1, 1 << 31)),
-    Param("mono16_shift", 8, "mono16 input: right shift to 8 bit (8 = top byte)", int_range=(0, 15)),
-    Param("use_compressed", False, "Subscribe to <image>/compressed (sensor_msgs/CompressedImage) instead"),
-    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages", float_range=(0.1, 60.0)),
-)
 
 _PTYPE = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -168,17 +130,6 @@ def _descriptor(p: Param) -> ParameterDescriptor:
     return d
 
 
-def _check_value(p: Param, value: Any) -> str | None:
-    """Why ``value`` is invalid for ``p``, or None."""
-    if p.choices and value not in p.choices:
-        return f"{p.name}: {value!r} is not one of {', '.join(p.choices)}"
-    if p.int_range and not p.int_range[0] <= value <= p.int_range[1]:
-        return f"{p.name}: {value} is outside [{p.int_range[0]}, {p.int_range[1]}]"
-    if p.float_range and not p.float_range[0] <= value <= p.float_range[1]:
-        return f"{p.name}: {value} is outside [{p.float_range[0]}, {p.float_range[1]}]"
-    return None
-
-
 def _qos(depth: int, reliability: str, transient_local: bool = False) -> QoSProfile:
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
@@ -188,24 +139,27 @@ def _qos(depth: int, reliability: str, transient_local: bool = False) -> QoSProf
     )
 
 
-def load_engine(
-    model_path: str, backend: str, precision: str, cache_dir: str, calibration_dir: str, spin_wait: bool = False
-) -> tuple[Any, str]:
-    """``hiseg_ros.engines.create_engine`` with the node's parameters; ConfigurationError on failure."""
+def load_engine(p: dict[str, Any], profile: ShapeProfile | None) -> tuple[Any, str]:
+    """``hiseg_ros.engines.create_engine`` with the node's parameters ``p``; ConfigurationError on failure."""
+    model_path, backend = p["model_path"], p["backend"]
     if not os.path.isfile(model_path):
         raise ConfigurationError(f"model_path: {model_path!r} does not exist or is not a file", EXIT_MODEL_ERROR)
     try:
         return create_engine(
             model_path,
             backend=backend,
-            precision=precision,
-            cache_dir=cache_dir or None,
-            calibration_dir=calibration_dir or None,
-            spin_wait=spin_wait,
+            precision=p["precision"],
+            cache_dir=p["engine_cache_dir"] or None,
+            calibration_dir=p["int8_calibration_dir"] or None,
+            spin_wait=p["cpu_spin_wait"],
+            profile=profile,
+            device=p["device"],
         )
-    except Exception as exc:  # ModelLoadError and whatever a corrupt file makes a backend raise
+    except Exception as exc:  # ModelLoadError, EngineSelectionError and whatever a corrupt file makes a backend raise
         raise ConfigurationError(
-            f"cannot load model {model_path!r} with backend {backend!r}: {type(exc).__name__}: {exc}", EXIT_MODEL_ERROR
+            f"cannot load model {model_path!r} with backend {backend!r} on device {p['device']!r}: "
+            f"{type(exc).__name__}: {exc}",
+            EXIT_MODEL_ERROR,
         ) from exc
 
 
@@ -232,14 +186,8 @@ class SegmentationNode(Node):
         p = self._params
 
         t0 = time.monotonic()
-        self.engine, reason = load_engine(
-            p["model_path"],
-            p["backend"],
-            p["precision"],
-            p["engine_cache_dir"],
-            p["int8_calibration_dir"],
-            p["cpu_spin_wait"],
-        )
+        profile = shape_profile(p)
+        self.engine, reason = load_engine(p, profile)
         load_s = time.monotonic() - t0
         self.hierarchy = self.engine.hierarchy
         self._check_hierarchy(p["hierarchy_path"])
@@ -250,25 +198,23 @@ class SegmentationNode(Node):
             f"{', '.join(f'{n}[{c}]' for n, c in h.classifier_sizes)}, {len(h.leaves)} leaves) "
             f"with backend {backend_name} ({reason}) in {load_s:.2f} s"
         )
-
-        self._sign_lut = None
-        if p["sign_class"]:
-            try:
-                self._sign_lut = outputs.sign_leaf_lut(h, p["sign_class"])
-            except KeyError as exc:
-                raise ConfigurationError(
-                    f"sign_class: {exc.args[0]}; set sign_class to one of its classes or '' to disable sign detection",
-                    EXIT_PARAMETER_ERROR,
-                ) from exc
+        self._sign_lut = self._sign_classes(p["sign_class"])
         self._target = (p["resize.height"], p["resize.width"]) if p["resize.policy"] == "fit" else None
+        self._rejected_sizes: set[tuple[int, int]] = set()
+        expected = self._target or ((p["camera.height"], p["camera.width"]) if p["camera.height"] else None)
+        why = input_problem(self.engine.input_constraints, *expected) if expected else None
+        if why:
+            raise ConfigurationError(f"camera.width / camera.height / resize: {why}", EXIT_PARAMETER_ERROR)
 
         out_qos = _qos(p["output_qos.depth"], p["output_qos.reliability"])
         latched = _qos(1, "reliable", transient_local=True)
         wanted = set(p["outputs"])
         self._mask_pubs: dict[str, Any] = {}
+        self._clf_colored_pubs: dict[str, Any] = {}
         if "masks" in wanted:
             for clf in h.classifier_names:
                 self._mask_pubs[clf] = self.create_publisher(Image, f"~/{clf}/mask", out_qos)
+                self._clf_colored_pubs[clf] = self.create_publisher(Image, f"~/{clf}/colored", out_qos)
         self._leaf_pub = self.create_publisher(Image, "~/mask", out_qos) if "mask" in wanted else None
         self._colored_pub = self.create_publisher(Image, "~/colored", out_qos) if "colored" in wanted else None
         self._overlay_pub = self.create_publisher(Image, "~/overlay", out_qos) if "overlay" in wanted else None
@@ -279,7 +225,17 @@ class SegmentationNode(Node):
         self._publish_label_info(latched)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.stats = FrameStats(hold_s=max(3.0, 3 * p["diagnostics_period"]))
+        limits = InputLimits(
+            min_frequency=p["diagnostics.min_frequency"],
+            max_frequency=p["diagnostics.max_frequency"],
+            tolerance=p["diagnostics.tolerance"],
+            window_size=p["diagnostics.window_size"],
+            stale_warn_s=p["diagnostics.stale_warn_s"],
+            stale_error_s=p["diagnostics.stale_error_s"],
+            min_delay_s=p["diagnostics.min_delay_s"],
+            max_delay_s=p["diagnostics.max_delay_s"],
+        )
+        self.stats = FrameStats(hold_s=max(3.0, 3 * p["diagnostics_period"]), limits=limits)
         self._lock = threading.Lock()
         self._pending: tuple[Any, float, bool] | None = None
         self._worker = threading.Thread(target=self._work, name="hiseg_inference", daemon=True)
@@ -310,31 +266,41 @@ class SegmentationNode(Node):
                 errors.append(f"{p.name}: {type(exc).__name__}: {exc}")
                 continue
             values[p.name] = param.value
-            why = _check_value(p, param.value)
-            if why:
-                errors.append(why)
-        if "outputs" in values:
-            unknown = [o for o in values["outputs"] if o not in OUTPUTS]
-            if unknown:
-                errors.append(f"outputs: unknown output(s) {unknown}; expected any of {', '.join(OUTPUTS)}")
-        if not values.get("model_path"):
-            errors.append("model_path: required (path to the exported model), e.g. -p model_path:=/path/model.onnx")
+        errors += problems(values)
         if errors:
             raise ConfigurationError("invalid parameters:\n  " + "\n  ".join(errors), EXIT_PARAMETER_ERROR)
         return values
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        spec = {p.name: p for p in PARAMETERS}
         for param in params:
-            p = spec.get(param.name)
+            p = SPEC.get(param.name)
             if p is not None and p.dynamic:
-                why = _check_value(p, param.value)
+                why = check_value(p, param.value)
                 if why:
                     return SetParametersResult(successful=False, reason=why)
         for param in params:
             if param.name in self._params:
                 self._params[param.name] = param.value
         return SetParametersResult(successful=True)
+
+    def _sign_classes(self, override: str) -> Any:
+        """The sign LUT: the hierarchy's ``traffic_sign: true`` classes, or ``sign_class`` when given."""
+        h = self.hierarchy
+        if not override and not h.traffic_sign_classes:
+            self.get_logger().info(
+                f"hierarchy {h.name!r} declares no traffic_sign class and sign_class is '': no ~/traffic_signs"
+            )
+            return None
+        try:
+            lut = outputs.sign_leaf_lut(h, override)
+        except KeyError as exc:
+            raise ConfigurationError(
+                f"sign_class: {exc.args[0]}; set sign_class to one of its classes, or '' to use the classes "
+                f"the hierarchy declares traffic_sign: true ({', '.join(h.traffic_sign_classes) or 'none'})",
+                EXIT_PARAMETER_ERROR,
+            ) from exc
+        self.get_logger().info(f"traffic signs: the leaves under {override or ', '.join(h.traffic_sign_classes)}")
+        return lut
 
     def _check_hierarchy(self, path: str) -> None:
         if not path:
@@ -369,9 +335,10 @@ class SegmentationNode(Node):
 
     # ------------------------------------------------------------------ input
     def _store(self, msg: Any, compressed: bool) -> None:
+        delay_s = (self.get_clock().now().nanoseconds - stamp_ns(msg.header.stamp)) / 1e9
         with self._lock:
             overwrote = self._pending is not None
-            arrival = self.stats.on_received(overwrote)
+            arrival = self.stats.on_received(overwrote, delay_s)
             self._pending = (msg, arrival, compressed)
         self._wake.set()
 
@@ -404,10 +371,11 @@ class SegmentationNode(Node):
 
     def _process(self, msg: Any, arrival: float, compressed: bool) -> None:
         masks = {k: pub for k, pub in self._mask_pubs.items() if self._active(pub)}
+        clf_colored = {k: pub for k, pub in self._clf_colored_pubs.items() if self._active(pub)}
         single = {"mask": self._leaf_pub, "colored": self._colored_pub, "overlay": self._overlay_pub}
         single["traffic_signs"] = self._signs_pub
         wanted = {kind for kind, pub in single.items() if self._active(pub)} | ({"masks"} if masks else set())
-        if not wanted:
+        if not wanted and not clf_colored:
             self.stats.on_skipped()
             return
         p = self._params
@@ -422,10 +390,18 @@ class SegmentationNode(Node):
             return
 
         net_in, fit = outputs.fit_input(rgb, self._target, PAD_VALUE_RGB)
+        size = (int(net_in.shape[0]), int(net_in.shape[1]))
+        why = input_problem(self.engine.input_constraints, *size)
+        if why:  # a size the engine can never take (a TensorRT profile, a fixed-size model): one error per size
+            self.stats.on_error(why)
+            if size not in self._rejected_sizes:
+                self._rejected_sizes.add(size)
+                self.get_logger().error(why)
+            return
         t0 = time.monotonic()
         try:
             decisions = self.engine.infer(net_in)
-        except InputShapeError as exc:  # a size the engine cannot take (e.g. a TensorRT profile)
+        except InputShapeError as exc:  # what input_problem cannot know (e.g. the engine's own shape check)
             self.stats.on_bad_input(str(exc))
             self.get_logger().warning(f"dropping input the engine cannot take: {exc}", throttle_duration_sec=2.0)
             return
@@ -440,10 +416,13 @@ class SegmentationNode(Node):
             sign_lut=self._sign_lut,
             min_sign_area=p["min_sign_area"],
             overlay_alpha=p["overlay_alpha"],
+            colored_classifiers=tuple(clf_colored),
         )
         header = msg.header
         for name, pub in masks.items():
             pub.publish(mono8_msg(out.masks[name], header))
+        for name, pub in clf_colored.items():
+            pub.publish(rgb8_msg(out.classifier_colored[name], header))
         if out.leaf is not None:
             self._leaf_pub.publish((mono8_msg if leaf.dtype == np.uint8 else mono16_msg)(leaf, header))
         if "traffic_signs" in wanted:

@@ -9,9 +9,11 @@ tested without DDS:
 - :func:`classifier_masks`: per classifier, its class index where the pixel's path goes through it,
   :data:`~hiseg_ros.hierarchy.IGNORE` (255) elsewhere;
 - :func:`colorize`: leaf map -> RGB through the hierarchy's palette (one LUT lookup);
+  :func:`colorize_classifier`: one classifier's mask -> RGB (each class in its colour, black
+  outside the classifier's parent class), what RViz can show where a mono8 index image looks black;
 - :func:`find_signs`: traffic-sign instances, i.e. 8-connected regions of pixels whose leaf lies under
-  the sign class (``traffic-sign-front`` in iv2018), class = majority leaf inside the region (the
-  finest classifier's decision), score = that majority's fraction of the region;
+  the traffic-sign classes (declared in the hierarchy: ``traffic-sign-front`` in iv2018), class =
+  majority leaf inside the region (the finest classifier's decision), score = that majority's fraction of the region;
 - :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn;
 - :func:`render`: one frame's wanted outputs (:data:`OUTPUTS`) from its decisions, each computed
   only when wanted: the node's ``_process`` and the offline bag evaluation both call it.
@@ -34,7 +36,9 @@ __all__ = [
     "FrameOutputs",
     "SignDetection",
     "classifier_masks",
+    "classifier_palette",
     "colorize",
+    "colorize_classifier",
     "find_signs",
     "fit_input",
     "overlay",
@@ -134,13 +138,35 @@ def colorize(hierarchy: Hierarchy, leaf: np.ndarray) -> np.ndarray:
     return hierarchy.palette[leaf]
 
 
-def sign_leaf_lut(hierarchy: Hierarchy, sign_class: str) -> np.ndarray:
+def classifier_palette(hierarchy: Hierarchy, classifier: str) -> np.ndarray:
+    """256 x 3 LUT class index -> RGB of one classifier: its classes' colours, black elsewhere (255)."""
+    clf = hierarchy.classifier(classifier)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for index, name in enumerate(clf.classes):
+        lut[index] = hierarchy.node(name).color
+    return lut
+
+
+def colorize_classifier(hierarchy: Hierarchy, classifier: str, mask: np.ndarray) -> np.ndarray:
+    """A classifier's mask (from :func:`classifier_masks`) as RGB through :func:`classifier_palette`."""
+    lut = classifier_palette(hierarchy, classifier)
+    return cv2.LUT(cv2.merge([mask, mask, mask]), lut.reshape(256, 1, 3))
+
+
+def sign_leaf_lut(hierarchy: Hierarchy, sign_class: str = "") -> np.ndarray:
     """Boolean LUT over leaf-map values: True for the leaves under (or equal to) ``sign_class``.
 
-    Raises ``KeyError`` naming the hierarchy when ``sign_class`` is not one of its classes.
+    ``sign_class`` "" takes the hierarchy's own declaration (``traffic_sign: true`` classes,
+    :attr:`Hierarchy.traffic_sign_leaves`). Raises ``KeyError`` naming the hierarchy when
+    ``sign_class`` is not one of its classes, or is "" and the hierarchy declares none.
     """
-    node = hierarchy.node(sign_class)
     lut = np.zeros(max(hierarchy.max_leaf_id, hierarchy.void_value) + 1, dtype=bool)
+    if not sign_class:
+        if not hierarchy.traffic_sign_classes:
+            raise KeyError(f"hierarchy {hierarchy.name!r} declares no traffic_sign class")
+        lut[[leaf.id for leaf in hierarchy.traffic_sign_leaves]] = True
+        return lut
+    node = hierarchy.node(sign_class)
     if node.classifier is None:
         lut[node.id] = True
     else:
@@ -252,6 +278,7 @@ class FrameOutputs:
     """
 
     masks: dict[str, np.ndarray] | None = None  # classifier -> uint8 class indices, 255 outside its parent
+    classifier_colored: dict[str, np.ndarray] | None = None  # classifier -> RGB of its mask
     leaf: np.ndarray | None = None
     colored: np.ndarray | None = None
     overlay: np.ndarray | None = None
@@ -268,17 +295,29 @@ def render(
     sign_lut: np.ndarray | None = None,
     min_sign_area: int = 1,
     overlay_alpha: float = 0.5,
+    colored_classifiers: Collection[str] = (),
 ) -> FrameOutputs:
     """The ``wanted`` outputs (any of :data:`OUTPUTS`) of one frame, each computed only when wanted.
 
     ``per_classifier`` / ``leaf`` are the decisions at the resolution of ``image`` (the RGB input
     the overlay is drawn on); ``sign_lut`` from :func:`sign_leaf_lut`, None = no sign detection.
-    Raises ``ValueError`` naming an unknown output kind.
+    ``colored_classifiers``: the classifiers whose mask is wanted in colour (the node's
+    ``~/<classifier>/colored``, part of output kind ``masks``). Raises ``ValueError`` naming an
+    unknown output kind or classifier.
     """
     unknown = sorted(set(wanted) - set(OUTPUTS))
     if unknown:
         raise ValueError(f"render: unknown output(s) {unknown}; expected any of {', '.join(OUTPUTS)}")
-    masks = classifier_masks(hierarchy, per_classifier, leaf) if "masks" in wanted else None
+    unknown = sorted(set(colored_classifiers) - set(hierarchy.classifier_names))
+    if unknown:
+        raise ValueError(f"render: unknown classifier(s) {unknown} in colored_classifiers")
+    all_masks = None
+    if "masks" in wanted or colored_classifiers:
+        all_masks = classifier_masks(hierarchy, per_classifier, leaf)
+    masks = all_masks if "masks" in wanted else None
+    clf_colored = None
+    if colored_classifiers and all_masks is not None:
+        clf_colored = {name: colorize_classifier(hierarchy, name, all_masks[name]) for name in colored_classifiers}
     signs = None
     if "traffic_signs" in wanted or "overlay" in wanted:
         signs = find_signs(hierarchy, leaf, sign_lut, min_sign_area) if sign_lut is not None else []
@@ -289,6 +328,7 @@ def render(
             over = overlay(image, colored, overlay_alpha, signs, hierarchy.palette)
     return FrameOutputs(
         masks=masks,
+        classifier_colored=clf_colored,
         leaf=leaf if "mask" in wanted else None,
         colored=colored if "colored" in wanted else None,
         overlay=over,

@@ -24,10 +24,10 @@ HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 
 
 # ---------------------------------------------------------------------------- model / engine
-def make_model(tmp: Path) -> Path:
-    """The tiny random-init iv2018 MobileNetV2 model, exported to ONNX by training.export."""
-    out = tmp / "iv2018_mnv2.onnx"
-    cmd = [sys.executable, "-m", "training.export", "--random-init", "--hierarchy", str(HIERARCHY)]
+def make_model(tmp: Path, hierarchy: Path = HIERARCHY) -> Path:
+    """The tiny random-init MobileNetV2 model of ``hierarchy`` (iv2018), exported to ONNX by training.export."""
+    out = tmp / f"{hierarchy.stem}_mnv2.onnx"
+    cmd = [sys.executable, "-m", "training.export", "--random-init", "--hierarchy", str(hierarchy)]
     cmd += ["--backbone", "mobilenet_v2", "--out", str(out), "--no-verify"]
     done = subprocess.run(cmd, cwd=REPO, timeout=300, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -82,3 +82,21 @@ def wait_until(
             return value
         time.sleep(every)
     return None
+
+
+def get_parameters(client: RosClient, node: str, names: list[str], timeout: float = 20.0) -> dict[str, Any]:
+    """Values of ``node``'s parameters ``names`` through its ``get_parameters`` service (as ``ros2 param get``)."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    service = client.node.create_client(GetParameters, f"{node}/get_parameters")
+    try:
+        if not service.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"{node}/get_parameters not available after {timeout} s")
+        future = service.call_async(GetParameters.Request(names=names))
+        done = wait_until(future.done, timeout)
+        if not done:
+            raise TimeoutError(f"{node}/get_parameters did not answer in {timeout} s")
+        return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values, strict=True)}
+    finally:
+        client.node.destroy_client(service)

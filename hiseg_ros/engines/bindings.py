@@ -53,6 +53,17 @@ class ShapeProfile:
             if not 1 <= lo <= mid <= hi:
                 raise ValueError(f"profile {what}: need 1 <= min <= opt <= max, got {lo}, {mid}, {hi}")
 
+    @classmethod
+    def for_size(cls, height: int, width: int) -> ShapeProfile:
+        """Tuned for and bounded by ``height x width`` (the camera's size, or the fixed network size).
+
+        Smaller inputs down to the default minimum still run; a larger one is an input this engine
+        can never take (the node reports it once, naming the parameters that size the profile).
+        """
+        default_min = cls.__dataclass_fields__["min_hw"].default
+        size = (int(height), int(width))
+        return cls(min_hw=(min(default_min[0], size[0]), min(default_min[1], size[1])), opt_hw=size, max_hw=size)
+
     def input_shapes(self) -> tuple[Shape, Shape, Shape]:
         """(min, opt, max) ``B x H x W x 3`` shapes of the ``image`` input."""
         return (

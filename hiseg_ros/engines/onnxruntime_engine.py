@@ -27,20 +27,21 @@ def choose_providers(
     prefer_gpu: bool = True,
     precision: str = "fp32",
     cache_dir: str | Path | None = None,
+    device_id: int = 0,
 ) -> list[str | tuple[str, dict[str, Any]]]:
     """Execution providers in priority order: TensorRT EP, CUDA EP (when installed), then CPU.
 
     CPU always comes last so that nodes a GPU provider cannot run still execute. ``fp16`` and the
-    engine cache only mean something to the TensorRT EP.
+    engine cache only mean something to the TensorRT EP; ``device_id`` is the GPU of both GPU providers.
     """
     chosen: list[str | tuple[str, dict[str, Any]]] = []
     if prefer_gpu and "TensorrtExecutionProvider" in available:
-        options: dict[str, Any] = {"trt_fp16_enable": precision == "fp16"}
+        options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": precision == "fp16"}
         if cache_dir is not None:
             options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir)}
         chosen.append(("TensorrtExecutionProvider", options))
     if prefer_gpu and "CUDAExecutionProvider" in available:
-        chosen.append("CUDAExecutionProvider")
+        chosen.append(("CUDAExecutionProvider", {"device_id": device_id}))
     chosen.append(_CPU)
     return chosen
 
@@ -58,6 +59,7 @@ class OnnxRuntimeEngine(Engine):
         precision: str = "fp32",
         cache_dir: str | Path | None = None,
         pad_to_stride: bool = False,
+        device_id: int = 0,
     ) -> None:
         import onnxruntime as ort
 
@@ -76,7 +78,7 @@ class OnnxRuntimeEngine(Engine):
             # output images need right after inference (docs/BENCHMARKS.md, node section).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        providers = choose_providers(ort.get_available_providers(), prefer_gpu, precision, cache_dir)
+        providers = choose_providers(ort.get_available_providers(), prefer_gpu, precision, cache_dir, device_id)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / ... types

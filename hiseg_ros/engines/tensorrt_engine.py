@@ -35,6 +35,7 @@ from .metadata import INPUT_NAME, ModelMetadata, read_onnx_metadata
 
 __all__ = [
     "PRECISIONS",
+    "TENSORRT_PYTHON_DEPENDENCIES",
     "CudaRuntime",
     "TensorRTEngine",
     "TensorRTOptions",
@@ -43,6 +44,7 @@ __all__ = [
     "build_serialized_engine",
     "default_cache_dir",
     "import_tensorrt",
+    "missing_python_dependencies",
     "probe_tensorrt",
 ]
 
@@ -174,18 +176,43 @@ class TensorRTProbe:
         return self.problem is None
 
 
+#: Python modules the TensorRT backend imports besides ``tensorrt``: (module, what for, how to install).
+#: ``cuda`` is checked through :class:`CudaRuntime` (two module layouts, and it needs a GPU).
+TENSORRT_PYTHON_DEPENDENCIES: tuple[tuple[str, str, str], ...] = (
+    ("onnx", "graph adaptation before the engine build", "pip install onnx"),
+)
+
+
+def missing_python_dependencies(import_module: Any = importlib.import_module) -> list[str]:
+    """What in :data:`TENSORRT_PYTHON_DEPENDENCIES` does not import, each with the install hint."""
+    missing = []
+    for module, purpose, install in TENSORRT_PYTHON_DEPENDENCIES:
+        try:
+            import_module(module)
+        except Exception as exc:  # ImportError, or whatever a broken install raises
+            missing.append(f"{module} ({purpose}) does not import: {exc}; {install}")
+    return missing
+
+
 def probe_tensorrt(device: int = 0) -> TensorRTProbe:
-    """Import TensorRT and cuda-python and look for GPU ``device``, without building anything."""
+    """Import TensorRT and everything the backend needs with it (onnx, cuda-python) and look for GPU
+    ``device``, without building anything. Every missing piece is named in ``problem``, so that
+    ``backend: auto`` never chooses a TensorRT that then fails to load the model."""
     try:
         trt = import_tensorrt()
     except TensorRTUnavailableError as exc:
         return TensorRTProbe(problem=str(exc))
     version = str(getattr(trt, "__version__", "?"))
+    problems = missing_python_dependencies()
+    gpu = None
     try:
         name, capability = CudaRuntime(device).device_properties()
+        gpu = f"{name} (compute {capability})"
     except (TensorRTUnavailableError, RuntimeError) as exc:
-        return TensorRTProbe(version, None, str(exc))
-    return TensorRTProbe(version, f"{name} (compute {capability})")
+        problems.append(str(exc))
+    if problems:
+        return TensorRTProbe(version, gpu, f"TensorRT {version} imports, but " + "; ".join(problems))
+    return TensorRTProbe(version, gpu)
 
 
 def _make_entropy_calibrator(trt: ModuleType, cuda: CudaRuntime, batcher: CalibrationBatcher, table: Path) -> Any:

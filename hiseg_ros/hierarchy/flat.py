@@ -33,7 +33,8 @@ def flatten_hierarchy(
             raise src.error(f"coarse_labels.{inner}", f"not an inner class of {base.name!r}")
         if leaf not in leaf_names:
             raise src.error(f"coarse_labels.{inner}", f"{leaf!r} is not a leaf of {base.name!r}")
-    classes = [ClassNode(leaf.name, leaf.id, ROOT, leaf.color) for leaf in base.leaves]
+    signs = {leaf.name for leaf in base.traffic_sign_leaves}  # a declaration on an inner class moves to its leaves
+    classes = [ClassNode(leaf.name, leaf.id, ROOT, leaf.color, None, leaf.name in signs) for leaf in base.leaves]
     datasets = []
     for ds in base.datasets.values():
         ids = {}

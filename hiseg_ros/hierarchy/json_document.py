@@ -3,6 +3,8 @@
 :func:`hierarchy_to_dict` writes the document; :func:`document_body` reads one back into the
 mapping that :func:`~hiseg_ros.hierarchy.hierarchy_from_dict` validates, the same check a YAML
 file goes through. A round trip gives back an equal hierarchy.
+Documents written before classes could be declared ``traffic_sign`` load unchanged (no class is then
+a traffic sign: the node's ``sign_class`` parameter names one).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def hierarchy_to_dict(h: Hierarchy) -> dict[str, Any]:
         "classes": [
             {"name": c.name, "id": c.id, "parent": c.parent, "color": list(c.color)}
             | ({"classifier": c.classifier} if c.classifier else {})
+            # only where set: documents of hierarchies without traffic signs stay as they were
+            | ({"traffic_sign": True} if c.traffic_sign else {})
             for c in h.classes
         ],
         "datasets": datasets,

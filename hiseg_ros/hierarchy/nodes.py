@@ -29,6 +29,7 @@ class ClassNode:
     parent: str
     color: tuple[int, int, int]
     classifier: str | None = None  # set on classes that have children
+    traffic_sign: bool = False  # ``traffic_sign: true``: this class (its leaves) are traffic signs
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,19 @@ class Hierarchy:
         return [leaf for leaf in self.leaves if node_name == ROOT or node_name in self.ancestors(leaf.name)]
 
     @cached_property
+    def traffic_sign_classes(self) -> tuple[str, ...]:
+        """Classes the file declares ``traffic_sign: true`` (the node's ``~/traffic_signs`` source)."""
+        return tuple(c.name for c in self.classes if c.traffic_sign)
+
+    @cached_property
+    def traffic_sign_leaves(self) -> tuple[ClassNode, ...]:
+        """Leaves that are traffic signs: declared themselves, or under a declared class."""
+        declared = set(self.traffic_sign_classes)
+        return tuple(
+            leaf for leaf in self.leaves if leaf.name in declared or declared.intersection(self.ancestors(leaf.name))
+        )
+
+    @cached_property
     def palette(self) -> np.ndarray:
         """LUT leaf id (and void) -> RGB colour, for colour masks."""
         lut = np.zeros((max(self.max_leaf_id, self.void_value) + 1, 3), dtype=np.uint8)

@@ -77,7 +77,7 @@ def _parse_classes(src: Source, raw: Any) -> list[ClassNode]:
         key = f"classes[{i}]"
         if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
             key = f"classes[{i}] ({entry['name']})"
-        check_keys(src, key, entry, required={"name", "id", "parent", "color"}, optional={"classifier"})
+        check_keys(src, key, entry, required={"name", "id", "parent", "color"}, optional={"classifier", "traffic_sign"})
         name = entry["name"]
         if not isinstance(name, str) or not name:
             raise src.error(f"{key}.name", f"expected a non-empty string, got {name!r}")
@@ -101,7 +101,10 @@ def _parse_classes(src: Source, raw: Any) -> list[ClassNode]:
             raise src.error(
                 f"{key}.classifier", f"expected a name like 'traffic_sign' ([A-Za-z][A-Za-z0-9_]*), got {classifier!r}"
             )
-        nodes.append(ClassNode(name, class_id, parent, color, classifier))
+        traffic_sign = entry.get("traffic_sign", False)
+        if not isinstance(traffic_sign, bool):
+            raise src.error(f"{key}.traffic_sign", f"expected true or false, got {traffic_sign!r}")
+        nodes.append(ClassNode(name, class_id, parent, color, classifier, traffic_sign))
 
     for i, node in enumerate(nodes):
         if node.parent != ROOT and node.parent not in names:
@@ -141,7 +144,7 @@ def _parse_classes(src: Source, raw: Any) -> list[ClassNode]:
         if clf_name in classifier_names:
             raise src.error(f"{key}.classifier", f"duplicate classifier name {clf_name!r}")
         classifier_names[clf_name] = node.name
-        final.append(ClassNode(node.name, node.id, node.parent, node.color, clf_name))
+        final.append(ClassNode(node.name, node.id, node.parent, node.color, clf_name, node.traffic_sign))
     return final
 
 

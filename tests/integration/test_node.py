@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from node_helpers import Client, reference_engine, wait_until
+from node_helpers import Client, get_parameters, make_model, reference_engine, wait_until
 
 from hiseg_ros import node as node_module
-from hiseg_ros import outputs
-from hiseg_ros.diagnostics import ERROR, OK, WARN, FrameStats
+from hiseg_ros import node_params, outputs
+from hiseg_ros.diagnostics import ERROR, OK, WARN, FrameStats, InputLimits
 from hiseg_ros.imaging import compressed_to_rgb, image_to_rgb
 from training import REPO
 from training.evaluation.bags import node_process
@@ -37,28 +37,18 @@ PARAMS = REPO / "config" / "hiseg.yaml"
 RVIZ = REPO / "config" / "hiseg.rviz"
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_config_file_sets_exactly_the_declared_parameters_with_valid_values():
     data = yaml.safe_load(PARAMS.read_text())
-    assert list(data) == [NODE]
-    values = _flatten(data[NODE]["ros__parameters"])
-    spec = {p.name: p for p in node_module.PARAMETERS}
+    assert list(data) == ["/**"], "keyed for every node name and namespace"
+    values = node_params.read_params_file(PARAMS)
+    spec = node_params.SPEC
     assert set(values) == set(spec)
     for name, value in values.items():
         p = spec[name]
         assert type(value) is type(p.default), (name, value)
         if name != "model_path":
-            assert node_module._check_value(p, value) is None, name
-    assert set(values["outputs"]) == set(node_module.OUTPUTS)
+            assert node_params.check_value(p, value) is None, name
+    assert set(values["outputs"]) == set(outputs.OUTPUTS)
 
 
 def _rviz_topics() -> dict[str, str]:
@@ -71,15 +61,19 @@ def test_rviz_config_shows_overlay_colored_and_every_iv2018_classifier():
     from hiseg_ros.hierarchy import load_hierarchy
 
     h = load_hierarchy(REPO / "config" / "hierarchies" / "iv2018.yaml")
-    expected = {f"{NS}/overlay", f"{NS}/colored"} | {f"{NS}/{c}/mask" for c in h.classifier_names}
+    # RViz 2 shows a mono8 index mask almost black (Normalize Range does nothing for mono8): the
+    # per-classifier colour images instead
+    expected = {f"{NS}/overlay", f"{NS}/colored"} | {f"{NS}/{c}/colored" for c in h.classifier_names}
     topics = _rviz_topics()
     assert set(topics) == expected
+    assert "Normalize Range has no effect" in RVIZ.read_text().split("Panels:")[0]
     assert set(topics.values()) == {"rviz_default_plugins/Image"}
 
 
 def test_frame_stats_rates_percentiles_drops_and_levels():
     now = [100.0]
-    stats = FrameStats(rate_window_s=2.0, hold_s=1.0, clock=lambda: now[0])
+    no_input_checks = InputLimits(stale_warn_s=1e3, stale_error_s=1e3)  # tests/runtime/test_diagnostics.py
+    stats = FrameStats(rate_window_s=2.0, hold_s=1.0, clock=lambda: now[0], limits=no_input_checks)
     for i in range(10):
         now[0] = 100.0 + 0.1 * i
         arrival = stats.on_received(overwrote_pending=i % 2 == 1)
@@ -166,7 +160,8 @@ def _subscribe_outputs(client: Client, ns: str, classifiers) -> list[str]:
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
-    topics = [f"{ns}/{c}/mask" for c in classifiers] + [f"{ns}/mask", f"{ns}/colored", f"{ns}/overlay"]
+    topics = [f"{ns}/{c}/{kind}" for c in classifiers for kind in ("mask", "colored")]
+    topics += [f"{ns}/mask", f"{ns}/colored", f"{ns}/overlay"]
     for topic in topics:
         if topic not in client.received:
             client.subscribe(Image, topic)
@@ -235,6 +230,11 @@ def _check_outputs(
         if name.endswith("/mask"):
             assert out.encoding == "mono8"
             np.testing.assert_array_equal(_plane(out), masks[name[: -len("/mask")]], err_msg=topic)
+        elif name.endswith("/colored"):  # a classifier's mask in its classes' colours
+            assert out.encoding == "rgb8"
+            clf = name[: -len("/colored")]
+            expected = outputs.classifier_palette(h, clf)[masks[clf]]
+            np.testing.assert_array_equal(_plane(out), expected, err_msg=topic)
         elif name == "mask":
             assert out.encoding == ("mono8" if h.mask_dtype is np.uint8 else "mono16")
             np.testing.assert_array_equal(_plane(out), leaf, err_msg=topic)
@@ -262,7 +262,7 @@ def test_outputs_equal_the_engine_for_several_encodings_and_sizes(running, engin
     topics = _subscribe_outputs(client, NS, engine.hierarchy.classifier_names)
     publisher = client.node.create_publisher(type(_image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8")), CAMERA, 1)
     rng = np.random.default_rng(7)
-    cfg = _flatten(yaml.safe_load(PARAMS.read_text())[NODE]["ros__parameters"])
+    cfg = node_params.read_params_file(PARAMS)
     for encoding, height, width, pad in CASES:
         rgb_in = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         msg = _image_msg(rgb_in, encoding, pad, frame_id=f"cam_{encoding}")
@@ -330,7 +330,8 @@ def _expect_bad_then_good(client, publisher, fqn, bad, good, topics, what) -> No
 
     status = wait_until(warned, 15.0, action=lambda: publisher.publish(bad))
     assert status is not None, f"{what}: no diagnostics counted the bad input"
-    assert status.level == bytes([WARN]) and status.message.startswith("bad input"), (what, status)
+    # the merged status also carries the input checks (rate, stamps): at least WARN, the bad input named
+    assert status.level[0] >= WARN and "bad input" in status.message, (what, status)
     _publish_until(client, publisher, good, topics)
 
 
@@ -500,3 +501,98 @@ def test_launcher_reports_an_early_exit_and_kills_a_node_that_does_not_stop(mode
         hung.wait_ready(lambda: "loaded model" in hung.log_text(), 60.0, "load the model")
         os.kill(hung.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGINT
         assert hung.stop(timeout=1.0) == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------------------- vehicle day one
+def _status(client: Client, fqn: str) -> Any:
+    found = _diagnostics(client, fqn)
+    return found[-1] if found else None
+
+
+def test_every_shipped_hierarchy_starts_with_the_shipped_parameters_under_any_name(model, tmp_path):
+    """config/hiseg.yaml (keyed /**) reaches a renamed, namespaced node; each hierarchy's own traffic signs."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    hierarchies = REPO / "config" / "hierarchies"
+    models = {"iv2018": model} | {
+        name: make_model(tmp_path, hierarchies / f"{name}.yaml") for name in ("iv2019", "iv2018_flat")
+    }
+    params = tmp_path / "hiseg.yaml"  # the shipped file with one value changed, under the shipped top-level key
+    data = yaml.safe_load(PARAMS.read_text())
+    (key,) = data
+    data[key]["ros__parameters"]["overlay_alpha"] = 0.25
+    params.write_text(yaml.safe_dump(data))
+    procs = {
+        name: NodeProcess.start(
+            node_process.launch_ros_args(
+                path, f"/day1/{name}/image", params, node_name=f"seg_{name}", namespace=f"veh/{name}"
+            ),
+            tmp_path / f"{name}.log",
+        )
+        for name, path in models.items()
+    }
+    client = Client("hiseg_test_day1")
+    try:
+        client.subscribe(DiagnosticArray, "/diagnostics")
+        for name, proc in procs.items():
+            fqn = f"/veh/{name}/seg_{name}"
+            proc.wait_ready(lambda fqn=fqn: _status(client, fqn), 90.0, "publish diagnostics")
+            got = get_parameters(client, fqn, ["overlay_alpha", "diagnostics.min_frequency", "sign_class"])
+            assert got == {"overlay_alpha": 0.25, "diagnostics.min_frequency": 5.0, "sign_class": ""}, name
+            topics = dict(client.node.get_publisher_names_and_types_by_node(f"seg_{name}", f"/veh/{name}"))
+            assert f"{fqn}/traffic_signs" in topics, (name, sorted(topics))
+            assert "traffic signs: the leaves under" in proc.log_text()
+    finally:
+        client.close()
+        codes = {name: proc.stop() for name, proc in procs.items()}
+    assert codes == dict.fromkeys(procs, 0), {n: procs[n].log_text()[-2000:] for n in procs}
+
+
+def test_diagnostics_report_a_dead_camera_and_the_input_rate(model, tmp_path):
+    """No input: WARN (stale), then ERROR; frames at the expected rate: OK; far below it: WARN."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    ns, camera = "/hiseg_diag", "/cam_diag/image"
+    extra = ["-p", "diagnostics_period:=0.5", "-p", "diagnostics.stale_warn_s:=1.5"]
+    extra += ["-p", "diagnostics.stale_error_s:=4.0", "-p", "diagnostics.window_size:=4"]
+    extra += ["-p", "diagnostics.min_frequency:=8.0", "-p", "diagnostics.max_frequency:=12.0"]
+    extra += ["-p", "outputs:=[mask]"]  # nobody subscribes: frames are counted, not inferred
+    args = node_process.launch_ros_args(model, camera, node_name="hiseg_diag", extra=extra)
+    proc = NodeProcess.start(args, tmp_path / "node.log")
+    client = Client("hiseg_test_diag")
+    try:
+        client.subscribe(DiagnosticArray, "/diagnostics")
+
+        def level(lvl: int, text: str):
+            s = _status(client, ns)
+            return s if s is not None and s.level == bytes([lvl]) and text in s.message else None
+
+        warned = wait_until(lambda: level(WARN, "Input stale: no input frame yet"), 90.0)
+        assert warned is not None, (_status(client, ns), proc.log_text())
+        values = dict((kv.key, kv.value) for kv in warned.values)
+        assert values["Minimum acceptable frequency (Hz)"] == "7.200000" and "Events in window" in values
+        assert wait_until(lambda: level(ERROR, "Input stale"), 10.0) is not None, _status(client, ns)
+
+        publisher = client.node.create_publisher(Image, camera, 1)
+        rgb = np.zeros((16, 16, 3), np.uint8)
+
+        def publish_at(hz: float, seconds: float) -> Any:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                msg = _image_msg(rgb, "rgb8")
+                msg.header.stamp = client.node.get_clock().now().to_msg()
+                publisher.publish(msg)
+                time.sleep(1.0 / hz)
+            return _status(client, ns)
+
+        ok = publish_at(10.0, 4.0)
+        assert ok.level == bytes([OK]) and ok.message == "ok", ok
+        values = dict((kv.key, kv.value) for kv in ok.values)
+        assert 7.2 <= float(values["Actual frequency (Hz)"]) <= 13.2
+        assert abs(float(values["Latest timestamp delay:"])) < 1.0
+        low = publish_at(2.0, 3.0)
+        assert low.level == bytes([WARN]) and "Frequency too low." in low.message, low
+    finally:
+        client.close()
+        assert proc.stop() == 0, proc.log_text()

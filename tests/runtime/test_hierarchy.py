@@ -360,3 +360,47 @@ def test_missing_and_unparsable_files(tmp_path: Path):
         load_hierarchy(tmp_path / "nope.yaml")
     with pytest.raises(HierarchyError, match="bad.yaml: invalid YAML"):
         load_hierarchy(_write(tmp_path, "classes: [\n", "bad.yaml"))
+
+
+# ------------------------------------------------------------------ traffic-sign declaration
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_hierarchy_declares_its_traffic_signs(name: str):
+    from hiseg_ros.outputs import sign_leaf_lut
+
+    h = load_hierarchy(HIERARCHIES / name)
+    expected = {
+        "iv2018.yaml": (("traffic-sign-front",), 43),
+        "iv2019.yaml": (("traffic-sign",), 1),
+        "iv2018_flat.yaml": (None, 43),  # the flat tree carries iv2018's declaration on the 43 sign leaves
+    }[name]
+    classes, leaves = expected
+    if classes is not None:
+        assert h.traffic_sign_classes == classes
+    assert len(h.traffic_sign_leaves) == leaves
+    lut = sign_leaf_lut(h)  # "" = the hierarchy's own declaration
+    assert sorted(np.flatnonzero(lut).tolist()) == sorted(leaf.id for leaf in h.traffic_sign_leaves)
+    again = Hierarchy.from_json(h.to_json())  # exported models embed the declaration
+    assert again.traffic_sign_leaves == h.traffic_sign_leaves
+
+
+def test_json_without_the_traffic_sign_key_still_loads(iv2018: Hierarchy):
+    from hiseg_ros.outputs import sign_leaf_lut
+
+    doc = json.loads(iv2018.to_json())
+    for entry in doc["classes"]:
+        entry.pop("traffic_sign", None)  # a model exported before the key existed
+    old = Hierarchy.from_json(json.dumps(doc))
+    assert old.traffic_sign_classes == () and old.classifier_sizes == iv2018.classifier_sizes
+    with pytest.raises(KeyError, match="declares no traffic_sign class"):
+        sign_leaf_lut(old)
+    assert sign_leaf_lut(old, "traffic-sign-front").sum() == 43  # the parameter still names one
+
+
+def test_traffic_sign_must_be_a_boolean(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nclasses:\n  - {name: a, id: 0, parent: root, color: [0, 0, 0], traffic_sign: yes-please}\n"
+        "  - {name: b, id: 1, parent: root, color: [0, 0, 0]}\n"
+    )
+    with pytest.raises(HierarchyError, match=r"classes\[0\] \(a\)\.traffic_sign: expected true or false"):
+        load_hierarchy(bad)

@@ -111,10 +111,10 @@ def training_decisions(
 def node_sign_parameters(path: Path = NODE_CONFIG) -> tuple[str, int]:
     """The node's ``sign_class`` and ``min_sign_area`` from its parameter file (config/hiseg.yaml)."""
     try:
-        params = yaml.safe_load(path.read_text())["segmentation_node"]["ros__parameters"]
+        params = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
         return str(params["sign_class"]), int(params["min_sign_area"])
     except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: no segmentation_node.ros__parameters sign_class / min_sign_area ({exc})") from exc
+        raise ValueError(f"{path}: no /**.ros__parameters sign_class / min_sign_area ({exc})") from exc
 
 
 @dataclass(frozen=True, eq=False)
