@@ -36,5 +36,5 @@ def test_ci_runs_the_readme_test_command_and_nothing_else():
 
 def test_generated_artifacts_are_ignored_by_git():
     ignored = (REPO / ".gitignore").read_text().split()
-    for entry in [".venv/", "data/", ".ros/", "*.onnx", "*.engine", "*.db3", "*.mcap", "build/", "install/"]:
+    for entry in [".venv/", "/data/", ".ros/", "*.onnx", "*.engine", "*.db3", "*.mcap", "build/", "install/"]:
         assert entry in ignored, entry

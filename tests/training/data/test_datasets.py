@@ -6,14 +6,23 @@ PIL / plain text), so a reader that misreads a format fails these tests.
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from dataset_files import (
+    MIDS,
+    H,
+    W,
+    box_row,
+    cityscapes_paths,
+    make_cityscapes,
+    make_gtsdb,
+    make_tags,
+    make_vistas,
+    write_gray,
+)
 
 from training.data.readers import (
     Box,
@@ -25,28 +34,6 @@ from training.data.readers import (
     load_dataset,
 )
 from training.data.readers.label_tables import VISTAS_V12_LABELS
-
-from dataset_files import (
-    BOXES_HEADER,
-    H,
-    LABELS_HEADER,
-    MIDS,
-    W,
-    block_rgb,
-    box_row,
-    cityscapes_paths,
-    make_cityscapes,
-    make_gtsdb,
-    make_tags,
-    make_vistas,
-    random_rgb,
-    truncate,
-    vistas_config,
-    write_gray,
-    write_palette_png,
-    write_rgb,
-    write_text,
-)
 
 
 def test_cityscapes_indexes_split_and_cities_sorted(tmp_path: Path) -> None:

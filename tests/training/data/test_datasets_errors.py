@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dataset_files import (
     BOXES_HEADER,
     LABELS_HEADER,
@@ -28,6 +27,7 @@ from dataset_files import (
     write_rgb,
     write_text,
 )
+
 from training.data.readers import (
     CityscapesDataset,
     DatasetFormatError,
