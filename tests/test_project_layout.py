@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 from training import REPO
@@ -38,3 +39,39 @@ def test_generated_artifacts_are_ignored_by_git():
     ignored = (REPO / ".gitignore").read_text().split()
     for entry in [".venv/", "/data/", ".ros/", "*.onnx", "*.engine", "*.db3", "*.mcap", "build/", "install/"]:
         assert entry in ignored, entry
+
+
+# Layers of the workstation side, lowest first: a package may import the runtime, ``training`` itself
+# (the REPO constant) and the layers below it, never one above (so there are no cycles between them).
+_LAYERS = ["config_schema", "data", "labels", "fit", "export", "evaluation", "jobs"]
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for path in sorted((REPO / "hiseg_ros").rglob("*.py")):
+        wrong += [f"{path.relative_to(REPO)} imports {m}" for m in _imports(path) if m.split(".")[0] == "training"]
+    for path in sorted((REPO / "training").rglob("*.py")):
+        parts = path.relative_to(REPO / "training").with_suffix("").parts
+        if parts[0] == "__init__":
+            continue
+        level = _LAYERS.index(parts[0])
+        for module in _imports(path):
+            names = module.split(".")
+            if names[0] != "training" or len(names) == 1:
+                continue
+            if names[1] not in _LAYERS:
+                wrong.append(f"{path.relative_to(REPO)} imports {module}: not a known layer")
+            elif _LAYERS.index(names[1]) > level:
+                wrong.append(f"{path.relative_to(REPO)} imports {module} from a layer above its own")
+    assert not wrong, "\n".join(wrong)
