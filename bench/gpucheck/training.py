@@ -1,0 +1,209 @@
+"""Training rows of the GPU check: the real training loop (``training.fit.train.train``) on the
+default config, on synthetic scenes generated on the spot, at each batch size.
+
+Overrides of the config (nothing else changes): the synthetic "small" preset as ``data_root``,
+the config's per-dataset composition scaled to the batch size, ``augment.crop``, random-init
+backbone (weights do not change the cost), ``run.device`` / ``run.num_workers``, a schedule of
+``warmup + iterations + 1`` iterations, and checkpoints only at the end. The last iteration is
+not timed (it ends with the checkpoint and the curves).
+
+How it is timed without touching the loop: ``training.fit.loop.batch_loader`` is replaced for the
+run by a wrapper whose iterator waits for the device (``torch.cuda.synchronize``), then times the
+fetch of the next batch. Iteration *i* runs from asking for batch *i* to asking for batch *i + 1*
+(data wait + synchronised compute); the data wait share is the time blocked on batches over that
+wall time. Precision is read, not assumed: a global forward pre-hook records whether autocast was
+on and its dtype during the loop's forward (the loop uses AMP on CUDA when ``run.amp`` is set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import importlib.util
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+from bench.gpucheck.report import FAILED, SKIPPED, Row, say_skip
+
+# What the training import chain needs besides torch / numpy (the data, the augmentation, the log).
+TRAINING_MODULES = ("yaml", "cv2", "PIL", "matplotlib")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    device: str  # "cuda" or "cpu"
+    config: Path
+    crop: tuple[int, int]
+    batches: tuple[int, ...]
+    warmup: int
+    iterations: int
+    num_workers: int
+
+
+@dataclass
+class LoaderTiming:
+    """When the loop asked for each batch and how long it was blocked getting it."""
+
+    asked: list[float] = field(default_factory=list)
+    waited: list[float] = field(default_factory=list)
+
+
+class TimedLoader:
+    """The loop's DataLoader, its ``next()`` timed after the device finished the previous step."""
+
+    def __init__(self, loader: Any, timing: LoaderTiming, sync: Callable[[], None]) -> None:
+        self.loader, self.timing, self.sync = loader, timing, sync
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        while True:
+            self.sync()
+            asked = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.timing.asked.append(asked)
+            self.timing.waited.append(time.perf_counter() - asked)
+            yield batch
+
+
+@dataclass
+class PrecisionProbe:
+    """The autocast dtype of any module forward during the run (a global forward pre-hook);
+    ``None``: every forward ran without autocast (float32)."""
+
+    amp: str | None = None
+
+    def __call__(self, module: torch.nn.Module, args: Any) -> None:
+        if self.amp is None:
+            self.amp = autocast_dtype()
+
+
+def autocast_dtype() -> str | None:
+    """``"bf16 AMP"`` or ``"fp16 AMP"`` while CUDA autocast is on, else None."""
+    if not torch.is_autocast_enabled("cuda"):
+        return None
+    dtype = torch.get_autocast_dtype("cuda")
+    return {torch.bfloat16: "bf16 AMP", torch.float16: "fp16 AMP"}.get(dtype, f"{dtype} AMP")
+
+
+def scaled_composition(per_batch: Sequence[int], batch: int) -> list[int]:
+    """The config's per-dataset counts scaled to ``batch`` images (largest remainders, ties in order)."""
+    total = sum(per_batch)
+    shares = [batch * n / total for n in per_batch]
+    counts = [math.floor(s) for s in shares]
+    order = sorted(range(len(shares)), key=lambda i: (counts[i] - shares[i], i))
+    for i in order[: batch - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def missing_modules() -> list[str]:
+    return [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
+
+
+def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
+    """One row per batch size, and what every run shared (data, crop, workers, precision)."""
+    cuda = settings.device == "cuda"
+    rows = [Row("train", "training loop, train()", *settings.crop, b, "?") for b in settings.batches]
+    info: dict[str, Any] = {"num_workers": settings.num_workers, "config": str(settings.config)}
+    missing = missing_modules()
+    if missing:
+        reason = f"the training code needs {', '.join(missing)} (not importable here)"
+        return [_not_run(r, SKIPPED, reason) for r in rows], info
+
+    from training.data.synthetic.generate import generate
+    from training.fit import loop
+    from training.fit.config import load_config
+    from training.fit.train import train
+
+    start = time.perf_counter()
+    data = tmp / "synthetic"
+    generate(data, "small", seed=0)
+    info["synthetic_s"] = time.perf_counter() - start
+    config, hierarchy = load_config(settings.config, check_data=False)
+    info |= {"base_height": config.augment.base_height, "scale": list(config.augment.scale), "amp": config.run.amp}
+    sync = torch.cuda.synchronize if cuda else _no_sync
+    original = loop.batch_loader
+    for row in rows:
+        counts = scaled_composition([d.per_batch for d in config.datasets], row.batch)
+        datasets = tuple(
+            dataclasses.replace(d, root=Path(d.root).name, per_batch=n)
+            for d, n in zip(config.datasets, counts, strict=True)
+        )
+        run = dataclasses.replace(config, data_root=str(data), datasets=datasets).with_overrides(
+            augment={"crop": settings.crop},
+            model={"pretrained": None},
+            schedule={"iterations": settings.warmup + settings.iterations + 1, "warmup_iterations": 0},
+            run={
+                "out_dir": str(tmp / f"train_b{row.batch}"),
+                "num_workers": settings.num_workers,
+                "log_every": 10**9,
+                "device": settings.device,
+            },
+            checkpoint={"every": 10**9, "keep": 1, "init": None},
+        )
+        timing, probe = LoaderTiming(), PrecisionProbe()
+
+        def timed_loader(*args: Any, timing: LoaderTiming = timing, **kwargs: Any) -> TimedLoader:
+            return TimedLoader(original(*args, **kwargs), timing, sync)
+
+        hook = torch.nn.modules.module.register_module_forward_pre_hook(probe)
+        try:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with mock.patch.object(loop, "batch_loader", timed_loader):
+                result = train(run, hierarchy, progress=False)
+            if cuda:
+                row.peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20
+                row.extra["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
+            del result
+            _fill(row, timing, settings, probe.amp or "fp32", "/".join(str(n) for n in counts))
+        except Exception as exc:
+            _not_run(row, FAILED, f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            hook.remove()
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+    return rows, info
+
+
+def _no_sync() -> None:
+    pass
+
+
+def _fill(row: Row, timing: LoaderTiming, settings: TrainSettings, precision: str, composition: str) -> None:
+    """Per-iteration wall times of the timed iterations (after the warm-up, before the last one)."""
+    first, last = settings.warmup, settings.warmup + settings.iterations
+    if len(timing.asked) < last + 1:
+        raise RuntimeError(f"the loop asked for {len(timing.asked)} batches, expected {last + 1}")
+    walls = [timing.asked[i + 1] - timing.asked[i] for i in range(first, last)]
+    waits = timing.waited[first:last]
+    row.precision = precision
+    row.median_ms = 1000.0 * statistics.median(walls)
+    row.min_ms = 1000.0 * min(walls)
+    row.images_per_s = row.batch * len(walls) / sum(walls)
+    row.data_wait = sum(waits) / sum(walls)
+    row.note = (
+        f"{len(walls)} timed + {settings.warmup} warm-up iterations, {settings.num_workers} loader workers, "
+        f"per dataset {composition}"
+    )
+    row.extra |= {"walls_s": walls, "waits_s": waits, "composition": composition}
+
+
+def _not_run(row: Row, status: str, reason: str) -> Row:
+    row.status, row.note = status, reason
+    return say_skip(row)
