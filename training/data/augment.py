@@ -127,11 +127,31 @@ def random_geometry(
     ox = float(rng.uniform(0, sw - cw)) if sw > cw else (sw - cw) / 2
     oy = float(rng.uniform(0, sh - ch)) if sh > ch else (sh - ch) / 2
     flip = cfg.flip and flip and bool(rng.integers(0, 2))
+    return scaled_crop(s, (ox, oy), flip, (ch, cw))
+
+
+def scaled_crop(scale: float, offset: tuple[float, float], flip: bool, size: tuple[int, int]) -> Geometry:
+    """The one crop map: scale the image by ``scale``, cut ``size`` (h, w) at ``offset`` (x, y) of the
+    scaled image (pixel edges, as cv2.resize scales), mirror the crop if ``flip``.
+
+    Every sampler draws its numbers and builds its geometry here (:func:`random_geometry`,
+    :func:`placed_crop`, the box- and class-centred crops of :mod:`training.data.crops`).
+    """
+    s, (ox, oy), (ch, cw) = scale, offset, size
     # Work in edge coordinates (u = x + 0.5, as cv2.resize does) and convert back to the pixel
     # centres warpAffine maps, so scaling keeps image borders aligned and a flip is exact.
     tx = (cw + ox - 0.5 * s - 0.5) if flip else (0.5 * s - ox - 0.5)
     matrix = np.array([[-s if flip else s, 0.0, tx], [0.0, s, 0.5 * s - oy - 0.5]])
     return Geometry(matrix, (ch, cw))
+
+
+def placed_crop(
+    scale: float, source_xy: tuple[float, float], crop_xy: tuple[float, float], flip: bool, size: tuple[int, int]
+) -> Geometry:
+    """A :func:`scaled_crop` that puts source pixel ``source_xy`` at pixel ``crop_xy`` of the crop
+    (of the unflipped crop: a flip moves it to ``width - 1 - x``); crops off the image pad as usual."""
+    (sx, sy), (cx, cy) = source_xy, crop_xy
+    return scaled_crop(scale, (scale * (sx + 0.5) - cx - 0.5, scale * (sy + 0.5) - cy - 0.5), flip, size)
 
 
 def center_geometry(image_hw: tuple[int, int], size: tuple[int, int]) -> Geometry:

@@ -32,7 +32,8 @@ Schema (defaults in the dataclasses)::
     hierarchy: ../hierarchies/iv2018.yaml
     data_root: ../../data/synthetic        # optional base of the dataset roots
     datasets:                              # fixed per-batch composition, per process
-      - {name: cityscapes, root: cityscapes, per_batch: 1, options: {split: train}}
+      - {name: cityscapes, root: cityscapes, per_batch: 1, options: {split: train},
+         crops: {tiles: [R, C], box_crop: {share, size_px, jitter}, rare_class: {share, classes}}}
     model: {backbone, output_stride, shared_channels, adaptation_depth, adaptation_dilation,
             decoder: none | deconv_skip, pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
@@ -66,6 +67,7 @@ from training.config_schema import (
     reject_unknown_keys,
 )
 from training.data.augment import AugmentConfig
+from training.data.crops import CropConfig, check_crops, parse_crops
 from training.data.readers import READERS
 from training.labels.pseudo_labels.precomputed import (
     PrecomputedSource,
@@ -88,6 +90,7 @@ class DatasetConfig:
     root: str
     per_batch: int = 1
     options: dict = field(default_factory=dict)  # keyword arguments of the reader (split, version, ...)
+    crops: CropConfig = field(default_factory=CropConfig)  # where crops are cut (training.data.crops)
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class TrainConfig:
         for key in ("source", "origins"):
             out.pop(key)
         out["pseudo_labels"]["precomputed"] = out.pop("precomputed_labels")
-        out["datasets"] = [dataclasses.asdict(d) for d in self.datasets]
+        out["datasets"] = [{**dataclasses.asdict(d), "crops": d.crops.to_dict()} for d in self.datasets]
         for key in ("crop", "scale"):
             out["augment"][key] = list(out["augment"][key])
         return out
@@ -237,10 +240,7 @@ def parse_config(
     raw_datasets = raw.get("datasets")
     if not isinstance(raw_datasets, list) or not raw_datasets:
         raise where.error("datasets", "expected a non-empty list of {name, root, per_batch}")
-    datasets = tuple(
-        parse_dataclass(DatasetConfig, d, f"datasets[{i}]", where, required={"name": "", "root": ""})
-        for i, d in enumerate(raw_datasets)
-    )
+    datasets = tuple(_parse_dataset(d, f"datasets[{i}]", where) for i, d in enumerate(raw_datasets))
     raw_sections = {name: raw.get(name) for name in _SECTIONS}
     precomputed: dict[str, PrecomputedSource] = {}
     pl = raw_sections["pseudo_labels"]
@@ -282,6 +282,16 @@ def parse_config(
     )
 
 
+def _parse_dataset(raw: Any, key: str, where: ConfigSource) -> DatasetConfig:
+    """One ``datasets`` entry; its ``crops`` mapping is parsed by :func:`training.data.crops.parse_crops`."""
+    crops = CropConfig()
+    if isinstance(raw, dict) and "crops" in raw:
+        crops = parse_crops(raw["crops"], f"{key}.crops", where)
+        raw = {k: v for k, v in raw.items() if k != "crops"}
+    entry = parse_dataclass(DatasetConfig, raw, key, where, required={"name": "", "root": ""})
+    return dataclasses.replace(entry, crops=crops)
+
+
 def validate_config(config: TrainConfig) -> Hierarchy:
     """Values and cross-references (hierarchy, datasets, classifiers); returns the loaded hierarchy."""
     fail = config.where.error
@@ -307,6 +317,8 @@ def validate_config(config: TrainConfig) -> Hierarchy:
         seen[ds.name] = i
         if ds.per_batch < 0:
             raise fail(f"{key}.per_batch", f"expected >= 0, got {ds.per_batch}")
+        supervision = hierarchy.dataset(ds.name).supervision
+        check_crops(ds.crops, f"{key}.crops", config.where, supervision, ds.name, hierarchy, config.augment.crop)
     if sum(d.per_batch for d in config.datasets) <= 0:
         raise fail("datasets", "a batch needs at least one sample (all per_batch are 0)")
 
