@@ -6,7 +6,8 @@ their augmentation, are a pure function of (seed, iteration, rank)
 (:class:`training.data.composition.BatchComposition`), so a resumed run needs only the iteration
 to see exactly the data it would have seen.
 
-Per sample: draw the geometry; warp the image (+ photometric); per-pixel datasets get their hard
+Per sample: draw the geometry (one per tile, :mod:`training.data.crops`); warp the image (+ photometric);
+per-pixel datasets get their hard
 targets at the original size and each target map is warped (nearest, fill 255); box datasets get
 their boxes warped into the crop and pseudo labels made at crop size; tag datasets get their
 (spatially uniform) pseudo labels at crop size, or, with ``pseudo_labels.precomputed``, the
@@ -24,8 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
-from training.data.augment import AugmentConfig, photometric, random_geometry
+from training.data.augment import AugmentConfig, photometric
 from training.data.composition import BatchComposition
+from training.data.crops import CropConfig, CropSampler
 from training.data.readers.base import DatasetReader
 from training.fit.config import TrainConfig
 from training.labels.collate import TargetBatch, collate_targets
@@ -40,6 +42,11 @@ class Batch:
     targets: TargetBatch
     datasets: tuple[str, ...]
 
+    def pin_memory(self) -> Batch:
+        """What the loader calls with ``pin_memory=True`` (on CUDA): the images in page-locked memory,
+        so their copy to the GPU can run asynchronously (the targets stay in pageable memory)."""
+        return replace(self, images=self.images.pin_memory())
+
 
 def make_sample(
     reader: DatasetReader,
@@ -48,23 +55,23 @@ def make_sample(
     augment: AugmentConfig,
     builder: TargetBuilder,
     rng: np.random.Generator,
+    crops: CropSampler | None = None,
 ) -> tuple[np.ndarray, SampleTargets]:
-    """One augmented crop and its targets (see the module docstring for the order of operations)."""
-    sample = reader[index]
-    geometry = random_geometry(sample.image.shape[:2], augment, rng, flip=reader.flip)
-    sample = geometry.mirror_labels(sample, reader.mirror_classes)  # a mirrored "keep right" is "keep left"
-    image = photometric(geometry.warp_image(sample.image), augment, rng)
+    """One augmented crop and its targets (see the module docstring for the order of operations);
+    ``crops`` (the dataset's :class:`~training.data.crops.CropSampler`) says where it is cut (None: plain)."""
+    crop = (crops or CropSampler(CropConfig(), augment)).draw(reader, index, rng)  # mirror classes swapped
+    image = photometric(crop.image(), augment, rng)
     if supervision == "pixel":
-        full = builder(sample)
-        hard = {name: geometry.warp_map(t, IGNORE) for name, t in full.hard.items()}
-        return image, SampleTargets(full.kind, hard)
+        full = [builder(tile.sample) for tile in crop.tiles]
+        return image, SampleTargets(full[0].kind, crop.warp_maps([f.hard for f in full], IGNORE))
+    sample, geometry = crop.tiles[0].sample, crop.tiles[0].geometry  # tags: one tile (config check)
     if supervision == "tags" and sample.dataset in builder.generators:
         # A configured generator (e.g. precomputed label files) labels the full image, so its labels
         # are warped like the image; the uniform default below is made at crop size instead.
         full = builder.distribution(sample)
         warped = NodeDistribution(full.nodes, geometry.warp_map(full.index, -1), full.table, full.hard)
         return image, builder.weak_targets(warped, from_tags=True)
-    boxes = geometry.warp_boxes(sample.boxes) if supervision == "boxes" else sample.boxes
+    boxes = crop.boxes() if supervision == "boxes" else sample.boxes
     cropped = replace(sample, image=image, label=None, boxes=boxes)
     return image, builder(cropped)
 
@@ -81,8 +88,10 @@ class IterationBatches(Dataset):
         builder: TargetBuilder,
         start: int,
         stop: int,
+        samplers: Sequence[CropSampler] | None = None,
     ) -> None:
         self.readers = list(readers)
+        self.samplers = list(samplers) if samplers is not None else [None] * len(self.readers)
         self.supervisions = list(supervisions)
         self.composition = composition
         self.augment = augment
@@ -100,7 +109,13 @@ class IterationBatches(Dataset):
             reader = self.readers[slot.dataset]
             rng = self.composition.rng(iteration, slot_no)
             image, target = make_sample(
-                reader, slot.index, self.supervisions[slot.dataset], self.augment, self.builder, rng
+                reader,
+                slot.index,
+                self.supervisions[slot.dataset],
+                self.augment,
+                self.builder,
+                rng,
+                self.samplers[slot.dataset],
             )
             images.append(image)
             targets.append(target)
@@ -128,7 +143,8 @@ def training_batches(
     )
     supervisions = [hierarchy.dataset(d.name).supervision for d in config.datasets]
     builder = TargetBuilder(hierarchy, config.pseudo_labels, generators=config.pseudo_label_generators(hierarchy))
-    return IterationBatches(readers, supervisions, composition, config.augment, builder, start, stop)
+    samplers = [CropSampler.for_dataset(d.crops, config.augment, hierarchy, d.name) for d in config.datasets]
+    return IterationBatches(readers, supervisions, composition, config.augment, builder, start, stop, samplers)
 
 
 def batch_loader(batches: IterationBatches, num_workers: int, pin_memory: bool) -> DataLoader:

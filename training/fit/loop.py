@@ -7,7 +7,10 @@ The parts live next to it: :mod:`training.fit.batches` (the data of an iteration
 :mod:`training.fit.distributed` (torchrun / DDP), :mod:`training.fit.optim` (SGD and the
 schedule), :mod:`training.fit.loss` and :mod:`training.fit.log`.
 
-Mixed precision (autocast + GradScaler) is used on CUDA only; on the CPU the loop runs in float32.
+On CUDA the loop uses mixed precision, ``channels_last`` and pinned batches
+(:mod:`training.fit.accelerator`); on the CPU it runs in float32. Losses stay on the device until
+a log or checkpoint step, which fetches (and, with DDP, all-reduces) all of them since the previous
+one at once: no host synchronisation of the loop's own in between.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 
 from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.model import HierarchicalSegNet, normalize_tensor
+from training.fit.accelerator import Accelerator
 from training.fit.batches import Batch, batch_loader, training_batches
 from training.fit.checkpoints import (
     clean_temporaries,
@@ -76,19 +80,19 @@ def fit(
         model.load_state_dict(weights.net.state_dict())
     if config.model.sync_batchnorm and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(info.device)
+    accelerator = Accelerator.for_device(info.device, config.run.amp)
+    accelerator.prepare_model(model)
     optimizer = build_optimizer(model, config, hierarchy)
     scheduler = build_scheduler(optimizer, config)
-    use_amp = config.run.amp and info.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = accelerator.grad_scaler()
     if resumed is not None:
         restore_training_state(resumed.training, optimizer, scheduler, scaler)
     criterion = HierarchicalLoss(hierarchy, config.loss.weights, config.pseudo_labels.min_mass)
-    step = Step(wrap(model, info), criterion, optimizer, scheduler, scaler, info.device, use_amp)
+    step = Step(wrap(model, info), criterion, optimizer, scheduler, scaler, accelerator)
 
     # ---- data: the batches of iterations start .. stop - 1 of this rank
     batches = training_batches(config, hierarchy, readers, info.rank, info.world_size, start, stop)
-    loader = batch_loader(batches, config.run.num_workers, pin_memory=info.device.type == "cuda")
+    loader = batch_loader(batches, config.run.num_workers, pin_memory=accelerator.pin_memory)
     global_batch = batches.composition.batch_size * info.world_size
 
     # ---- the loop
@@ -100,6 +104,7 @@ def fit(
         log_every = config.run.log_every
         report = TrainingLog(out_dir, names, start, stop, log_every, resumed=resumed is not None, progress=progress)
     history: list[dict[str, float]] = []
+    pending: list[StepRecord] = []  # iterations whose losses are still on the device
     checkpoint: Path | None = None
     iteration = start
     step.net.train()
@@ -109,18 +114,23 @@ def fit(
             assert batch.iteration == iteration, (batch.iteration, iteration)
             out, lr = step(batch)
             iteration += 1
-            metrics, pixels = global_metrics(out, names, info)
             now = time.perf_counter()
-            seconds, t_last = now - t_last, now
-            if not all(math.isfinite(v) for v in metrics.values()):
-                raise FloatingPointError(f"iteration {iteration}: non-finite loss {metrics}")
-            history.append(metrics)
-            if report is not None:  # rank 0 reports and writes the checkpoints
-                report.iteration(iteration, metrics, pixels, lr, global_batch, seconds)
-                if iteration % config.checkpoint.every == 0 or iteration == stop:
-                    state = training_state(iteration, info.world_size, optimizer, scheduler, scaler, config, metrics)
-                    checkpoint = write_checkpoint(out_dir, model, hierarchy, config, state)
-                    report.checkpoint_written()
+            pending.append(StepRecord(iteration, loss_vector(out, names), pixel_counts(out, names), lr, now - t_last))
+            t_last = now
+            save = iteration % config.checkpoint.every == 0 or iteration == stop
+            if not save and iteration % config.run.log_every != 0:
+                continue
+            for record, metrics, pixels in fetch_metrics(pending, names, info):
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise FloatingPointError(f"iteration {record.iteration}: non-finite loss {metrics}")
+                history.append(metrics)
+                if report is not None:
+                    report.iteration(record.iteration, metrics, pixels, record.lr, global_batch, record.seconds)
+            pending.clear()
+            if save and report is not None:  # rank 0 writes the checkpoints
+                state = training_state(iteration, info.world_size, optimizer, scheduler, scaler, config, history[-1])
+                checkpoint = write_checkpoint(out_dir, model, hierarchy, config, state)
+                report.checkpoint_written()
     broadcast_buffers(model, info)
     return TrainResult(iteration, history, out_dir, checkpoint, model)
 
@@ -134,14 +144,13 @@ class Step:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    device: torch.device
-    amp: bool  # autocast to float16 (CUDA only)
+    accelerator: Accelerator
 
     def __call__(self, batch: Batch) -> tuple[LossOutput, float]:
-        """The losses of ``batch`` and the learning rate the update used."""
-        images = normalize_tensor(batch.images.to(self.device, non_blocking=True))
-        targets = batch.targets.to(self.device)
-        with torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext():
+        """The losses of ``batch`` (still on the device) and the learning rate the update used."""
+        images = normalize_tensor(self.accelerator.images(batch.images))
+        targets = batch.targets.to(self.accelerator.device)
+        with self.accelerator.autocast():
             logits = self.net(images)
         # The loss in float32; it keeps every head in the graph (DDP needs a gradient for every
         # parameter, also of a classifier without a labelled pixel in this batch).
@@ -155,14 +164,40 @@ class Step:
         return out, lr
 
 
-def global_metrics(out: LossOutput, names: Sequence[str], info: DistInfo) -> tuple[dict[str, float], list[int]]:
-    """``loss`` and ``loss/<classifier>`` averaged over the ranks, and the labelled pixels per classifier."""
-    values = torch.stack([out.total.detach().float(), *[out.per_classifier[n].float() for n in names]])
-    counts = torch.tensor([float(out.pixels[n][0] + out.pixels[n][1]) for n in names], device=values.device)
-    values, counts = reduce_metrics(values, counts, info)
-    losses = values.cpu().tolist()
-    metrics = {"loss": losses[0], **{f"loss/{n}": v for n, v in zip(names, losses[1:], strict=True)}}
-    return metrics, [int(c) for c in counts.cpu().tolist()]
+@dataclass(frozen=True)
+class StepRecord:
+    """One iteration, as the loop keeps it until the next log or checkpoint step."""
+
+    iteration: int  # counted from 1
+    losses: torch.Tensor  # on the device: the total, then one per classifier (:func:`loss_vector`)
+    pixels: list[int]  # labelled pixels per classifier in this rank's batch
+    lr: float
+    seconds: float
+
+
+def loss_vector(out: LossOutput, names: Sequence[str]) -> torch.Tensor:
+    return torch.stack([out.total.detach().float(), *[out.per_classifier[n].float() for n in names]])
+
+
+def pixel_counts(out: LossOutput, names: Sequence[str]) -> list[int]:
+    return [out.pixels[n][0] + out.pixels[n][1] for n in names]
+
+
+def fetch_metrics(
+    records: Sequence[StepRecord], names: Sequence[str], info: DistInfo
+) -> list[tuple[StepRecord, dict[str, float], list[int]]]:
+    """Per record: ``loss`` and ``loss/<classifier>`` averaged over the ranks, and the labelled
+    pixels per classifier summed over them; one all-reduce and one copy to the host for all."""
+    values = torch.stack([r.losses for r in records])
+    counts = torch.tensor([[float(c) for c in r.pixels] for r in records], device=values.device)
+    values, counts = reduce_metrics(values.flatten(), counts.flatten(), info)
+    rows = values.view(len(records), -1).cpu().tolist()
+    pixels = counts.view(len(records), -1).cpu().tolist()
+    out = []
+    for record, losses, counted in zip(records, rows, pixels, strict=True):
+        metrics = {"loss": losses[0], **{f"loss/{n}": v for n, v in zip(names, losses[1:], strict=True)}}
+        out.append((record, metrics, [int(c) for c in counted]))
+    return out
 
 
 def seed_everything(seed: int) -> None:

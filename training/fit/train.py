@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (overrides run.out_dir)")
     parser.add_argument("--iterations", type=int, help="schedule length (overrides schedule.iterations)")
     parser.add_argument("--stop-after", type=int, help="stop (with a checkpoint) after this many iterations")
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision on CUDA (overrides run.amp, which is on by default; no effect on the CPU)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -68,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, hierarchy = load_config(args.config, check_data=False)
         overrides: dict[str, dict] = {}
         if args.out:
-            overrides["run"] = {"out_dir": args.out}
+            overrides.setdefault("run", {})["out_dir"] = args.out
+        if args.amp is not None:
+            overrides.setdefault("run", {})["amp"] = args.amp
         if args.iterations is not None:
             if args.iterations <= 0:
                 raise ConfigError(f"--iterations: expected > 0, got {args.iterations}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from tiny_hierarchy import load_tiny
 from tiny_training import HIERARCHIES, PYTHON, make_tiny_data, tiny_config, write_config
 
@@ -51,7 +52,8 @@ def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: 
     straight = train(config, hierarchy, progress=False)
     assert straight.iteration == 4 and len(straight.losses) == 4
 
-    cfg_b = write_config(tmp_path / "b.yaml", tiny_config(data_root, tmp_path / "b"))
+    # b logs every 3rd iteration: the losses of the others are fetched from the device in one go
+    cfg_b = write_config(tmp_path / "b.yaml", tiny_config(data_root, tmp_path / "b", run={"log_every": 3}))
     config_b, _ = load_config(cfg_b)
     first = train(config_b, hierarchy, stop_after=2, progress=False)
     assert first.iteration == 2 and (tmp_path / "b" / "last.pt").is_file()
@@ -79,9 +81,10 @@ def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: 
     # log / plots
     assert [p.name for p in checkpoint_paths(tmp_path / "a")] == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
     rows = read_csv(tmp_path / "b" / "train_log.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["iteration"]) for r in rows] == [2, 3, 4]  # stop of the first part, every 3rd, the end
     assert {f"loss/{n}" for n in hierarchy.classifier_names} <= set(rows[0])
-    assert float(rows[0]["loss"]) == pytest.approx(straight.losses[0]["loss"], rel=1e-5)
+    assert float(rows[0]["loss"]) == pytest.approx(straight.losses[1]["loss"], rel=1e-5)
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "a" / "train_log.csv")] == [1, 2, 3, 4]
     assert (tmp_path / "b" / "plots" / "losses.png").stat().st_size > 1000
     # sub-classifiers got their own weight decay group
     groups = ca.training["optimizer"]["param_groups"]
@@ -207,3 +210,8 @@ def test_cli_runs_and_rejects_bad_config_before_training(data_root: Path, tmp_pa
         load_config(cfg)
     assert main(["--config", str(cfg), "--no-progress"]) == 2
     assert not (tmp_path / "cli").exists()
+    good = write_config(tmp_path / "good.yaml", tiny_config(data_root, tmp_path / "unused", schedule={"iterations": 1}))
+    assert main(["--config", str(good), "--out", str(tmp_path / "cli"), "--no-amp", "--no-progress"]) == 0
+    written = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())  # the effective config of the run
+    assert written["run"]["amp"] is False and written["run"]["out_dir"] == str(tmp_path / "cli")
+    assert load_checkpoint(tmp_path / "cli" / "last.pt").training["iteration"] == 1
