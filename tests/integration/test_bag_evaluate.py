@@ -21,6 +21,8 @@ from training.data.readers.cityscapes import CityscapesDataset
 from training.evaluation.bags.evaluate import EXIT_INCOMPLETE, EXIT_OK, evaluate_bag
 from training.evaluation.bags.read import iter_frames, open_bag_info
 from training.evaluation.bags.result import BagResult, FrameCounts
+from training.evaluation.bags.sign_scores import SignScoring
+from training.evaluation.bags.sign_truth import decode_signs
 from training.evaluation.bags.write import image_cdr, write_bag, write_cityscapes_bag
 from training.evaluation.evaluate import evaluate
 
@@ -98,8 +100,10 @@ def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscape
         *("complete", "reason", "mode", "bag", "model", "dataset", "camera_topic", "label_topic", "frames"),
         *("latency_kind", "latency_ms", "fps", "wall_seconds", "engine", "engine_choice", "recorded_rate_hz"),
         *("output_bag", "output_topics", "evaluation", "classifier_view", "notes", "samples"),
+        *("sign_topic", "signs"),
     ]
     assert metrics["frames"]["in_bag"] == 6 and metrics["engine"].startswith("onnxruntime")
+    _check_sign_scores(metrics, drive)
 
     # the same frames through training.evaluation.evaluate give identical confusion matrices in both views
     engine, _ = create_engine(str(model), backend="onnxruntime")
@@ -123,12 +127,13 @@ def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscape
     for name in ("metrics.json", "report.html", "report.md", "latency_histogram.png", "iou_cityscapes.png"):
         assert (out / name).is_file(), name
     assert "data:image/png;base64," in (out / "report.html").read_text()
-    assert len(list((out / "samples").glob("*.png"))) == 4
+    assert len(list((out / "samples").glob("frame_*.png"))) == 4
     _no_leftovers(tmp_path)
 
     # output bag: the inputs plus every output, at the input stamps and bag times
     topics = _bag_topics(out / "bag")
-    assert set(topics) == {"/camera/image_raw", "/camera/labels"} | _output_topics(engine.hierarchy)
+    inputs = {"/camera/image_raw", "/camera/labels", "/camera/traffic_signs_gt"}
+    assert set(topics) == inputs | _output_topics(engine.hierarchy)
     in_times = [t for t, _ in topics["/camera/image_raw"]]
     assert in_times == [START + i * 100_000_000 for i in range(6)]
     for topic in _output_topics(engine.hierarchy):
@@ -145,6 +150,43 @@ def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscape
     np.testing.assert_array_equal(np.frombuffer(bytes(leaf.data), np.uint8).reshape(64, 128), expected)
     signs = deserialize_message(topics[f"{NS}/traffic_signs"][0][1], Detection2DArray)
     assert stamp_ns(signs.header.stamp) == START
+    truth = deserialize_message(topics["/camera/traffic_signs_gt"][0][1], Detection2DArray)
+    assert stamp_ns(truth.header.stamp) == START and decode_signs(truth) == first.signs
+    # the scores are the node's detections in the output bag against its truth, frame by frame
+    scoring = SignScoring()
+    for (_, det_raw), (_, gt_raw) in zip(
+        topics[f"{NS}/traffic_signs"], topics["/camera/traffic_signs_gt"], strict=True
+    ):
+        scoring.add(
+            decode_signs(deserialize_message(gt_raw, Detection2DArray)),
+            decode_signs(deserialize_message(det_raw, Detection2DArray)),
+        )
+    assert scoring.to_json() == metrics["signs"]
+
+
+def _check_sign_scores(metrics: dict, drive: Path) -> None:
+    """The structure of the sign scores (a random-init model may find no sign), and a perfect
+    detection list of the drive's truth scoring 1 through the same function."""
+    assert metrics["sign_topic"] == "/camera/traffic_signs_gt"
+    signs = metrics["signs"]
+    assert (signs["box_iou"], signs["min_side"], signs["frames"]) == (0.5, 24, 6)
+    truth = [f.signs for f in iter_frames(drive, decode=False)]
+    n_true = sum(len(t) for t in truth)
+    assert n_true > 0
+    for subset in ("all", "at_least_24px"):
+        overall = signs[subset]["overall"]
+        keys = {"truth", "detections", "matched_truth", "matched_detections", "right_class"}
+        assert keys | {"precision", "recall", "class_accuracy"} == set(overall)
+        assert overall["matched_truth"] == overall["matched_detections"] <= min(overall["truth"], overall["detections"])
+        for name, entry in signs[subset]["classes"].items():
+            assert entry["truth"] + entry["detections"] > 0, name  # only classes present
+    assert signs["all"]["overall"]["truth"] == n_true
+    assert sum(e["truth"] for e in signs["all"]["classes"].values()) == n_true
+    perfect = SignScoring()
+    for t in truth:
+        perfect.add(t, list(t))
+    overall = perfect.to_json()["all"]["overall"]
+    assert (overall["precision"], overall["recall"], overall["class_accuracy"]) == (1.0, 1.0, 1.0)
 
 
 def test_offline_without_ground_truth_and_atomic_output(model, cityscapes, tmp_path):
@@ -234,6 +276,7 @@ def test_live_every_frame_through_the_node(model, drive, tmp_path):
         *("latency_kind", "latency_ms", "fps", "input_rate_hz", "recorded_rate_hz", "rate_scale", "target_rate_hz"),
         *("wall_seconds", "output_bag", "output_topics", "node", "evaluation", "classifier_view", "notes", "samples"),
         "first_output_latency_ms",
+        *("sign_topic", "signs"),
     ]
     assert BagResult.load(out / "metrics.json").to_text() == (out / "metrics.json").read_text()
     fr = metrics["frames"]
@@ -258,6 +301,9 @@ def test_live_every_frame_through_the_node(model, drive, tmp_path):
     live_ds = metrics["evaluation"]["datasets"]["cityscapes"]
     off_ds = offline.evaluation["datasets"]["cityscapes"]
     assert live_ds["confusion"] == off_ds["confusion"]
+    # the node's ~/traffic_signs score as the offline find_signs on the same leaf maps
+    _check_sign_scores(metrics, drive)
+    assert metrics["signs"] == offline.signs
     root_live = metrics["evaluation"]["classifiers"]["root"]["confusion"]
     assert root_live == offline.evaluation["classifiers"]["root"]["confusion"]  # root is never blanked
 

@@ -11,12 +11,13 @@ scripts/ros_env.sh (DDS on loopback only) and runs this module, whose stages are
    ImageNet weights) into ``OUT/train``; an interrupted run is resumed from its last checkpoint;
 4. export: ``OUT/model.onnx`` with the in-graph decision rule (``training.export``);
 5. drive: held-out synthetic Cityscapes-format scenes (``--drive-split``, default ``val``) resized
-   to ``--drive-size`` and written as a rosbag2 (camera + ground-truth labels) ``OUT/drive``;
+   to ``--drive-size`` and written as a rosbag2 (camera, ground-truth labels and traffic-sign boxes
+   with their classes, from the ``_signs.json`` sidecars) ``OUT/drive``;
 6. replay: the bag played LIVE through the node over DDS at the recorded rate
    (``training.evaluation.bags.evaluate --mode live``; ``--skip-live``: the engine offline instead), into
    ``OUT/live`` (or ``OUT/offline``): metrics.json, report.html, report.md, output bag;
 7. report: where the report is and its headline numbers (per-classifier mIoU, Cityscapes mIoU,
-   latency p50 / p95, fps, dropped frames).
+   sign recall and class accuracy, latency p50 / p95, fps, dropped frames).
 
 Every stage prints a numbered header and its duration. A stage whose outputs exist and were made
 by this pipeline from the same inputs is reused: each writes ``OUT/stages/<stage>.json`` (a hash of
@@ -52,7 +53,9 @@ from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from training import REPO
 from training.data.readers import load_dataset
 from training.data.synthetic import PRESETS, generate
+from training.evaluation.bags.read import DEFAULT_SIGN_TOPIC
 from training.evaluation.bags.result import BagResult
+from training.evaluation.bags.sign_truth import scale_signs
 from training.evaluation.bags.write import cityscapes_frames, write_bag
 from training.evaluation.metrics import pct
 from training.labels.targets import TargetBuilder
@@ -292,24 +295,29 @@ def stage_export(p: Pipeline, args: argparse.Namespace, ckpt: Path, ckpt_sha: st
     return model, sha, False
 
 
-def drive_frames(root: Path, split: str, size: tuple[int, int], limit: int | None) -> tuple[int, Iterator]:
-    """(count, generator of (rgb, labelIds)) of a Cityscapes-format split resized to ``size`` (H, W)."""
+def drive_frames(
+    root: Path, split: str, size: tuple[int, int], limit: int | None, hierarchy: Hierarchy
+) -> tuple[int, Iterator]:
+    """(count, generator of (rgb, labelIds, signs or None)) of a Cityscapes-format split resized to
+    ``size`` (H, W); the sign boxes scaled with the image, named through ``hierarchy``."""
     import cv2
 
-    count, frames = cityscapes_frames(root, split, limit=limit)
+    count, frames = cityscapes_frames(root, split, limit=limit, hierarchy=hierarchy)
     h, w = size
 
     def gen():
-        for rgb, label in frames:
+        for rgb, label, signs in frames:
             if rgb.shape[:2] != (h, w):
+                if signs is not None:
+                    signs = scale_signs(signs, rgb.shape[:2], (h, w))
                 rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
                 label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
-            yield rgb, label
+            yield rgb, label, signs
 
     return count, gen()
 
 
-def stage_drive(p: Pipeline, args: argparse.Namespace, data: dict[str, Any]):
+def stage_drive(p: Pipeline, args: argparse.Namespace, data: dict[str, Any], hierarchy: Hierarchy):
     bag = args.out / "drive"
     settings = {
         "cityscapes": data["cityscapes"],
@@ -318,13 +326,16 @@ def stage_drive(p: Pipeline, args: argparse.Namespace, data: dict[str, Any]):
         "limit": args.drive_limit,
         "rate": args.rate,
         "start_ns": DRIVE_START_NS,
+        "sign_topic": DEFAULT_SIGN_TOPIC,
+        "sign_names": hierarchy.name,
     }
     key = digest(settings)
     if (m := p.reusable("drive", key, (bag,))) is not None:
         print(f"  reusing {bag}: {m['frames']} frames {m['width']}x{m['height']} at {m['rate_hz']:g} Hz")
         return bag, key, True
     p.invalidate("drive")
-    count, frames = drive_frames(args.data / "cityscapes", args.drive_split, tuple(args.drive_size), args.drive_limit)
+    size = tuple(args.drive_size)
+    count, frames = drive_frames(args.data / "cityscapes", args.drive_split, size, args.drive_limit, hierarchy)
     if count == 0:
         raise StageError(f"{args.data / 'cityscapes'}: split {args.drive_split!r} has no scenes")
     summary = write_bag(
@@ -334,8 +345,12 @@ def stage_drive(p: Pipeline, args: argparse.Namespace, data: dict[str, Any]):
     if summary.frames != count:
         raise StageError(f"wrote {summary.frames} of {count} frames")
     info = {"frames": summary.frames, "width": summary.width, "height": summary.height, "rate_hz": args.rate}
-    p.complete("drive", key, bag=str(bag), **info)
-    print(f"  {bag}: {summary.frames} frames {summary.width}x{summary.height} at {args.rate:g} Hz ({args.drive_split})")
+    p.complete("drive", key, bag=str(bag), sign_frames=summary.sign_frames, **info)
+    signs = f", sign ground truth on {summary.sign_frames}" if summary.sign_topic else ", no sign ground truth"
+    print(
+        f"  {bag}: {summary.frames} frames {summary.width}x{summary.height} at {args.rate:g} Hz "
+        f"({args.drive_split}){signs}"
+    )
     return bag, key, False
 
 
@@ -394,6 +409,11 @@ def headline(result: BagResult) -> list[str]:
         lines.append(f"  mIoU per classifier: {per}")
     for name, ds in result.dataset_scores().items():
         lines.append(f"  {name} mIoU: {_miou(ds.miou)} ({ds.num_samples} frames)")
+    for subset, sign in result.sign_scores().items():
+        lines.append(
+            f"  signs ({subset}): recall {_miou(sign.recall)}, class accuracy {_miou(sign.class_accuracy)}, "
+            f"precision {_miou(sign.precision)} ({sign.truth} true, {sign.detections} detected)"
+        )
     lat, fr = result.latency_ms, result.frames
     lines.append(f"  {result.latency_kind}: p50 {_ms(lat.p50)}, p95 {_ms(lat.p95)}")
     fps, rate = result.fps, result.recorded_rate_hz
@@ -476,7 +496,7 @@ def _run(p: Pipeline, args: argparse.Namespace) -> int:
     model, model_sha = p.run("export", lambda: _split(stage_export(p, args, ckpt, ckpt_sha, hierarchy)))
     if args.until == "export":
         return 0
-    bag, bag_key = p.run("drive", lambda: _split(stage_drive(p, args, data)))
+    bag, bag_key = p.run("drive", lambda: _split(stage_drive(p, args, data, hierarchy)))
     if args.until == "drive":
         return 0
     mode = "(offline: the engine, --skip-live)" if args.skip_live else "(live: through the node over DDS)"

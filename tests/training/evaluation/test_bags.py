@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hiseg_ros.messages import time_msg
+from hiseg_ros.hierarchy import load_hierarchy
+from hiseg_ros.messages import stamp_ns, time_msg
+from hiseg_ros.outputs import SignDetection
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
 from training.evaluation.bags.options import parse_options
@@ -29,7 +31,14 @@ from training.evaluation.bags.result import (
     OfflineDetails,
     ViewScore,
 )
-from training.evaluation.bags.write import compressed_cdr, image_cdr, write_bag, write_cityscapes_bag
+from training.evaluation.bags.sign_truth import read_sidecar, scale_signs, sidecar_path
+from training.evaluation.bags.write import (
+    DEFAULT_HIERARCHY,
+    compressed_cdr,
+    image_cdr,
+    write_bag,
+    write_cityscapes_bag,
+)
 
 START = 1_700_000_000_000_000_000
 
@@ -77,6 +86,67 @@ def test_write_then_read_back_stamps_rate_images_and_labels(cityscapes, tmp_path
         np.testing.assert_array_equal(frame.rgb, sample.image)
         np.testing.assert_array_equal(frame.label, sample.label)
     assert reader.stats.with_label == 6 and reader.stats.without_label == 0 and reader.stats.orphan_labels == 0
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_sign_ground_truth_written_from_the_sidecars_and_read_back_by_stamp(cityscapes, tmp_path, storage):
+    hierarchy = load_hierarchy(DEFAULT_HIERARCHY)
+    expected = _dataset_in_order(cityscapes, "train")
+    truth = [read_sidecar(sidecar_path(Path(s.label_path)), hierarchy)[0] for s in expected]
+    assert sum(len(t) for t in truth) > 0, "the synthetic set has signs to carry"
+    names = {leaf for leaf in hierarchy.dataset("gtsdb").ids.values()}
+    assert {sign.class_name for t in truth for sign in t} <= names  # the names the node publishes
+
+    bag = tmp_path / "drive"
+    summary = write_cityscapes_bag(cityscapes, bag, "train", storage=storage, start_ns=START)
+    assert (summary.sign_topic, summary.sign_frames) == ("/camera/traffic_signs_gt", 6)
+    info = open_bag_info(bag)
+    assert info.sign_topic == "/camera/traffic_signs_gt" and info.sign_count == 6
+    assert info.topics[info.sign_topic] == "vision_msgs/msg/Detection2DArray"
+    reader = FrameReader(bag)
+    frames = list(reader)
+    for frame, want in zip(frames, truth, strict=True):
+        got = [(d.x, d.y, d.width, d.height, d.class_name, d.score) for d in frame.signs]
+        assert got == [(t.x, t.y, t.width, t.height, t.class_name, 1.0) for t in want]
+    assert reader.stats.with_signs == 6 and reader.stats.orphan_signs == 0
+    # the stamps of the sign messages are the images' (what pairs them)
+    from rosbags.rosbag2 import Reader
+
+    from training.evaluation.bags.vision_types import vision_typestore
+
+    store = vision_typestore()[0]
+    with Reader(bag) as raw_reader:
+        conns = [c for c in raw_reader.connections if c.topic == info.sign_topic]
+        stamps = [
+            (t, stamp_ns(store.deserialize_cdr(raw, c.msgtype).header.stamp))
+            for c, t, raw in raw_reader.messages(connections=conns)
+        ]
+    assert stamps == [(f.stamp_ns, f.stamp_ns) for f in frames]
+    # '' leaves the topic out; a bag without it reads with signs None
+    no_signs = write_cityscapes_bag(cityscapes, tmp_path / "plain", "train", sign_topic=None, start_ns=START)
+    assert no_signs.sign_topic is None
+    assert [f.signs for f in FrameReader(no_signs.path)] == [None] * 6
+
+
+def test_signs_out_of_step_pair_with_their_frame_and_missing_sidecars_give_none(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for _ in range(3)]
+    signs = [[SignDetection(2, 3, 5, 4, 20, 7, "sign-stop", 1.0)], [], None]
+    bag = write_bag(tmp_path / "b", [(im, None, sg) for im, sg in zip(images, signs, strict=True)], start_ns=START)
+    assert bag.sign_frames == 2
+    frames = list(FrameReader(bag.path))
+    assert [None if f.signs is None else [(d.x, d.y, d.width, d.height, d.class_name) for d in f.signs]
+            for f in frames] == [[(2, 3, 5, 4, "sign-stop")], [], None]  # fmt: skip
+
+
+def test_sign_boxes_scale_with_the_image():
+    sign = SignDetection(10, 20, 8, 4, 32, 1, "sign-stop", 1.0)  # columns 10..17, rows 20..23
+    (half,) = scale_signs([sign], (100, 200), (50, 100))
+    assert (half.x, half.y, half.width, half.height) == (5, 10, 4, 2)
+    (same,) = scale_signs([sign], (100, 200), (100, 200))
+    assert same == sign
+    (tiny,) = scale_signs([SignDetection(199, 99, 1, 1, 1, 1, "s", 1.0)], (100, 200), (10, 20))
+    assert (tiny.x, tiny.y, tiny.width, tiny.height) == (19, 9, 1, 1)  # stays inside, at least 1 px
 
 
 def test_compressed_png_is_lossless_and_jpeg_close(cityscapes, tmp_path):
@@ -194,6 +264,9 @@ def test_foreign_bag_pairs_by_header_stamp(tmp_path, storage):
         else:
             np.testing.assert_array_equal(frame.label, labels[i])
     assert (reader.stats.with_label, reader.stats.without_label, reader.stats.orphan_labels) == (3, 1, 1)
+    # a foreign bag has no sign ground truth: no sign topic, frames without signs, read as before
+    assert reader.info.sign_topic is None and [f.signs for f in frames] == [None] * 4
+    assert reader.stats.with_signs == 0
     # without ground-truth topic: frames only
     assert [f.label for f in iter_frames(bag, cam, None)] == [None] * 4
     # decode=False keeps the raw message for replay and skips the pixels
@@ -378,3 +451,29 @@ def test_bag_result_written_and_loaded_back(tmp_path, mode):
         BagResult.load(path)
     with pytest.raises(ValueError, match="needs exactly its own details"):
         BagResult(**{**result.__dict__, "offline": None, "live": None})
+
+
+def test_bag_result_sign_keys_come_last_and_older_files_still_load(tmp_path):
+    from training.evaluation.bags.sign_scores import SignScoring
+
+    sign = SignDetection(0, 0, 30, 30, 900, 1, "sign-stop", 1.0)
+    scoring = SignScoring().add([sign], [sign])
+    result = dataclasses.replace(_result("offline"), sign_topic="/camera/traffic_signs_gt", signs=scoring.to_json())
+    data = json.loads(result.write(tmp_path / "metrics.json").read_text())
+    old_keys = [
+        *("complete", "reason", "mode", "bag", "model", "dataset", "camera_topic", "label_topic", "frames"),
+        *("latency_kind", "latency_ms", "fps", "wall_seconds", "engine", "engine_choice", "recorded_rate_hz"),
+        *("output_bag", "output_topics", "evaluation", "classifier_view", "notes", "samples"),
+    ]
+    assert list(data) == [*old_keys, "sign_topic", "signs"]  # the existing keys keep their order
+    loaded = BagResult.load(tmp_path / "metrics.json")
+    assert loaded == result
+    scores = loaded.sign_scores()
+    assert set(scores) == {"all", "at_least_24px"}
+    assert (scores["all"].recall, scores["all"].class_accuracy, scores["all"].truth) == (1.0, 1.0, 1)
+    # a metrics.json written before the sign scores: no sign keys, loads with None
+    for key in ("sign_topic", "signs"):
+        del data[key]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = BagResult.load(tmp_path / "old.json")
+    assert old.sign_topic is None and old.signs is None and old.sign_scores() == {}

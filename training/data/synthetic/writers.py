@@ -233,6 +233,18 @@ def cityscapes_polygons(scene: Scene, label_ids: np.ndarray, instance_ids: np.nd
     return {"imgHeight": scene.height, "imgWidth": scene.width, "objects": objects}
 
 
+def cityscapes_signs(scene: Scene) -> dict:
+    """``<stem>_signs.json`` (a project extension, docs/DATASET_FORMATS.md): the visible front signs'
+    inclusive boxes and GTSDB classes, left to right; Cityscapes files keep no sign class (traffic
+    sign is no instance class there), and the drive bag's sign ground truth needs it."""
+    fronts = [i for i in scene.instances if i.gtsdb_class is not None and i.area > 0]
+    signs = [
+        {"bbox": [int(v) for v in inst.bbox], "gtsdb_class": int(inst.gtsdb_class)}
+        for inst in sorted(fronts, key=lambda i: (i.bbox[0], i.bbox[1], i.id))
+    ]
+    return {"imgHeight": scene.height, "imgWidth": scene.width, "signs": signs}
+
+
 def write_cityscapes_image(root: Path, split: str, index: int, scene: Scene) -> ImageRecord:
     city, stem = cityscapes_name(split, index)
     label_ids = CITYSCAPES_FROM_VISTAS[scene.labels]
@@ -243,6 +255,7 @@ def write_cityscapes_image(root: Path, split: str, index: int, scene: Scene) -> 
     atomic_write_bytes(gt / f"{stem}_gtFine_instanceIds.png", encode_png(instance_ids))
     atomic_write_bytes(gt / f"{stem}_gtFine_color.png", encode_png(_CS_COLORS[label_ids]))
     atomic_write_json(gt / f"{stem}_gtFine_polygons.json", cityscapes_polygons(scene, label_ids, instance_ids))
+    atomic_write_json(gt / f"{stem}_signs.json", cityscapes_signs(scene))
     return _record("cityscapes", split, stem, scene)
 
 

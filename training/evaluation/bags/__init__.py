@@ -1,7 +1,8 @@
 """rosbag2 tools: a Cityscapes-format folder -> bag, a streaming bag reader, bag evaluation.
 
 - :mod:`training.evaluation.bags.write` (``python -m training.evaluation.bags.write``): camera images
-  (``sensor_msgs/Image`` rgb8, or ``CompressedImage`` jpeg / png) and ground-truth labelIds (mono8) into a rosbag2
+  (``sensor_msgs/Image`` rgb8, or ``CompressedImage`` jpeg / png), ground-truth labelIds (mono8) and traffic-sign
+  ground truth (``vision_msgs/Detection2DArray``, :mod:`~training.evaluation.bags.sign_truth`) into a rosbag2
   (sqlite3 or mcap, version 9, ``Stores.ROS2_KILTED``) at a given rate.
 - :mod:`training.evaluation.bags.read`: streams camera frames paired with ground truth by header stamp from
   sqlite3 and mcap bags, with errors naming the bag and topic (``BagError``).

@@ -2,7 +2,8 @@
 
     python -m training.evaluation.bags.evaluate BAG --model M.onnx --out DIR [--mode offline|live]
         [--rate-scale 1.0] [--dataset cityscapes] [--camera-topic /camera/image_raw]
-        [--label-topic /camera/labels] [--backend auto] [--params-file config/hiseg.yaml]
+        [--label-topic /camera/labels] [--sign-topic /camera/traffic_signs_gt] [--backend auto]
+        [--params-file config/hiseg.yaml]
         [--node-arg=-p --node-arg=backend:=onnxruntime ...] [--frame-timeout 5] [--startup-timeout 120]
         [--samples 4] [--out-storage same|sqlite3|mcap] [--no-output-bag] [--overwrite] [--no-progress]
 
@@ -26,16 +27,21 @@ live
 Metrics (``metrics.json``, read back with :meth:`training.evaluation.bags.result.BagResult.load`):
 the :class:`training.evaluation.evaluate.EvaluationReport` of the frames with ground truth (the
 label topic holds the ``--dataset``'s native label ids, e.g. Cityscapes labelIds), latency
-p50 / p95 / p99, fps, achieved input rate, frame counts. Offline, the per-classifier view uses the
-engine's raw decisions (identical to ``training.evaluation.evaluate``); live, it uses the node's
-``~/<classifier>/mask`` where a pixel not routed to the classifier (255) counts as a "no class"
-prediction (a false negative); the per-dataset view is exact in both modes.
+p50 / p95 / p99, fps, achieved input rate, frame counts, and, when the bag has sign ground truth
+(``--sign-topic``), the scores of the signs the node finds (offline: the node's
+``hiseg_ros.outputs.find_signs``; live: its ``~/traffic_signs``) against it, per class and overall,
+for all signs and those of at least 24 px (:mod:`~training.evaluation.bags.sign_scores`). Offline,
+the per-classifier view uses the engine's raw decisions (identical to
+``training.evaluation.evaluate``); live, it uses the node's ``~/<classifier>/mask`` where a pixel
+not routed to the classifier (255) counts as a "no class" prediction (a false negative); the
+per-dataset view is exact in both modes.
 
 The modules: :mod:`~training.evaluation.bags.options` (the command line as frozen options),
 :mod:`~training.evaluation.bags.offline`, :mod:`~training.evaluation.bags.live` (with
 ``live_startup`` and ``live_client``), :mod:`~training.evaluation.bags.output_bag`,
-:mod:`~training.evaluation.bags.run` (counters, metrics, samples, the result) and
-:mod:`~training.evaluation.bags.result` (the typed ``metrics.json``).
+:mod:`~training.evaluation.bags.run` (counters, metrics, samples, the result),
+:mod:`~training.evaluation.bags.sign_truth` / :mod:`~training.evaluation.bags.sign_scores` (the sign
+ground truth and its scores) and :mod:`~training.evaluation.bags.result` (the typed ``metrics.json``).
 
 Outputs in DIR: ``bag/`` (the input camera and label messages plus the outputs under
 ``/segmentation_node/...`` with the input frames' header stamps and bag times, so ``ros2 bag play``
@@ -70,7 +76,9 @@ def run_evaluation(opts: EvaluateOptions) -> tuple[int, BagResult]:
     """
     if not opts.model.is_file():
         raise FileNotFoundError(f"--model {opts.model} does not exist")
-    reader = FrameReader(opts.bag, opts.camera_topic, opts.label_topic, require_labels=opts.require_labels)
+    reader = FrameReader(
+        opts.bag, opts.camera_topic, opts.label_topic, require_labels=opts.require_labels, sign_topic=opts.sign_topic
+    )
     if opts.out.exists() and not opts.overwrite:
         raise FileExistsError(f"{opts.out} exists (use --overwrite to replace it)")
     info = reader.info
@@ -80,8 +88,12 @@ def run_evaluation(opts: EvaluateOptions) -> tuple[int, BagResult]:
             opts.mode, info.path, opts.model, opts.dataset, info.frame_count, info.camera_topic, info.label_topic,
             folder,
         )  # fmt: skip
+        state.sign_topic = info.sign_topic
         if info.label_topic is None:
             state.notes.append("the bag has no ground-truth topic: no segmentation metrics")
+        if info.sign_topic is None:
+            topic = opts.sign_topic or "no topic given"
+            state.notes.append(f"the bag has no sign ground truth ({topic}): no sign scores")
         if opts.mode == "offline":
             result = run_offline(opts, reader, state)
         else:
@@ -112,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, score in result.dataset_scores().items():
         print(f"mIoU {name}: {score.miou}")
+    for subset, sign in result.sign_scores().items():
+        print(
+            f"signs {subset}: {sign.truth} true, {sign.detections} detected, recall {sign.recall}, "
+            f"precision {sign.precision}, class accuracy {sign.class_accuracy}"
+        )
     print(f"report: {opts.out / 'report.html'}")
     return code
 

@@ -40,6 +40,7 @@ from .output_bag import (
 from .read import IMAGE, BagError, BagFrame, FrameReader, decode_label
 from .result import BagResult, LatencyStats, LiveDetails, NodeDetails
 from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
+from .sign_truth import decode_signs
 
 
 @dataclass
@@ -244,6 +245,8 @@ class LiveRun:
             bag.write(self.reader.info.camera_topic, frame.camera_msgtype, t, frame.camera_raw)
             if frame.label_raw is not None:
                 bag.write(self.reader.info.label_topic, IMAGE, frame.label_bag_time_ns or t, frame.label_raw)
+            if frame.signs_raw is not None:
+                bag.write(self.reader.info.sign_topic, DETECTIONS, frame.signs_bag_time_ns or t, frame.signs_raw)
             for topic, (raw, _) in item.outputs.items():
                 msgtype = self.topics[topic]
                 data = restamp_detections(store, raw, s) if msgtype == DETECTIONS else restamp_cdr(raw, s)
@@ -268,10 +271,19 @@ class LiveRun:
         def image(topic: str) -> Any:
             return store.deserialize_cdr(item.outputs[topic][0], IMAGE)
 
+        def rgb_image(topic: str) -> np.ndarray:
+            msg = image(topic)
+            rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
+            return np.ascontiguousarray(rows.reshape(msg.height, msg.width, 3))
+
+        h = self.metrics.hierarchy
+        leaf = decode_label(image(f"{ns}/mask"), IMAGE)
+        detections: list = []
+        if f"{ns}/traffic_signs" in item.outputs:
+            detections = decode_signs(store.deserialize_cdr(item.outputs[f"{ns}/traffic_signs"][0], DETECTIONS))
+            state.add_signs(frame.signs, detections)
         if frame.label is not None:
-            h = self.metrics.hierarchy
             masks = {c: decode_label(image(f"{ns}/{c}/mask"), IMAGE) for c in h.classifier_names}
-            leaf = decode_label(image(f"{ns}/mask"), IMAGE)
             try:
                 if not self.metrics.add_node_masks(frame.label, masks, leaf):
                     state.inconsistent_masks += 1
@@ -281,7 +293,6 @@ class LiveRun:
         else:
             state.without_gt += 1
         if frame.index in self.wanted_samples:
-            msg = image(f"{ns}/overlay")
-            over = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
-            over = over.reshape(msg.height, msg.width, 3)
-            state.save_sample(frame.index, s, frame.rgb, np.ascontiguousarray(over))
+            state.save_sample(frame.index, s, frame.rgb, rgb_image(f"{ns}/overlay"), h, leaf)
+        if state.wants_sign_figure(detections):
+            state.save_sign_figure(frame.index, s, rgb_image(f"{ns}/overlay"), frame.signs, detections)

@@ -12,7 +12,7 @@ import numpy as np
 
 from hiseg_ros.engines import create_engine
 from hiseg_ros.messages import NODE_NAME
-from hiseg_ros.outputs import OUTPUTS, render, sign_leaf_lut
+from hiseg_ros.outputs import OUTPUTS, colorize, overlay, render, sign_leaf_lut
 
 from .options import EvaluateOptions
 from .output_bag import DETECTIONS, OutputBag, detections_cdr, output_topics, output_typestore
@@ -49,7 +49,9 @@ def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> 
                 state.with_gt += 1
             else:
                 state.without_gt += 1
-            wanted = OUTPUTS if bag is not None else ("overlay",) if frame.index in wanted_samples else ()
+            wanted = set(OUTPUTS if bag is not None else ("overlay",) if frame.index in wanted_samples else ())
+            if frame.signs is not None and sign_lut is not None:
+                wanted.add("traffic_signs")
             out = render(
                 h,
                 dec.per_classifier,
@@ -60,13 +62,22 @@ def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> 
                 min_sign_area=opts.min_sign_area,
                 overlay_alpha=opts.overlay_alpha,
             )
+            if sign_lut is not None:
+                state.add_signs(frame.signs, out.signs or [])
             if frame.index in wanted_samples:
-                state.save_sample(frame.index, frame.stamp_ns, frame.rgb, out.overlay)
+                state.save_sample(frame.index, frame.stamp_ns, frame.rgb, out.overlay, h, dec.leaf)
+            if state.wants_sign_figure(out.signs or []):
+                over = out.overlay
+                if over is None:
+                    over = overlay(frame.rgb, colorize(h, dec.leaf), opts.overlay_alpha, out.signs, h.palette)
+                state.save_sign_figure(frame.index, frame.stamp_ns, over, frame.signs, out.signs)
             if bag is not None:
                 t, s, fid = frame.bag_time_ns, frame.stamp_ns, frame.frame_id
                 bag.write(reader.info.camera_topic, frame.camera_msgtype, t, frame.camera_raw)
                 if frame.label_raw is not None:
                     bag.write(reader.info.label_topic, IMAGE, frame.label_bag_time_ns or t, frame.label_raw)
+                if frame.signs_raw is not None:
+                    bag.write(reader.info.sign_topic, DETECTIONS, frame.signs_bag_time_ns or t, frame.signs_raw)
                 for name, mask in out.masks.items():
                     bag.write(f"{ns}/{name}/mask", IMAGE, t, image_cdr(mask, "mono8", s, fid))
                 leaf_encoding = "mono8" if out.leaf.dtype == np.uint8 else "mono16"

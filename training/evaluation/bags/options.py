@@ -13,7 +13,7 @@ from pathlib import Path
 
 from training import REPO
 
-from .read import DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC
+from .read import DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, DEFAULT_SIGN_TOPIC
 
 MODES = ("offline", "live")
 OUT_STORAGES = ("same", "sqlite3", "mcap")
@@ -31,6 +31,7 @@ class EvaluateOptions:
     dataset: str = "cityscapes"  # hierarchy dataset whose native ids the labels hold
     camera_topic: str = DEFAULT_CAMERA_TOPIC
     label_topic: str | None = DEFAULT_LABEL_TOPIC  # None: no ground truth
+    sign_topic: str | None = DEFAULT_SIGN_TOPIC  # None: no sign scores
     require_labels: bool = False
     backend: str = "auto"  # offline engine backend
     params_file: Path = REPO / "config" / "hiseg.yaml"  # live: node parameters
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--dataset", default="cityscapes", help="hierarchy dataset whose native ids the labels hold")
     ap.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
     ap.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="ground-truth topic ('' = none)")
+    ap.add_argument("--sign-topic", default=DEFAULT_SIGN_TOPIC, help="sign ground-truth topic ('' = none)")
     ap.add_argument("--require-labels", action="store_true", help="fail when the bag has no ground-truth topic")
     ap.add_argument("--backend", default="auto", help="offline engine backend (live: set it with --node-arg)")
     ap.add_argument("--params-file", type=Path, default=REPO / "config" / "hiseg.yaml", help="live: node parameters")
@@ -97,6 +99,7 @@ def parse_options(argv: Sequence[str] | None = None) -> EvaluateOptions:
         dataset=args.dataset,
         camera_topic=args.camera_topic,
         label_topic=args.label_topic or None,
+        sign_topic=args.sign_topic or None,
         require_labels=args.require_labels,
         backend=args.backend,
         params_file=args.params_file,

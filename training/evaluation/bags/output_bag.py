@@ -2,52 +2,27 @@
 
 Outputs are stored under the node's topics (``/segmentation_node/...``) with the input frames'
 header stamps and bag times, so ``ros2 bag play`` + RViz (config/hiseg.rviz) shows them in step
-with the camera. ``vision_msgs`` is not in the rosbags Kilted store: its definitions are read from
-the installed package's ``.msg`` files, and without them there is no ``traffic_signs`` topic.
+with the camera. ``vision_msgs`` comes from :mod:`~training.evaluation.bags.vision_types`; without it
+there is no ``traffic_signs`` topic.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.messages import NODE_NAME, DetectionTypes, detection_array, join_stamp, split_stamp, time_msg
 from hiseg_ros.outputs import SignDetection
 
 from .read import IMAGE
+from .vision_types import DETECTIONS, output_typestore
 
-DETECTIONS = "vision_msgs/msg/Detection2DArray"
-
-
-def _vision_msg_dir() -> Path | None:
-    try:  # ament_index finds an installed ROS package; without it, look in this environment's share/
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates = [Path(get_package_share_directory("vision_msgs")) / "msg"]
-    except Exception:  # ament_index missing, or the package not registered
-        candidates = []
-    candidates.append(Path(sys.prefix) / "share" / "vision_msgs" / "msg")
-    return next((c for c in candidates if (c / "Detection2DArray.msg").is_file()), None)
-
-
-def output_typestore() -> tuple[Any, bool]:
-    """The Kilted type store plus vision_msgs (from its .msg files) when installed; (store, has_vision)."""
-    store = get_typestore(Stores.ROS2_KILTED)
-    folder = _vision_msg_dir()
-    if folder is None:
-        return store, False
-    types: dict[str, Any] = {}
-    for path in sorted(folder.glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(), f"vision_msgs/msg/{path.stem}"))
-    store.register(types)
-    return store, DETECTIONS in store.fielddefs
+__all__ = ["DETECTIONS", "OutputBag", "detections_cdr", "output_topics", "output_typestore", "restamp_detections"]
 
 
 def output_topics(hierarchy: Hierarchy, with_signs: bool, node_name: str = NODE_NAME) -> dict[str, str]:

@@ -6,11 +6,13 @@ installation. Camera messages are ``sensor_msgs/msg/Image`` (any encoding
 ``hiseg_ros.imaging.raw_to_rgb`` reads) or ``sensor_msgs/msg/CompressedImage`` (jpeg / png; when the
 camera topic itself is not in the bag, ``<camera topic>/compressed`` is used, the image_transport
 naming). Ground truth is a label-id image per frame (``mono8`` / ``8UC1``, ``mono16`` / ``16UC1``, or a
-png ``CompressedImage``) on a second topic, paired with the camera frame of the SAME header stamp.
+png ``CompressedImage``) on a second topic, paired with the camera frame of the SAME header stamp;
+traffic-sign ground truth (``vision_msgs/msg/Detection2DArray``, :mod:`training.evaluation.bags.sign_truth`)
+on a third, paired the same way, when the bag has it (a bag without it reads as before).
 
 Memory stays flat: messages are read one by one, and at most ``max_pending`` camera frames wait for
 their ground truth (a frame still without it after that many later frames is yielded without
-label). Every problem is a :class:`BagError` whose message names the bag and the topic.
+label / signs). Every problem is a :class:`BagError` whose message names the bag and the topic.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from rosbags.typesys import Stores, get_typestore
 
 from hiseg_ros import messages
 from hiseg_ros.imaging import ImageConversionError, decode_compressed, raw_to_rgb
+from hiseg_ros.outputs import SignDetection
+
+from .sign_truth import decode_signs
+from .vision_types import DETECTIONS, vision_typestore
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 DEFAULT_CAMERA_TOPIC = "/camera/image_raw"
 DEFAULT_LABEL_TOPIC = "/camera/labels"
+DEFAULT_SIGN_TOPIC = "/camera/traffic_signs_gt"
 LABEL_ENCODINGS = {"mono8": np.uint8, "8uc1": np.uint8, "mono16": np.uint16, "16uc1": np.uint16}
 
 
@@ -81,6 +88,8 @@ class BagInfo:
     start_ns: int
     duration_ns: int
     topics: dict[str, str] = field(default_factory=dict)  # every topic -> msgtype
+    sign_topic: str | None = None  # None when the bag has no (readable) sign ground truth
+    sign_count: int = 0
 
     @property
     def compressed(self) -> bool:
@@ -108,6 +117,9 @@ class BagFrame:
     camera_msgtype: str
     label_raw: bytes | None = None
     label_bag_time_ns: int | None = None
+    signs: list[SignDetection] | None = None  # true signs, None without sign ground truth for this stamp
+    signs_raw: bytes | None = None
+    signs_bag_time_ns: int | None = None
 
 
 @dataclass
@@ -116,6 +128,8 @@ class ReadStats:
     with_label: int = 0
     without_label: int = 0
     orphan_labels: int = 0  # label messages no camera frame had the stamp of
+    with_signs: int = 0
+    orphan_signs: int = 0  # sign ground-truth messages no camera frame had the stamp of
 
 
 def _open_reader(bag: Path, topic: str) -> Any:
@@ -136,6 +150,15 @@ def _topic_types(reader: Any) -> dict[str, str]:
 def _storage(reader: Any, bag: Path) -> str:
     paths = [Path(p) for p in getattr(reader, "paths", [])] or list(bag.glob("*"))
     return "mcap" if any(p.suffix == ".mcap" for p in paths) else "sqlite3"
+
+
+def _resolve_sign_topic(bag: Path, topics: dict[str, str], sign_topic: str | None) -> str | None:
+    """The sign ground-truth topic when the bag has it and vision_msgs can read it."""
+    if not sign_topic or sign_topic not in topics:
+        return None
+    if topics[sign_topic] != DETECTIONS:
+        raise BagError(bag, sign_topic, f"has type {topics[sign_topic]}, expected {DETECTIONS} sign ground truth")
+    return sign_topic if vision_typestore()[1] else None
 
 
 def _resolve_topics(bag: Path, reader: Any, camera_topic: str, label_topic: str | None, require_labels: bool):
@@ -163,13 +186,16 @@ def open_bag_info(
     camera_topic: str = DEFAULT_CAMERA_TOPIC,
     label_topic: str | None = DEFAULT_LABEL_TOPIC,
     require_labels: bool = False,
+    *,
+    sign_topic: str | None = DEFAULT_SIGN_TOPIC,
 ) -> BagInfo:
     """Check the bag and its topics (cheap: metadata only). A missing label topic gives
-    ``label_topic=None`` unless ``require_labels``."""
+    ``label_topic=None`` unless ``require_labels``; a missing sign topic ``sign_topic=None``."""
     bag = Path(bag)
     reader = _open_reader(bag, camera_topic)
     try:
         cam, lab, topics = _resolve_topics(bag, reader, camera_topic, label_topic, require_labels)
+        signs = _resolve_sign_topic(bag, topics, sign_topic)
         counts: dict[str, int] = {}
         for c in reader.connections:
             counts[c.topic] = counts.get(c.topic, 0) + int(c.msgcount)
@@ -184,6 +210,8 @@ def open_bag_info(
             start_ns=int(reader.start_time) if counts.get(cam) else 0,
             duration_ns=max(0, int(reader.duration) - 1) if counts.get(cam) else 0,  # rosbags: end - start + 1
             topics=topics,
+            sign_topic=signs,
+            sign_count=counts.get(signs, 0) if signs else 0,
         )
     finally:
         reader.close()
@@ -233,7 +261,7 @@ class FrameReader:
     """Iterate over a bag's camera frames (:class:`BagFrame`), paired with ground truth by stamp.
 
     ``stats`` counts frames with / without ground truth and labels without frame. ``decode=False``
-    skips image decoding (``rgb`` None; labels are still decoded).
+    skips image decoding (``rgb`` None; labels and signs are still decoded).
     """
 
     def __init__(
@@ -243,10 +271,11 @@ class FrameReader:
         label_topic: str | None = DEFAULT_LABEL_TOPIC,
         *,
         require_labels: bool = False,
+        sign_topic: str | None = DEFAULT_SIGN_TOPIC,
         decode: bool = True,
         max_pending: int = 64,
     ) -> None:
-        self.info = open_bag_info(bag, camera_topic, label_topic, require_labels)
+        self.info = open_bag_info(bag, camera_topic, label_topic, require_labels, sign_topic=sign_topic)
         self.bag = self.info.path
         self.decode = decode
         self.max_pending = max(1, max_pending)
@@ -257,15 +286,18 @@ class FrameReader:
 
     def _deserialize(self, raw: bytes, msgtype: str, topic: str, n: int) -> Any:
         try:
-            return typestore().deserialize_cdr(raw, msgtype)
+            store = vision_typestore()[0] if msgtype == DETECTIONS else typestore()
+            return store.deserialize_cdr(raw, msgtype)
         except Exception as exc:  # truncated / corrupt message data
             raise BagError(
                 self.bag, topic, f"message {n} cannot be deserialized as {msgtype}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _frame(self, item: tuple, label: tuple | None) -> BagFrame:
+    def _frame(self, item: tuple, truth: dict[str, tuple]) -> BagFrame:
         info = self.info
         n, stamp, t, msg, raw = item
+        label = truth.get(info.label_topic) if info.label_topic else None
+        signs = truth.get(info.sign_topic) if info.sign_topic else None
         rgb = None
         if self.decode:
             try:
@@ -304,27 +336,32 @@ class FrameReader:
             camera_msgtype=info.camera_msgtype,
             label_raw=None if lab_raw is None else bytes(lab_raw),
             label_bag_time_ns=lab_t,
+            signs=None if signs is None else decode_signs(signs[2]),
+            signs_raw=None if signs is None else bytes(signs[3]),
+            signs_bag_time_ns=None if signs is None else signs[1],
         )
 
-    def _emit(self, item: tuple, label: tuple | None) -> BagFrame:
-        frame = self._frame(item, label)
+    def _emit(self, item: tuple, truth: dict[str, tuple]) -> BagFrame:
+        frame = self._frame(item, truth)
         self.stats.frames += 1
-        if label is None:
+        if frame.label is None:
             self.stats.without_label += 1
         else:
             self.stats.with_label += 1
+        self.stats.with_signs += frame.signs is not None
         return frame
 
     def __iter__(self) -> Iterator[BagFrame]:
         info = self.info
-        cam_topic, lab_topic = info.camera_topic, info.label_topic
+        cam_topic = info.camera_topic
+        truth_topics = [t for t in (info.label_topic, info.sign_topic) if t is not None]
         reader = _open_reader(self.bag, cam_topic)
-        pending: deque[tuple] = deque()  # camera frames waiting for their label, in bag order
-        labels: OrderedDict[int, tuple] = OrderedDict()  # stamp -> label waiting for its frame
-        counts = {cam_topic: 0, lab_topic: 0}
+        pending: deque[list] = deque()  # [camera item, {truth topic: message}] waiting, in bag order
+        waiting: dict[str, OrderedDict[int, tuple]] = {t: OrderedDict() for t in truth_topics}  # before their frame
+        counts = {cam_topic: 0, **{t: 0 for t in truth_topics}}
         current = cam_topic
         try:
-            conns = [c for c in reader.connections if c.topic in (cam_topic, lab_topic)]
+            conns = [c for c in reader.connections if c.topic in counts]
             messages = reader.messages(connections=conns)
             while True:
                 current = cam_topic
@@ -346,40 +383,45 @@ class FrameReader:
                 if topic == cam_topic:
                     msg = self._deserialize(raw, info.camera_msgtype, topic, n)
                     stamp = stamp_ns(msg)
-                    if lab_topic is None:
-                        yield self._emit((n, stamp, t, msg, raw), None)
+                    found = {tt: w.pop(stamp) for tt, w in waiting.items() if stamp in w}
+                    if len(found) == len(truth_topics) and not pending:
+                        yield self._emit((n, stamp, t, msg, raw), found)
                         continue
-                    label = labels.pop(stamp, None)
-                    if label is not None and not pending:
-                        yield self._emit((n, stamp, t, msg, raw), label)
-                        continue
-                    pending.append([(n, stamp, t, msg, raw), label])
+                    pending.append([(n, stamp, t, msg, raw), found])
                 else:
                     msg = self._deserialize(raw, info.topics[topic], topic, n)
                     stamp = stamp_ns(msg)
                     for entry in pending:
-                        if entry[1] is None and entry[0][1] == stamp:
-                            entry[1] = (n, t, msg, raw)
+                        if topic not in entry[1] and entry[0][1] == stamp:
+                            entry[1][topic] = (n, t, msg, raw)
                             break
                     else:
-                        labels[stamp] = (n, t, msg, raw)
-                        while len(labels) > 2 * self.max_pending:
-                            labels.popitem(last=False)
-                            self.stats.orphan_labels += 1
-                # release paired frames from the head; unpaired ones once too many wait
-                while pending and (pending[0][1] is not None or len(pending) > self.max_pending):
-                    item, label = pending.popleft()
-                    yield self._emit(item, label)
+                        held = waiting[topic]
+                        held[stamp] = (n, t, msg, raw)
+                        while len(held) > 2 * self.max_pending:
+                            held.popitem(last=False)
+                            self._orphan(topic, 1)
+                # release complete frames from the head; incomplete ones once too many wait
+                while pending and (len(pending[0][1]) == len(truth_topics) or len(pending) > self.max_pending):
+                    item, found = pending.popleft()
+                    yield self._emit(item, found)
             while pending:
-                item, label = pending.popleft()
-                yield self._emit(item, label)
-            self.stats.orphan_labels += len(labels)
+                item, found = pending.popleft()
+                yield self._emit(item, found)
+            for topic, held in waiting.items():
+                self._orphan(topic, len(held))
         except BagError:
             raise
         except _read_errors() as exc:
             raise BagError(self.bag, current, f"corrupt or truncated bag: {type(exc).__name__}: {exc}") from exc
         finally:
             reader.close()
+
+    def _orphan(self, topic: str, count: int) -> None:
+        if topic == self.info.sign_topic:
+            self.stats.orphan_signs += count
+        else:
+            self.stats.orphan_labels += count
 
 
 def iter_frames(

@@ -6,6 +6,9 @@ the head (completeness, bag, frame counts, latency); an offline run adds the eng
 (:class:`OfflineDetails`), a live run the rates and the node process (:class:`LiveDetails`).
 ``evaluation`` stays the :class:`training.evaluation.evaluate.EvaluationReport` JSON as it is;
 :meth:`BagResult.classifier_scores` / :meth:`BagResult.dataset_scores` read its headline numbers.
+``sign_topic`` / ``signs`` (the last keys; None in files written before them) are the sign
+ground-truth topic and the :class:`training.evaluation.bags.sign_scores.SignScoring` JSON of the
+node's ``~/traffic_signs`` against it; :meth:`BagResult.sign_scores` reads its headline numbers.
 """
 
 from __future__ import annotations
@@ -120,6 +123,17 @@ class ViewScore:
 
 
 @dataclass(frozen=True)
+class SignScore:
+    """Headline sign numbers of one size subset (see training.evaluation.bags.sign_scores)."""
+
+    truth: int
+    detections: int
+    precision: float | None
+    recall: float | None
+    class_accuracy: float | None
+
+
+@dataclass(frozen=True)
 class BagResult:
     """One bag evaluation (``metrics.json``); exactly one of ``offline`` / ``live`` is set, by ``mode``."""
 
@@ -145,6 +159,8 @@ class BagResult:
     samples: list[str]  # sample overlay PNGs, relative to the result folder
     offline: OfflineDetails | None = None
     live: LiveDetails | None = None
+    sign_topic: str | None = None  # the sign ground-truth topic, None when the bag has none
+    signs: dict[str, Any] | None = None  # SignScoring.to_json(), None without sign ground truth
 
     def __post_init__(self) -> None:
         if (self.mode == "live") != (self.live is not None) or (self.mode == "offline") != (self.offline is not None):
@@ -188,6 +204,8 @@ class BagResult:
         out["samples"] = list(self.samples)
         if self.live is not None:
             out["first_output_latency_ms"] = self.live.first_output_latency_ms.to_json()
+        out["sign_topic"] = self.sign_topic
+        out["signs"] = self.signs
         return out
 
     def to_text(self) -> str:
@@ -238,6 +256,8 @@ class BagResult:
             samples=list(data["samples"]),
             offline=offline,
             live=live,
+            sign_topic=data.get("sign_topic"),  # absent from files written before the sign scores
+            signs=data.get("signs"),
         )
 
     @classmethod
@@ -259,6 +279,17 @@ class BagResult:
     def dataset_scores(self) -> dict[str, ViewScore]:
         """Per dataset (its evaluation classes): mIoU and frames (empty without ground truth)."""
         return self._scores("datasets")
+
+    def sign_scores(self) -> dict[str, SignScore]:
+        """Per size subset (``all``, ``at_least_24px``): the overall sign scores (empty without them)."""
+        if self.signs is None:
+            return {}
+        out = {}
+        for subset, scores in self.signs.items():
+            if isinstance(scores, dict) and "overall" in scores:
+                o = scores["overall"]
+                out[subset] = SignScore(o["truth"], o["detections"], o["precision"], o["recall"], o["class_accuracy"])
+        return out
 
     def _scores(self, view: str) -> dict[str, ViewScore]:
         if self.evaluation is None:

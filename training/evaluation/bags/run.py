@@ -1,5 +1,6 @@
-"""What the offline and live runs share: a run's counters, its segmentation metrics, the sample
-overlays, and the :class:`~training.evaluation.bags.result.BagResult` it finishes with.
+"""What the offline and live runs share: a run's counters, its segmentation and sign metrics, the
+sample overlays (with the legend of the classes they show) and sign figures, and the
+:class:`~training.evaluation.bags.result.BagResult` it finishes with.
 """
 
 from __future__ import annotations
@@ -16,11 +17,45 @@ from tqdm import tqdm
 
 from hiseg_ros.atomic import atomic_write_bytes
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
+from hiseg_ros.outputs import SignDetection
 from training.evaluation.evaluate import EvaluationReport, Evaluator, LabelSpaceResult
 from training.evaluation.metrics import ConfusionMatrix
 
-from .report import write_report
+from .report import SampleFigure, write_report
 from .result import LIVE_LATENCY, OFFLINE_LATENCY, BagResult, FrameCounts, LatencyStats, LiveDetails, OfflineDetails
+from .sign_scores import SignScoring
+
+SIGN_FIGURES = 3  # frames with detected signs shown with their boxes and the true ones
+TRUTH_COLOR = (255, 255, 255)
+
+
+def legend(hierarchy: Hierarchy, leaf: np.ndarray) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+    """(name, colour) of the leaves present in a leaf map, most pixels first: an overlay's colour key."""
+    counts = np.bincount(leaf.ravel().astype(np.int64), minlength=hierarchy.max_leaf_id + 1)
+    present = [n for n in hierarchy.leaves if n.id < len(counts) and counts[n.id]]
+    present.sort(key=lambda n: (-int(counts[n.id]), n.name))
+    return tuple((n.name, tuple(int(c) for c in hierarchy.palette[n.id])) for n in present)
+
+
+def draw_truth(image: np.ndarray, truth: list[SignDetection]) -> np.ndarray:
+    """``image`` with the true sign boxes drawn (white, thin) and their class names below them."""
+    out = np.array(image, order="C", copy=True)
+    h = out.shape[0]
+    scale = max(0.3, min(1.0, h / 720.0))
+    for sign in truth:
+        x0, y0, x1, y1 = sign.x, sign.y, sign.x + sign.width - 1, sign.y + sign.height - 1
+        cv2.rectangle(out, (x0, y0), (x1, y1), TRUTH_COLOR, 1)
+        ty = min(h - 2, y1 + int(14 * scale) + 2)
+        cv2.putText(out, f"gt {sign.class_name}", (x0, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, TRUTH_COLOR, 1)
+    return out
+
+
+def _png(image: np.ndarray) -> bytes | None:
+    if image.shape[0] < 256:  # tiny test images: enlarge (nearest) so the report shows something
+        factor = -(-256 // image.shape[0])
+        image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return png.tobytes() if ok else None
 
 
 class SegmentationMetrics:
@@ -73,6 +108,7 @@ class RunState:
     camera_topic: str
     label_topic: str | None
     folder: Path  # the result folder being built (renamed into place when the run is over)
+    sign_topic: str | None = None  # the bag's sign ground truth; its scores in ``signs``
     processed: int = 0  # offline: inferred; live: published
     with_outputs: int = 0
     dropped: int = 0
@@ -85,25 +121,57 @@ class RunState:
     first_latencies: array.array = field(default_factory=lambda: array.array("d"))
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
-    samples: list[tuple[str, str]] = field(default_factory=list)  # (caption, PNG path in the folder)
+    samples: list[SampleFigure] = field(default_factory=list)
+    sign_figures: list[SampleFigure] = field(default_factory=list)
+    signs: SignScoring | None = None
 
     def fail(self, reason: str) -> None:
         """Record why the result is incomplete (the first reason wins)."""
         if self.reason is None:
             self.reason = reason
 
-    def save_sample(self, index: int, stamp: int, rgb: np.ndarray | None, overlay: np.ndarray) -> None:
-        """Save ``input | overlay`` of frame ``index`` as a sample PNG of the report."""
+    def add_signs(self, truth: list[SignDetection] | None, detections: list[SignDetection]) -> None:
+        """Score one frame's detections against its true signs (frames without sign truth are not scored)."""
+        if truth is None:
+            return
+        if self.signs is None:
+            self.signs = SignScoring()
+        self.signs.add(truth, detections)
+
+    def save_sample(
+        self,
+        index: int,
+        stamp: int,
+        rgb: np.ndarray | None,
+        overlay: np.ndarray,
+        hierarchy: Hierarchy,
+        leaf: np.ndarray,
+    ) -> None:
+        """Save ``input | overlay`` of frame ``index`` as a sample PNG of the report, with the legend of
+        the classes ``leaf`` (the frame's leaf map) shows."""
         image = overlay if rgb is None or rgb.shape != overlay.shape else np.concatenate([rgb, overlay], axis=1)
-        if image.shape[0] < 256:  # tiny test images: enlarge (nearest) so the report shows something
-            factor = -(-256 // image.shape[0])
-            image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if ok:
+        png = _png(image)
+        if png is not None:
             name = f"samples/frame_{index:06d}.png"
-            atomic_write_bytes(self.folder / name, png.tobytes())
-            what = "input | node overlay" if self.mode == "live" else "input | overlay"
-            self.samples.append((f"frame {index} (stamp {stamp}): {what}", name))
+            atomic_write_bytes(self.folder / name, png)
+            what = "input (left), node overlay (right)" if self.mode == "live" else "input (left), overlay (right)"
+            self.samples.append(SampleFigure(f"frame {index} (stamp {stamp}): {what}", name, legend(hierarchy, leaf)))
+
+    def wants_sign_figure(self, detections: list[SignDetection]) -> bool:
+        return bool(detections) and len(self.sign_figures) < SIGN_FIGURES
+
+    def save_sign_figure(
+        self, index: int, stamp: int, overlay: np.ndarray, truth: list[SignDetection] | None, detections: list
+    ) -> None:
+        """Save the overlay (detected boxes drawn and named, as the node draws them) with the true boxes."""
+        png = _png(draw_truth(overlay, truth or []))
+        if png is not None:
+            name = f"samples/signs_{index:06d}.png"
+            atomic_write_bytes(self.folder / name, png)
+            caption = f"frame {index} (stamp {stamp}): detected signs (coloured, with score) and true signs (white)"
+            names = tuple(d.class_name for d in detections)
+            truth_names = tuple(t.class_name for t in truth or [])
+            self.sign_figures.append(SampleFigure(caption, name, (), names, truth_names))
 
 
 def sample_indices(count: int, n: int) -> set[int]:
@@ -176,10 +244,12 @@ def finish(
             else "raw engine decisions (as training.evaluation.evaluate)"
         ),
         notes=state.notes,
-        samples=[name for _, name in state.samples],
+        samples=[s.png for s in state.samples],
         offline=details if isinstance(details, OfflineDetails) else None,
         live=details if isinstance(details, LiveDetails) else None,
+        sign_topic=state.sign_topic,
+        signs=None if state.signs is None else state.signs.to_json(),
     )
-    write_report(state.folder, result, evaluation, list(state.latencies), state.samples)
+    write_report(state.folder, result, evaluation, list(state.latencies), state.samples, state.sign_figures)
     result.write(state.folder / "metrics.json")
     return result

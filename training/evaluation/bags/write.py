@@ -2,15 +2,19 @@
 
     python -m training.evaluation.bags.write ROOT OUT [--split val] [--city NAME ...] [--limit N]
         [--storage sqlite3|mcap] [--rate 10] [--format raw|jpeg|png] [--jpeg-quality 90]
-        [--camera-topic /camera/image_raw] [--label-topic /camera/labels] [--frame-id camera]
-        [--start-ns NS] [--overwrite] [--no-progress]
+        [--camera-topic /camera/image_raw] [--label-topic /camera/labels]
+        [--sign-topic /camera/traffic_signs_gt] [--hierarchy config/hierarchies/iv2018.yaml]
+        [--frame-id camera] [--start-ns NS] [--overwrite] [--no-progress]
 
 The bag (rosbag2 version 9, ``Stores.ROS2_KILTED`` message definitions, readable by ``ros2 bag``)
 holds, per frame ``i``, the camera image (``sensor_msgs/msg/Image`` rgb8 on the camera topic, or
 ``sensor_msgs/msg/CompressedImage`` jpeg / png on ``<camera topic>/compressed``, the image_transport
 naming) and the ground-truth Cityscapes labelIds (``sensor_msgs/msg/Image`` mono8 on the label
-topic). Both carry header stamp ``start + i / rate`` and ``frame_id``, and that stamp is also the
-bag's receive timestamp. Frames are in sample-id order (city, sequence, frame). The bag is written
+topic) and, where the folder has ``<stem>_signs.json`` sidecars, the traffic-sign ground truth
+(``vision_msgs/msg/Detection2DArray`` on the sign topic, class names from ``--hierarchy``:
+:mod:`training.evaluation.bags.sign_truth`; left out without vision_msgs). All carry header stamp
+``start + i / rate`` and ``frame_id``, and that stamp is also the bag's receive timestamp.
+Frames are in sample-id order (city, sequence, frame). The bag is written
 in a hidden sibling folder and renamed into place when complete.
 """
 
@@ -30,13 +34,22 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from hiseg_ros.atomic import atomic_folder
+from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
 from hiseg_ros.messages import NS_PER_S, time_msg
+from hiseg_ros.outputs import SignDetection
+from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
 
-from .read import COMPRESSED, DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, IMAGE, typestore
+from .output_bag import detections_cdr
+from .read import COMPRESSED, DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, DEFAULT_SIGN_TOPIC, IMAGE, typestore
+from .sign_truth import read_sidecar, sidecar_path
+from .vision_types import DETECTIONS, vision_typestore
 
 STORAGES = ("sqlite3", "mcap")
 FORMATS = ("raw", "jpeg", "png")
+DEFAULT_HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
+# one frame: (rgb, label ids or None) or (rgb, label ids or None, true signs or None)
+Frame = tuple[np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray | None, list[SignDetection] | None]
 
 
 @dataclass
@@ -50,6 +63,8 @@ class WriteSummary:
     start_ns: int
     height: int = 0
     width: int = 0
+    sign_topic: str | None = None  # None: no sign ground truth written
+    sign_frames: int = 0
 
 
 def _storage_plugin(storage: str) -> Any:
@@ -99,12 +114,13 @@ def compressed_cdr(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str, jpeg_qu
 
 def write_bag(
     out: Path | str,
-    frames: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    frames: Iterable[Frame],
     *,
     rate_hz: float = 10.0,
     storage: str = "sqlite3",
     camera_topic: str = DEFAULT_CAMERA_TOPIC,
     label_topic: str | None = DEFAULT_LABEL_TOPIC,
+    sign_topic: str | None = DEFAULT_SIGN_TOPIC,
     frame_id: str = "camera",
     image_format: str = "raw",
     jpeg_quality: int = 90,
@@ -113,7 +129,12 @@ def write_bag(
     total: int | None = None,
     progress: bool = False,
 ) -> WriteSummary:
-    """Write ``(rgb, label or None)`` frames as a bag at ``rate_hz`` (streaming; atomic)."""
+    """Write ``(rgb, label or None[, signs or None])`` frames as a bag at ``rate_hz`` (streaming; atomic).
+
+    A frame's signs (true boxes, class names as the node publishes them) go to ``sign_topic`` as a
+    Detection2DArray of the frame's stamp, empty for a frame without signs; frames with ``None``
+    get no message, and a bag without any, or without vision_msgs installed, has no sign topic.
+    """
     if rate_hz <= 0:
         raise ValueError(f"rate must be positive, got {rate_hz}")
     if image_format not in FORMATS:
@@ -135,7 +156,10 @@ def write_bag(
             lab_conn = None
             if label_topic:
                 lab_conn = writer.add_connection(label_topic, IMAGE, typestore=ts, rihs01=ts.hash_rihs01(IMAGE))
-            for i, (rgb, label) in enumerate(frames):
+            vision, has_vision = vision_typestore()
+            sign_conn = None
+            for i, (rgb, label, *rest) in enumerate(frames):
+                signs = rest[0] if rest else None
                 stamp = start + round(i * NS_PER_S / rate_hz)
                 rgb = np.asarray(rgb)
                 if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -154,6 +178,13 @@ def write_bag(
                             raise ValueError(f"frame {i}: label ids outside 0..255 cannot be stored as mono8")
                         label = label.astype(np.uint8)
                     writer.write(lab_conn, stamp, image_cdr(label, "mono8", stamp, frame_id))
+                if signs is not None and sign_topic and has_vision:
+                    if sign_conn is None:
+                        rihs01 = vision.hash_rihs01(DETECTIONS)
+                        sign_conn = writer.add_connection(sign_topic, DETECTIONS, typestore=vision, rihs01=rihs01)
+                        summary.sign_topic = sign_topic
+                    writer.write(sign_conn, stamp, detections_cdr(vision, signs, stamp, frame_id))
+                    summary.sign_frames += 1
                 summary.frames += 1
                 summary.height, summary.width = rgb.shape[:2]
                 if bar is not None:
@@ -164,17 +195,35 @@ def write_bag(
 
 
 def cityscapes_frames(
-    root: Path | str, split: str = "val", cities: Sequence[str] | None = None, limit: int | None = None
+    root: Path | str,
+    split: str = "val",
+    cities: Sequence[str] | None = None,
+    limit: int | None = None,
+    hierarchy: Hierarchy | None = None,
 ):
-    """``(reader, generator of (rgb, labelIds))`` over a Cityscapes-format split, in sample-id order."""
+    """``(count, generator of (rgb, labelIds, signs or None))`` over a Cityscapes-format split, in
+    sample-id order; ``signs`` from the sample's ``_signs.json`` sidecar, named through ``hierarchy``
+    (default :data:`DEFAULT_HIERARCHY`), None without one."""
     reader = CityscapesDataset(root, split, cities)
     count = len(reader) if limit is None else min(limit, len(reader))
     order = sorted(range(len(reader)), key=lambda i: reader.sample_ids[i])[:count]
+    names = hierarchy
 
     def gen():
+        nonlocal names
         for i in order:
             sample = reader[i]
-            yield sample.image, sample.label
+            signs = None
+            sidecar = sidecar_path(Path(sample.label_path))
+            if sidecar.is_file():
+                names = names or load_hierarchy(DEFAULT_HIERARCHY)
+                signs, size = read_sidecar(sidecar, names)
+                if size != sample.label.shape[:2]:
+                    raise ValueError(
+                        f"{sidecar}: for a {size[1]}x{size[0]} image, the labels are "
+                        f"{sample.label.shape[1]}x{sample.label.shape[0]}"
+                    )
+            yield sample.image, sample.label, signs
 
     return count, gen()
 
@@ -185,10 +234,12 @@ def write_cityscapes_bag(
     split: str = "val",
     cities: Sequence[str] | None = None,
     limit: int | None = None,
+    hierarchy: Hierarchy | None = None,
     **kwargs: Any,
 ) -> WriteSummary:
-    """A Cityscapes-format split (leftImg8bit + gtFine labelIds) as a bag; see :func:`write_bag`."""
-    count, frames = cityscapes_frames(root, split, cities, limit)
+    """A Cityscapes-format split (leftImg8bit + gtFine labelIds [+ signs sidecars]) as a bag; see
+    :func:`write_bag` and :func:`cityscapes_frames`."""
+    count, frames = cityscapes_frames(root, split, cities, limit, hierarchy)
     if count == 0:
         raise ValueError(f"{root}: Cityscapes split {split!r} has no samples")
     return write_bag(out, frames, total=count, **kwargs)
@@ -207,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jpeg-quality", type=int, default=90)
     ap.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
     ap.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="ground-truth topic ('' = none)")
+    ap.add_argument("--sign-topic", default=DEFAULT_SIGN_TOPIC, help="sign ground-truth topic ('' = none)")
+    ap.add_argument("--hierarchy", type=Path, default=DEFAULT_HIERARCHY, help="names of the sign classes")
     ap.add_argument("--frame-id", default="camera")
     ap.add_argument("--start-ns", type=int, help="stamp of the first frame (default: now)")
     ap.add_argument("--overwrite", action="store_true")
@@ -219,10 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.split,
             args.cities,
             args.limit,
+            load_hierarchy(args.hierarchy),
             rate_hz=args.rate,
             storage=args.storage,
             camera_topic=args.camera_topic,
             label_topic=args.label_topic or None,
+            sign_topic=args.sign_topic or None,
             frame_id=args.frame_id,
             image_format=args.format,
             jpeg_quality=args.jpeg_quality,
@@ -237,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {summary.path} ({summary.storage}): {summary.frames} frames {summary.width}x{summary.height} "
         f"at {summary.rate_hz:g} Hz on {summary.camera_topic}"
         + (f" + {summary.label_topic}" if summary.label_topic else "")
+        + (f" + {summary.sign_topic} ({summary.sign_frames} frames)" if summary.sign_topic else "")
     )
     return 0
 
