@@ -276,3 +276,25 @@ def test_crop_config_round_trips_through_the_written_config():
     crops = CropConfig(tiles=(2, 4), box_crop=BoxCropConfig(size_px=(20, 40)), rare_class=None)
     assert crops.to_dict() == {"tiles": [2, 4], "box_crop": {"share": 1.0, "size_px": [20, 40], "jitter": 0.8}}
     assert replace(crops, tiles=(1, 1), box_crop=None).plain
+
+
+# --------------------------------------------------------------------------- the training pipeline
+def test_make_sample_teaches_every_tile_of_a_mosaic(small: Path):
+    """Through make_sample: every sign of a GTSDB mosaic gets sign-class targets; no crops entry = as before."""
+    from training.fit.batches import make_sample
+    from training.labels.targets import PseudoLabelConfig, TargetBuilder
+
+    hierarchy = load_hierarchy(IV2018)
+    builder = TargetBuilder(hierarchy, PseudoLabelConfig(box_mode="fill"))
+    reader = GTSDBDataset(small / "gtsdb", split="train")
+    aug = _augment((128, 256))
+    mosaic = CropSampler(CropConfig(tiles=(2, 4), box_crop=BoxCropConfig(size_px=(16, 30))), aug)
+    image, targets = make_sample(reader, 0, "boxes", aug, builder, np.random.default_rng(0), mosaic)
+    crop = mosaic.draw(reader, 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(image, crop.image())  # brightness/contrast 0: the crop's own pixels
+    front = targets.hard["traffic_sign_front"]
+    taught = [(front[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] != 255).mean() for b in crop.boxes()]
+    assert len(taught) >= 8 and min(taught) > 0.5
+    a = make_sample(reader, 1, "boxes", aug, builder, np.random.default_rng(4))
+    b = make_sample(reader, 1, "boxes", aug, builder, np.random.default_rng(4), CropSampler(CropConfig(), aug))
+    np.testing.assert_array_equal(a[0], b[0])
