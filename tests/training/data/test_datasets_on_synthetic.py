@@ -15,13 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import REPO
 from hiseg_ros.hierarchy import load_hierarchy
+from training import REPO
 from training.data.readers import load_dataset
 from training.data.readers.label_tables import OPENSCAPES_TAGS, VISTAS_V12_ID
-from training.jobs.main_job import read_back
-from training.data.synthetic import CITYSCAPES_FROM_VISTAS, generate, iter_scenes
+from training.data.synthetic import (
+    CITYSCAPES_FROM_VISTAS,
+    generate,
+    iter_scenes,
+    plan_tasks,
+    render_scene,
+    task_style,
+    write_gtsdb,
+)
 from training.fit.config import load_config
+from training.jobs.main_job import read_back
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,13 @@ def test_vistas_labels_are_palette_indices_of_the_truth(data: Path):
         assert np.abs(sample.image.astype(int) - scene.image).mean() < 12
 
 
+def _side(box) -> int:
+    """Longer side of an inclusive box, the size the benchmark's 16-128 px range refers to."""
+    return max(box[2] - box[0], box[3] - box[1]) + 1
+
+
 def test_gtsdb_boxes_are_the_visible_front_signs(data: Path):
+    """Every visible front sign of the annotated size (3-26 px in these 272 px images) is a box."""
     scenes = {_digest(scene.image): scene for _, scene in iter_scenes("gtsdb", "small", seed=3)}
     reader = load_dataset("gtsdb", data / "gtsdb")
     without = 0
@@ -64,11 +78,40 @@ def test_gtsdb_boxes_are_the_visible_front_signs(data: Path):
             (*inst.bbox, inst.gtsdb_class)
             for inst in scene.instances
             if inst.label == VISTAS_V12_ID["object--traffic-sign--front"] and inst.area > 0
-        )
+            and 3 <= _side(inst.bbox) <= 26
+        )  # fmt: skip
         got = sorted((b.x0, b.y0, b.x1, b.y1, b.label) for b in sample.boxes)
         assert got == expected
         without += not got
     assert 0 < without < len(reader)  # images without signs exist, and are the exception
+
+
+@pytest.fixture(scope="module")
+def large_gtsdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A moderate sample of the ``large`` GTSDB set (its first 8 train and 2 test scenes, 1360x800 like
+    the benchmark) written by the GTSDB writer; the whole set is 660 images."""
+    tasks = plan_tasks("gtsdb", "large", 0)
+    picked = [t for t in tasks if t.split == "train"][:8] + [t for t in tasks if t.split == "test"][:2]
+    root = tmp_path_factory.mktemp("gtsdb_large")
+    write_gtsdb(root, [(t.split, render_scene(t.height, t.width, t.seed, task_style(t))) for t in picked])
+    return root
+
+
+def test_large_gtsdb_box_sizes_are_the_benchmarks(large_gtsdb: Path):
+    """Read by the real reader: 1360x800 images, boxes of 16-128 px, median ~38 px, p10 ~23 px."""
+    samples = list(load_dataset("gtsdb", large_gtsdb))
+    assert len(samples) == 10 and {s.image.shape for s in samples} == {(800, 1360, 3)}
+    sides = np.array([_side((b.x0, b.y0, b.x1, b.y1)) for s in samples for b in s.boxes])
+    assert sides.size > 100  # over ten per image: the 600 train images hold hundreds per class
+    assert sides.min() >= 16 and sides.max() <= 128
+    assert abs(np.median(sides) - 38) <= 4 and abs(np.percentile(sides, 10) - 23) <= 3
+    assert len({b.label for s in samples for b in s.boxes}) > 30
+
+
+def test_large_gtsdb_splits_follow_the_benchmark(large_gtsdb: Path):
+    test = load_dataset("gtsdb", large_gtsdb, split="test")
+    assert test.sample_ids == ("00600", "00601")
+    assert load_dataset("gtsdb", large_gtsdb, split="train").sample_ids == tuple(f"{i:05d}" for i in range(8))
 
 
 def test_openscapes_tags_come_from_the_vocabulary(data: Path):

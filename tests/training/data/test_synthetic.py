@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -26,8 +28,10 @@ from training.data.readers.label_tables import (
 )
 from training.data.synthetic import writers
 from training.data.synthetic.__main__ import main
-from training.data.synthetic.generate import DATASETS, generate, iter_scenes, plan_tasks
+from training.data.synthetic.domains import DOMAINS
+from training.data.synthetic.generate import DATASETS, PRESETS, generate, iter_scenes, plan_tasks
 from training.data.synthetic.scene import render_scene
+from training.data.synthetic.sign_boxes import GTSDB_SIGN_BOXES
 from training.data.synthetic.signs import IMPLEMENTED_CLASSES, sign_front
 from training.data.synthetic.writers import (
     CITYSCAPES_FROM_VISTAS,
@@ -136,6 +140,41 @@ def test_sign_classes_have_distinct_glyphs():
                 assert differing >= 24, (GTSDB_CLASSES[a], GTSDB_CLASSES[b], differing)
 
 
+def test_sign_box_sizes_are_drawn_like_the_benchmarks():
+    """Longer box side at 1360 px width: median ~38 px, p10 ~23 px, inside the annotated 16-128 px."""
+    rng = np.random.default_rng(0)
+    sizes = np.array([GTSDB_SIGN_BOXES.sample(rng, 1360) for _ in range(20000)])
+    assert sizes.min() > 16 and sizes.max() < 128
+    assert abs(np.median(sizes) - 38) < 1 and abs(np.percentile(sizes, 10) - 23) < 1
+    half = np.array([GTSDB_SIGN_BOXES.sample(rng, 680) for _ in range(4000)])
+    assert abs(np.median(half) - 19) < 1  # relative to the image: half the width, half the size
+    boxes = GTSDB_SIGN_BOXES
+    assert boxes.annotated(16, 10, 1360) and boxes.annotated(128, 128, 1360)
+    assert not boxes.annotated(15, 15, 1360) and not boxes.annotated(129, 20, 1360)
+    assert boxes.annotated(3, 2, 272) and not boxes.annotated(2, 2, 272) and not boxes.annotated(27, 9, 272)
+
+
+def test_gtsdb_sign_classes_are_uniform():
+    """Every one of the 43 classes is boxed, none much more often than the others (the other domains
+    draw frequent real-world signs more often)."""
+    style = replace(DOMAINS["gtsdb"], signs_per_image=24)
+    boxed = [i.gtsdb_class for s in range(40) for i in writers.gtsdb_boxed(render_scene(160, 272, s, style))]
+    counts = Counter(boxed)
+    mean = len(boxed) / len(GTSDB_CLASSES)
+    assert len(boxed) > 300 and set(counts) == set(range(len(GTSDB_CLASSES))) == set(IMPLEMENTED_CLASSES)
+    assert max(counts.values()) < 2.0 * mean and min(counts.values()) > 0.25 * mean
+
+
+def test_gtsdb_presets():
+    """``large``: the benchmark's 1360x800 images and all 600 train numbers; ``small`` stays tiny."""
+    large, small = plan_tasks("gtsdb", "large", 0), plan_tasks("gtsdb", "small", 0)
+    assert {(t.width, t.height) for t in large} == {(1360, 800)}
+    assert [t.index for t in large if t.split == "train"] == list(range(600))
+    assert [t.index for t in large if t.split == "test"] == list(range(600, 660))
+    assert {t.signs_per_image for t in large} == {24} and len(small) == 9
+    assert {(t.width, t.height) for t in small} == {(272, 160)}
+
+
 # -- generation as a whole ------------------------------------------------------------------
 def test_every_required_class_appears(small):
     _, summary = small
@@ -171,6 +210,11 @@ def test_summary_and_metadata(small):
         assert sum(meta["summary"]["splits"].values()) == 9
         assert name in text
     assert not list(out.rglob("*.tmp")) and not [p for p in out.iterdir() if p.name.startswith(".")]
+    fields = [line.split(";") for line in (out / "gtsdb" / "gt.txt").read_text().splitlines()]
+    sides = [max(int(f[3]) - int(f[1]), int(f[4]) - int(f[2])) + 1 for f in fields]
+    z = summary.datasets["gtsdb"].sign_sizes
+    assert (z["min"], z["max"], z["median"]) == (min(sides), max(sides), round(float(np.median(sides))))
+    assert json.loads((out / "gtsdb" / "synthetic.json").read_text())["settings"]["signs_per_image"] == 8
 
 
 # -- formats --------------------------------------------------------------------------------
@@ -255,6 +299,7 @@ def test_gtsdb_format_and_exact_boxes(small):
         assert m, line
         parsed.setdefault(m.group(1), []).append(tuple(int(g) for g in m.groups()[1:]))
     assert lines and sum(len(v) for v in parsed.values()) == sum(summary.datasets["gtsdb"].sign_counts.values())
+    n_boxed = n_unboxed = 0
     for task, scene in iter_scenes("gtsdb", "small", 0):
         name = f"{task.index:05d}.ppm"
         data = (root / name).read_bytes()
@@ -262,22 +307,29 @@ def test_gtsdb_format_and_exact_boxes(small):
         assert (scene.width, scene.height) == (272, 160)
         assert np.array_equal(np.array(Image.open(io.BytesIO(data)).convert("RGB")), scene.image)
         boxes = sorted(parsed.get(name, []))
-        expected = []
+        expected, unboxed = [], []
         classes = scene.sign_classes()
         for inst in scene.instances:
             if inst.gtsdb_class is not None:
                 ys, xs = np.nonzero(scene.instance_map == inst.id)
-                expected.append((xs.min(), ys.min(), xs.max(), ys.max(), inst.gtsdb_class))
+                box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+                side = max(box[2] - box[0], box[3] - box[1]) + 1
+                # The benchmark's range, 16-128 px at 1360 px width: 3-26 px in these 272 px images.
+                if 3 <= side <= 26:
+                    expected.append((*box, inst.gtsdb_class))
+                else:
+                    unboxed.append(box)
         assert boxes == sorted(expected)
+        n_boxed += len(boxes)
+        n_unboxed += len(unboxed)
         for x0, y0, x1, y1, cls in boxes:  # inclusive and tight: every edge touches the sign
             crop = classes[y0 : y1 + 1, x0 : x1 + 1] == cls
             assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
-        for cls in np.unique(classes[classes != 255]):  # no front pixel outside its class's boxes
-            covered = np.zeros_like(classes, bool)
-            for x0, y0, x1, y1, c in boxes:
-                if c == cls:
-                    covered[y0 : y1 + 1, x0 : x1 + 1] = True
-            assert covered[classes == cls].all()
+        covered = np.zeros_like(classes, bool)  # no front pixel outside a box but those of unboxed signs
+        for x0, y0, x1, y1, *_ in boxes + unboxed:
+            covered[y0 : y1 + 1, x0 : x1 + 1] = True
+        assert covered[classes != 255].all()
+    assert n_boxed > 10 * n_unboxed  # what occlusion leaves too small is the exception
 
 
 def test_openscapes_format(small):
@@ -367,8 +419,13 @@ def test_complete_dataset_is_skipped_and_changed_settings_regenerate(tmp_path):
     old_gt = (tmp_path / "gtsdb" / "gt.txt").read_text()
     other = generate(tmp_path, "small", seed=4, only=["gtsdb"])
     assert not other.datasets["gtsdb"].skipped
-    assert (tmp_path / "gtsdb" / "gt.txt").read_text() != old_gt
+    other_gt = (tmp_path / "gtsdb" / "gt.txt").read_text()
+    assert other_gt != old_gt
     assert json.loads((tmp_path / "gtsdb" / "synthetic.json").read_text())["settings"]["seed"] == 4
+    small = PRESETS["small"]
+    fewer = replace(small, datasets={**small.datasets, "gtsdb": replace(small.datasets["gtsdb"], signs_per_image=2)})
+    assert not generate(tmp_path, fewer, seed=4, only=["gtsdb"]).datasets["gtsdb"].skipped
+    assert len((tmp_path / "gtsdb" / "gt.txt").read_text().splitlines()) < len(other_gt.splitlines())
 
 
 def test_foreign_folder_is_not_replaced(tmp_path):
@@ -383,6 +440,7 @@ def test_command_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--only", "gtsdb", "--workers", "1", "--seed", "2"]) == 0
     text = capsys.readouterr().out
     assert "gtsdb" in text and "signs" in text and "train 6, test 3" in text
+    assert re.search(r"box sizes +median \d+ px, p10 \d+ px, min \d+, max \d+", text)
     assert (tmp_path / "gtsdb" / "gt.txt").exists()
     assert main(["--out", str(tmp_path), "--only", "nope"]) == 2
 

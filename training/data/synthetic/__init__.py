@@ -16,12 +16,15 @@ from .generate import (
     image_seed,
     iter_scenes,
     plan_tasks,
+    task_style,
 )
 from .scene import Scene, render_scene
+from .sign_boxes import GTSDB_SIGN_BOXES, SignBoxes
 from .signs import IMPLEMENTED_CLASSES
 from .writers import (
     CITYSCAPES_FROM_VISTAS,
     VISTAS_TO_CITYSCAPES,
+    gtsdb_boxed,
     write_cityscapes,
     write_gtsdb,
     write_openscapes,
@@ -31,6 +34,7 @@ from .writers import (
 __all__ = [
     "CITYSCAPES_FROM_VISTAS",
     "DATASETS",
+    "GTSDB_SIGN_BOXES",
     "IMPLEMENTED_CLASSES",
     "PRESETS",
     "VISTAS_TO_CITYSCAPES",
@@ -38,11 +42,14 @@ __all__ = [
     "GenerationSummary",
     "Instance",
     "Scene",
+    "SignBoxes",
     "generate",
+    "gtsdb_boxed",
     "image_seed",
     "iter_scenes",
     "plan_tasks",
     "render_scene",
+    "task_style",
     "write_cityscapes",
     "write_gtsdb",
     "write_openscapes",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .sign_boxes import GTSDB_SIGN_BOXES, SignBoxes
+
 Range = tuple[float, float]
 
 
@@ -36,6 +38,12 @@ class DomainStyle:
     vehicles: float  # expected moving vehicles per lane
     sign_near: float  # fraction of sign posts placed close to the camera (big signs)
     signless: float = 0.0  # probability of an image without any sign post
+    trees: float = 0.6  # probability of a row of trees along each side
+    # GTSDB-like sign boxes (sized_signs.py): sizes drawn from this distribution, about
+    # ``signs_per_image`` fronts placed per image (a preset may change it), classes uniform; `signs`
+    # and `sign_near` are then unused. None: sign posts at random depths (`signs`, `sign_near`).
+    sign_boxes: SignBoxes | None = None
+    signs_per_image: float = 0.0
 
 
 DOMAINS: dict[str, DomainStyle] = {
@@ -108,6 +116,9 @@ DOMAINS: dict[str, DomainStyle] = {
         vehicles=1.0,
         sign_near=0.7,
         signless=0.12,
+        trees=0.3,
+        sign_boxes=GTSDB_SIGN_BOXES,
+        signs_per_image=6.0,
     ),
     "openscapes": DomainStyle(
         name="openscapes",

@@ -19,7 +19,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +27,14 @@ import numpy as np
 from training.data.readers.gtsdb import split_number
 from training.data.readers.label_tables import GTSDB_CLASSES, VISTAS_V12_LABELS
 
-from .domains import DOMAINS
+from .domains import DOMAINS, DomainStyle
 from .files import atomic_write_json
 from .scene import Scene, render_scene
 from .writers import WRITERS, ImageRecord
 
 GENERATOR = "hiseg_ros training.data.synthetic"
-GENERATOR_VERSION = 2  # bump whenever the rendered content changes (2: GTSDB test images numbered from 600)
+GENERATOR_VERSION = 3  # bump whenever the rendered content changes (2: GTSDB test images numbered from 600;
+# 3: GTSDB sign boxes sized like the real set's, classes uniform, 1360x800 in `large`)
 DATASETS: tuple[str, ...] = ("cityscapes", "vistas", "gtsdb", "openscapes")
 META_FILE = "synthetic.json"
 _READABLE = {lab.name: lab.readable for lab in VISTAS_V12_LABELS}
@@ -44,6 +45,7 @@ class DatasetPreset:
     splits: tuple[tuple[str, int], ...]
     size: tuple[int, int]  # (height, width); datasets with varied sizes use its area
     varied: bool = False  # per-image aspect and scale, like Vistas / Open Images photos
+    signs_per_image: float | None = None  # domains with sized sign boxes (GTSDB): fronts placed per image
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,14 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("small", {
         "cityscapes": DatasetPreset((("train", 6), ("val", 3)), (128, 256)),
         "vistas": DatasetPreset((("training", 6), ("validation", 3)), (168, 224), varied=True),
-        "gtsdb": DatasetPreset((("train", 6), ("test", 3)), (160, 272)),
+        "gtsdb": DatasetPreset((("train", 6), ("test", 3)), (160, 272), signs_per_image=8),
         "openscapes": DatasetPreset((("train", 6), ("validation", 3)), (180, 240), varied=True),
     }),
     "large": Preset("large", {
         "cityscapes": DatasetPreset((("train", 240), ("val", 60)), (512, 1024)),
         "vistas": DatasetPreset((("training", 240), ("validation", 60)), (576, 864), varied=True),
-        "gtsdb": DatasetPreset((("train", 240), ("test", 60)), (400, 680)),
+        # The benchmark's image size; 600 train images is all its numbering holds (gtsdb.SPLITS).
+        "gtsdb": DatasetPreset((("train", 600), ("test", 60)), (800, 1360), signs_per_image=24),
         "openscapes": DatasetPreset((("train", 240), ("validation", 60)), (480, 640), varied=True),
     }),
 }  # fmt: skip
@@ -78,6 +81,7 @@ class ImageTask:
     height: int
     width: int
     root: str
+    signs_per_image: float | None = None  # the preset's, for the domain (None: the domain's own)
 
 
 def image_seed(seed: int, dataset: str, ordinal: int) -> int:
@@ -106,22 +110,32 @@ def plan_tasks(dataset: str, preset: Preset | str, seed: int, scale: float = 1.0
             s = image_seed(seed, dataset, ordinal)
             h, w = image_size(p, dataset, s, scale)
             number = split_number(split, index) if dataset == "gtsdb" else index
-            tasks.append(ImageTask(dataset, split, number, ordinal, s, h, w, root))
+            tasks.append(ImageTask(dataset, split, number, ordinal, s, h, w, root, p.signs_per_image))
             ordinal += 1
     return tasks
 
 
 def iter_scenes(
-    dataset: str, preset: Preset | str = "small", seed: int = 0, scale: float = 1.0
+    dataset: str, preset: Preset | str = "small", seed: int = 0, scale: float = 1.0, split: str | None = None
 ) -> Iterator[tuple[ImageTask, Scene]]:
-    """Re-render exactly the scenes a generation writes (for tests, demos and evaluation)."""
+    """Re-render exactly the scenes a generation writes (for tests, demos and evaluation); ``split``:
+    only that split's, without rendering the others."""
     for task in plan_tasks(dataset, preset, seed, scale):
-        yield task, render_scene(task.height, task.width, task.seed, dataset)
+        if split is None or task.split == split:
+            yield task, render_scene(task.height, task.width, task.seed, task_style(task))
+
+
+def task_style(task: ImageTask) -> DomainStyle:
+    """The domain a task renders in, with its preset's sign count where it sets one."""
+    style = DOMAINS[task.dataset]
+    if task.signs_per_image is None or style.sign_boxes is None:
+        return style
+    return replace(style, signs_per_image=float(task.signs_per_image))
 
 
 def run_task(task: ImageTask) -> ImageRecord:
     """Render one image and write its files (runs in worker processes)."""
-    scene = render_scene(task.height, task.width, task.seed, task.dataset)
+    scene = render_scene(task.height, task.width, task.seed, task_style(task))
     return WRITERS[task.dataset].image(Path(task.root), task.split, task.index, scene)
 
 
@@ -142,6 +156,7 @@ class DatasetSummary:
     resolutions: dict[str, int]  # "WxH" -> images
     class_pixels: dict[str, int]  # Vistas label name -> pixels over all images
     sign_counts: dict[str, int] = field(default_factory=dict)  # GTSDB class id -> boxes
+    sign_sizes: dict[str, int] = field(default_factory=dict)  # GTSDB box longer side: p10, median, min, max
     images_without_signs: int = 0
     tag_counts: dict[str, int] = field(default_factory=dict)  # OpenScapes positives
 
@@ -149,6 +164,7 @@ class DatasetSummary:
     def from_records(cls, name: str, root: Path, records: Sequence[ImageRecord], seconds: float) -> DatasetSummary:
         pixels = np.sum([r.label_pixels for r in records], axis=0) if records else np.zeros(len(VISTAS_V12_LABELS))
         signs = Counter(c for r in records for c in r.sign_classes)
+        sizes = np.array([s for r in records for s in r.sign_sizes])
         return cls(
             name=name,
             root=str(root),
@@ -158,6 +174,7 @@ class DatasetSummary:
             resolutions=dict(Counter(f"{r.width}x{r.height}" for r in records).most_common()),
             class_pixels={VISTAS_V12_LABELS[i].name: int(n) for i, n in enumerate(pixels) if n},
             sign_counts={str(k): v for k, v in sorted(signs.items())} if name == "gtsdb" else {},
+            sign_sizes=_size_stats(sizes) if name == "gtsdb" else {},
             images_without_signs=sum(1 for r in records if not r.gt_lines) if name == "gtsdb" else 0,
             tag_counts=dict(Counter(t for r in records for t in r.tags).most_common()),
         )
@@ -175,12 +192,23 @@ class DatasetSummary:
         if self.name == "gtsdb":
             n = sum(self.sign_counts.values())
             lines.append(f"  signs       {n} boxes, {self.images_without_signs} images without signs")
+            if self.sign_sizes:
+                z = self.sign_sizes
+                lines.append(f"  box sizes   median {z['median']} px, p10 {z['p10']} px, "
+                             f"min {z['min']}, max {z['max']} (longer side)")  # fmt: skip
             items = [f"{k} {GTSDB_CLASSES[int(k)]}: {v}" for k, v in self.sign_counts.items()]
             for i in range(0, len(items), 4):
                 lines.append("              " + ", ".join(items[i : i + 4]))
         if self.tag_counts:
             lines.append("  tags        " + ", ".join(f"{k} {v}" for k, v in self.tag_counts.items()))
         return "\n".join(lines)
+
+
+def _size_stats(sizes: np.ndarray) -> dict[str, int]:
+    if sizes.size == 0:
+        return {}
+    p10, median = np.percentile(sizes, [10, 50])
+    return {"p10": round(float(p10)), "median": round(float(median)), "min": int(sizes.min()), "max": int(sizes.max())}
 
 
 @dataclass
@@ -235,6 +263,7 @@ def _settings(name: str, preset: Preset, seed: int, scale: float) -> dict:
         "splits": {s: n for s, n in p.splits},
         "size": list(p.size),
         "varied_size": p.varied,
+        "signs_per_image": p.signs_per_image,
     }
 
 

@@ -17,10 +17,12 @@ from .domains import DomainStyle
 from .people import draw_bicycle, draw_motorcycle, draw_scooter_rider, draw_walker, outfit
 from .props import SignSpec, draw_sign_frame, draw_sign_post, draw_traffic_light, draw_tree
 from .signs import IMPLEMENTED_CLASSES
+from .sized_signs import place_sized_signs
 from .street import CURB_HEIGHT, StreetPlan, Strip
 from .vehicles import draw_bus, draw_car, draw_truck, draw_vehicle_shadow
 
 Z_MIN = 2.5
+POST_STRIPS = ("sidewalk", "median", "terrain")  # where sized sign posts may stand
 # Frequent real-world signs are drawn more often (GTSDB itself is dominated by them).
 _SIGN_WEIGHT = np.array([3.0 if c in (1, 2, 4, 12, 13, 38, 14, 17) else 1.0 for c in IMPLEMENTED_CLASSES])
 
@@ -138,10 +140,11 @@ def _people(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Cast,
 def _furniture(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Cast, z_max: float) -> None:
     rng = ctx.rng
     signless = rng.random() < style.signless
+    sized = style.sign_boxes is not None  # GTSDB-like sign sizes: sized_signs places the posts
     for side in (-1, 1):
         walk = _sidewalk(plan, side)
         terrain = [s for s in plan.strips_of("terrain") + plan.strips_of("median") if np.sign(s.centre) == side]
-        if rng.random() < 0.6:
+        if rng.random() < style.trees:
             spots = terrain or ([walk] if walk else [])
             if spots:
                 z = rng.uniform(Z_MIN, 10)
@@ -152,7 +155,7 @@ def _furniture(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Ca
                     if not plan.in_side_street(z, 1.0):
                         cast.add(z, partial(draw_tree, ctx, x, z, CURB_HEIGHT))
                     z += step * rng.uniform(0.8, 1.2)
-        if walk is None or signless:
+        if walk is None or signless or sized:
             continue
         curb_x = walk.x0 + 0.4 if side > 0 else walk.x1 - 0.4
         n = rng.poisson(rng.uniform(*style.signs) * (1.0 if side > 0 else 0.6))
@@ -174,6 +177,11 @@ def _furniture(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Ca
             facing = bool(rng.random() < (0.85 if side > 0 else 0.4))
             specs = [SignSpec(_random_sign(rng), facing) for _ in range(int(rng.integers(1, 3)))]
             cast.add(z, partial(draw_sign_frame, ctx, curb_x + side * 0.5, z, CURB_HEIGHT, specs))
+    if sized and not signless:
+        spots = {
+            side: [s for s in plan.strips if s.kind in POST_STRIPS and np.sign(s.centre) == side] for side in (-1, 1)
+        }
+        place_sized_signs(ctx, plan, style, cast.add, spots, z_max)
     _traffic_lights(ctx, plan, cast, z_max)
 
 

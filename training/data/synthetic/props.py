@@ -13,7 +13,7 @@ import numpy as np
 
 from . import colors
 from .context import DrawContext, L
-from .signs import SIGN_SHAPE, SIGN_SIZE_M, sign_back, sign_front
+from .signs import SHAPE_EXTENT, SIGN_SHAPE, SIGN_SIZE_M, sign_back, sign_front, sprite_size
 
 POLE = L["object--support--pole"]
 FRAME = L["object--support--traffic-sign-frame"]
@@ -28,6 +28,25 @@ MIN_SIGN_PX = 3.0  # smaller signs are not drawn at all (they would be unlabelle
 class SignSpec:
     gtsdb_class: int  # for a back, only its outline matters
     facing: bool  # True: front towards the camera
+    box_px: float | None = None  # longer side of its box in pixels (then the plate fits the depth), else metric
+
+
+def sign_height_m(spec: SignSpec, ppm: float) -> float:
+    """Upper bound of the sprite's height in metres (where a post stacks the next sign)."""
+    shape = SIGN_SHAPE[spec.gtsdb_class]
+    if spec.box_px is None:
+        return SIGN_SIZE_M[shape]
+    return spec.box_px / SHAPE_EXTENT[shape][1] / ppm
+
+
+def stack_centres(signs: list[SignSpec], top: float, ppm: float) -> list[float]:
+    """Heights of the centres of signs stacked downwards from ``top`` on one post, 0.1 m apart."""
+    centres, y = [], top
+    for s in signs:
+        size = sign_height_m(s, ppm)
+        centres.append(y - size / 2)
+        y -= size + 0.1
+    return centres
 
 
 def draw_tree(ctx: DrawContext, x: float, z: float, y_base: float) -> None:
@@ -70,11 +89,16 @@ def _pole(ctx: DrawContext, x: float, z: float, y0: float, y1: float, r: float, 
 def _draw_sign(ctx: DrawContext, spec: SignSpec, x: float, y: float, z: float) -> float:
     """Draw one sign centred at (x, y, z); returns its height in metres (0 if too small)."""
     shape = SIGN_SHAPE[spec.gtsdb_class]
-    size_m = SIGN_SIZE_M[shape] * ctx.rng.uniform(0.9, 1.1)
-    size_px = size_m * ctx.camera.ppm(z)
-    if size_px < MIN_SIGN_PX:
-        return 0.0
-    squeeze = ctx.rng.uniform(0.75, 1.0)
+    if spec.box_px is None:
+        size_m = SIGN_SIZE_M[shape] * ctx.rng.uniform(0.9, 1.1)
+        size_px = size_m * ctx.camera.ppm(z)
+        if size_px < MIN_SIGN_PX:
+            return 0.0
+        squeeze = ctx.rng.uniform(0.75, 1.0)
+    else:
+        squeeze = ctx.rng.uniform(0.75, 1.0)
+        size_px = sprite_size(shape, spec.box_px, squeeze)
+        size_m = size_px / ctx.camera.ppm(z)
     if spec.facing:
         sprite = sign_front(spec.gtsdb_class, size_px, ctx.rng, squeeze)
         iid = ctx.canvas.begin(FRONT, gtsdb_class=spec.gtsdb_class)
@@ -92,17 +116,16 @@ def _draw_sign(ctx: DrawContext, spec: SignSpec, x: float, y: float, z: float) -
     return size_m
 
 
-def draw_sign_post(ctx: DrawContext, x: float, z: float, y_base: float, signs: list[SignSpec]) -> None:
-    """One pole with signs stacked from the top: backs behind the pole, fronts before it."""
+def draw_sign_post(
+    ctx: DrawContext, x: float, z: float, y_base: float, signs: list[SignSpec], top: float | None = None
+) -> None:
+    """One pole with signs stacked from ``top`` (random if not given): backs behind the pole, fronts before it."""
     rng = ctx.rng
-    top = y_base + rng.uniform(2.6, 3.4)
+    if top is None:
+        top = y_base + rng.uniform(2.6, 3.4)
     color = _pole_color(ctx)
     r = rng.uniform(0.03, 0.05)
-    heights, y = [], top
-    for s in signs:
-        size = SIGN_SIZE_M[SIGN_SHAPE[s.gtsdb_class]]
-        heights.append(y - size / 2)
-        y -= size + 0.1
+    heights = stack_centres(signs, top, ctx.camera.ppm(z))
     for s, yc in zip(signs, heights, strict=True):
         if not s.facing:
             _draw_sign(ctx, s, x, yc, z + 0.02)

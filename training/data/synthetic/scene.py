@@ -19,6 +19,7 @@ from .canvas import Canvas, Instance
 from .context import DrawContext, L
 from .domains import DOMAINS, DomainStyle
 from .population import populate
+from .sign_boxes import SignBoxes
 from .street import StreetPlan, draw_facades, draw_far_ground, draw_ground, draw_skyline, plan_facades, plan_street
 
 __all__ = ["Instance", "Scene", "render_scene"]
@@ -40,6 +41,7 @@ class Scene:
     instances: tuple[Instance, ...]
     domain: str
     seed: int
+    sign_boxes: SignBoxes | None = None  # the domain's sign box sizes (which signs a GTSDB writer boxes)
 
     @property
     def height(self) -> int:
@@ -128,4 +130,4 @@ def render_scene(height: int, width: int, seed: int, domain: str | DomainStyle =
     _ego_vehicle(ctx, style)
     instances = canvas.finish()
     image = develop(canvas, style, rng)
-    return Scene(image, canvas.labels, canvas.instances, instances, style.name, int(seed))
+    return Scene(image, canvas.labels, canvas.instances, instances, style.name, int(seed), style.sign_boxes)

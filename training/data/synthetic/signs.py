@@ -390,6 +390,21 @@ def _shape_mask(shape: str) -> np.ndarray:
 _MASKS = {shape: _shape_mask(shape) for shape in SIGN_SIZE_M}
 
 
+def _extent(mask: np.ndarray) -> tuple[float, float]:
+    cols, rows = np.flatnonzero(mask.max(0) >= 128), np.flatnonzero(mask.max(1) >= 128)
+    return float(cols[-1] - cols[0] + 1) / TEMPLATE, float(rows[-1] - rows[0] + 1) / TEMPLATE
+
+
+# (width, height) of each outline as a fraction of its sprite: a triangle is less tall than wide.
+SHAPE_EXTENT: dict[str, tuple[float, float]] = {shape: _extent(m) for shape, m in _MASKS.items()}
+
+
+def sprite_size(shape: str, box_px: float, squeeze: float = 1.0) -> float:
+    """Sprite height (``sign_front``'s ``size_px``) whose sign box is ``box_px`` on its longer side."""
+    w, h = SHAPE_EXTENT[shape]
+    return box_px / max(h, w * squeeze)
+
+
 def _to_size(template: np.ndarray, shape: str, width: int, height: int) -> Sprite:
     rgb = cv2.resize(template, (width, height), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(_MASKS[shape], (width, height), interpolation=cv2.INTER_AREA)

@@ -25,6 +25,7 @@ from training.data.readers.label_tables import (
     VISTAS_V12_LABELS,
 )
 
+from .canvas import Instance
 from .files import (
     atomic_write_bytes,
     atomic_write_csv,
@@ -177,6 +178,7 @@ class ImageRecord:
     label_pixels: list[int]
     gt_lines: list[str] = field(default_factory=list)  # GTSDB
     sign_classes: list[int] = field(default_factory=list)  # GTSDB classes of boxed signs
+    sign_sizes: list[int] = field(default_factory=list)  # GTSDB: longer side of each box, pixels
     tags: list[str] = field(default_factory=list)  # OpenScapes positives
     label_rows: list[list[str]] = field(default_factory=list)
     box_rows: list[list[str]] = field(default_factory=list)
@@ -309,22 +311,40 @@ def finish_vistas(root: Path, records: Sequence[ImageRecord]) -> None:
 
 
 # -- GTSDB -----------------------------------------------------------------------------------
-def gtsdb_lines(name: str, scene: Scene) -> list[str]:
-    """gt.txt lines: inclusive extent of each visible front sign's pixels and its class."""
-    lines = []
+def gtsdb_boxed(scene: Scene) -> list[Instance]:
+    """The front signs gt.txt lists, left to right: every visible one; in a scene with sized sign boxes
+    (the GTSDB domain) only those whose visible extent lies in the annotated range (16-128 px at
+    1360 px width), like the benchmark, which boxes no smaller sign: what a nearer object leaves of
+    a sign can be too small, and stays unboxed."""
+    boxes = scene.sign_boxes
+    out = []
     for inst in sorted(scene.instances, key=lambda i: (i.bbox[0], i.bbox[1], i.id)):
-        if inst.gtsdb_class is not None and inst.area > 0:
-            x0, y0, x1, y1 = inst.bbox
-            lines.append(f"{name};{x0};{y0};{x1};{y1};{inst.gtsdb_class}")
-    return lines
+        if inst.gtsdb_class is None or inst.area == 0:
+            continue
+        x0, y0, x1, y1 = inst.bbox
+        if boxes is None or boxes.annotated(x1 - x0 + 1, y1 - y0 + 1, scene.width):
+            out.append(inst)
+    return out
+
+
+def _gt_line(name: str, inst: Instance) -> str:
+    x0, y0, x1, y1 = inst.bbox
+    return f"{name};{x0};{y0};{x1};{y1};{inst.gtsdb_class}"
+
+
+def gtsdb_lines(name: str, scene: Scene) -> list[str]:
+    """gt.txt lines: inclusive extent of each boxed front sign's visible pixels and its class."""
+    return [_gt_line(name, inst) for inst in gtsdb_boxed(scene)]
 
 
 def write_gtsdb_image(root: Path, split: str, index: int, scene: Scene) -> ImageRecord:
     name = f"{index:05d}.ppm"
     atomic_write_bytes(Path(root) / name, encode_ppm(scene.image))
     rec = _record("gtsdb", split, name, scene)
-    rec.gt_lines = gtsdb_lines(name, scene)
-    rec.sign_classes = [int(line.rsplit(";", 1)[1]) for line in rec.gt_lines]
+    boxed = gtsdb_boxed(scene)
+    rec.gt_lines = [_gt_line(name, inst) for inst in boxed]
+    rec.sign_classes = [int(i.gtsdb_class) for i in boxed]
+    rec.sign_sizes = [max(i.bbox[2] - i.bbox[0], i.bbox[3] - i.bbox[1]) + 1 for i in boxed]
     return rec
 
 
