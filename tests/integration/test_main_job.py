@@ -18,7 +18,16 @@ import pytest
 import yaml
 
 from training import REPO
-from training.evaluation.bags.result import BagResult, FrameCounts, LatencyStats, LiveDetails, NodeDetails
+from training.evaluation.bags.read import open_bag_info
+from training.evaluation.bags.result import (
+    BagResult,
+    FrameCounts,
+    LatencyStats,
+    LiveDetails,
+    NodeDetails,
+    OfflineDetails,
+)
+from training.evaluation.bags.sign_scores import SignScoring
 from training.jobs.main_job import Pipeline, digest, headline
 
 STAGE_HEADERS = [f"[{i}/7]" for i in range(1, 8)]
@@ -65,6 +74,14 @@ def test_main_job_end_to_end_and_reuse(tmp_path: Path):
     assert str(result / "report.html") in out
     assert "mIoU per classifier: root " in out and "cityscapes mIoU: " in out
     assert "p50 " in out and "p95 " in out and "fps " in out and "0 dropped" in out
+    # the drive carries the sign ground truth, and the replay scored the node's signs against it
+    drive = open_bag_info(tmp_path / "out" / "drive")
+    assert drive.sign_topic == "/camera/traffic_signs_gt" and drive.sign_count == 6
+    assert metrics["sign_topic"] == drive.sign_topic and metrics["signs"]["frames"] == 6
+    assert metrics["signs"]["all"]["overall"]["truth"] > 0
+    assert "signs (all): recall " in out and "class accuracy " in out
+    html = (result / "report.html").read_text()
+    assert "<table class='signs-overall'>" in html and "<ul class='legend'>" in html
     train_manifest = json.loads((tmp_path / "out" / "stages" / "train.json").read_text())
     assert train_manifest["iterations"] == 3
 
@@ -135,3 +152,28 @@ def test_headline_of_an_incomplete_result_shows_drops():
     text = "\n".join(headline(result))
     assert "root 25.0 %" in text and "cityscapes mIoU: 10.0 % (8 frames)" in text and "2 dropped" in text
     assert "p95 300 ms" in text and "fps 3.50 (bag recorded at 4 Hz)" in text
+    assert "signs" not in text  # no sign ground truth, no sign line
+
+
+def test_headline_prints_sign_recall_and_class_accuracy():
+    from dataclasses import replace
+
+    from hiseg_ros.outputs import SignDetection
+
+    def sign(x: int, name: str) -> SignDetection:
+        return SignDetection(x, 0, 30, 30, 900, 0, name, 1.0)
+
+    truth = [sign(0, "sign-stop"), sign(100, "sign-stop"), sign(200, "sign-give-way"), sign(300, "sign-stop")]
+    detections = [sign(0, "sign-stop"), sign(100, "sign-give-way")]  # 2 of 4 found, 1 of them named right
+    signs = SignScoring().add(truth, detections).to_json()
+    base = BagResult(
+        complete=True, reason=None, mode="offline", bag="drive", model="m.onnx", dataset="cityscapes",
+        camera_topic="/camera/image_raw", label_topic="/camera/labels",
+        frames=FrameCounts(1, 1, 1, 0, 0, 1, 0, 0), latency_kind="inference time",
+        latency_ms=LatencyStats(1, 5.0), fps=2.0, wall_seconds=1.0, recorded_rate_hz=4.0, output_bag=None,
+        output_topics=[], evaluation=None, classifier_view="v", notes=[], samples=[],
+        offline=OfflineDetails("ort", "r"),
+    )  # fmt: skip
+    text = "\n".join(headline(replace(base, sign_topic="/camera/traffic_signs_gt", signs=signs)))
+    assert "signs (all): recall 50.0 %, class accuracy 50.0 %, precision 100.0 % (4 true, 2 detected)" in text
+    assert "signs (at_least_24px): recall 50.0 %" in text
