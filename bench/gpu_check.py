@@ -81,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=size, nargs="+", help="inference sizes (512x1024 1024x2048)")
     p.add_argument("--repeats", type=int, help="timed inference calls per row (100; --tiny: 2)")
     p.add_argument("--infer-warmup", type=int, help="inference calls not timed (10; --tiny: 1)")
+    p.add_argument(
+        "--train-sync",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="synchronise CUDA before each batch fetch, so the data wait is GPU idle time (default)",
+    )
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="(default: not --tiny)")
     p.add_argument("--skip-train", action="store_true")
@@ -164,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             settings = TrainSettings(
-                args.device, args.config, crop, tuple(args.batches), args.warmup, args.iterations, args.num_workers
+                args.device,
+                args.config,
+                crop,
+                tuple(args.batches),
+                args.warmup,
+                args.iterations,
+                args.num_workers,
+                args.train_sync,
             )
             start = time.monotonic()
             train_rows, train_info = measure_training(settings, Path(tmp))

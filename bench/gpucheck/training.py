@@ -11,8 +11,12 @@ How it is timed without touching the loop: ``training.fit.loop.batch_loader`` is
 run by a wrapper whose iterator waits for the device (``torch.cuda.synchronize``), then times the
 fetch of the next batch. Iteration *i* runs from asking for batch *i* to asking for batch *i + 1*
 (data wait + synchronised compute); the data wait share is the time blocked on batches over that
-wall time. Precision is read, not assumed: a global forward pre-hook records whether autocast was
-on and its dtype during the loop's forward (the loop uses AMP on CUDA when ``run.amp`` is set).
+wall time, i.e. the share of the time the GPU sat idle for want of data. The synchronisation also
+keeps the loop from queuing the next step while the GPU still computes; ``sync=False`` leaves it
+out (images/s as the loop runs on its own; the wait is then CPU time blocked, not GPU idle time).
+
+Precision is read, not assumed: a global forward pre-hook records whether autocast was on and its
+dtype during the loop's forward (the loop decides its mixed precision on CUDA from ``run.amp``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class TrainSettings:
     warmup: int
     iterations: int
     num_workers: int
+    sync: bool = True  # synchronise before each fetch: the wait is then GPU idle time
 
 
 @dataclass
@@ -135,7 +140,7 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
     info["synthetic_s"] = time.perf_counter() - start
     config, hierarchy = load_config(settings.config, check_data=False)
     info |= {"base_height": config.augment.base_height, "scale": list(config.augment.scale), "amp": config.run.amp}
-    sync = torch.cuda.synchronize if cuda else _no_sync
+    sync = torch.cuda.synchronize if cuda and settings.sync else _no_sync
     original = loop.batch_loader
     for row in rows:
         counts = scaled_composition([d.per_batch for d in config.datasets], row.batch)
@@ -201,7 +206,7 @@ def _fill(row: Row, timing: LoaderTiming, settings: TrainSettings, precision: st
         f"{len(walls)} timed + {settings.warmup} warm-up iterations, {settings.num_workers} loader workers, "
         f"per dataset {composition}"
     )
-    row.extra |= {"walls_s": walls, "waits_s": waits, "composition": composition}
+    row.extra |= {"walls_s": walls, "waits_s": waits, "composition": composition, "synchronised": settings.sync}
 
 
 def _not_run(row: Row, status: str, reason: str) -> Row:
