@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_device_reaches_the_backends_choice_and_the_gpu_providers(exported_model
 
 # ------------------------------------------------------------------ TensorRT's dependencies decide "auto"
 @pytest.fixture
-def fake_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A FAKE importable ``tensorrt`` (TensorRT cannot be installed here): only ``__version__``."""
     (tmp_path / "tensorrt").mkdir()
     (tmp_path / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0-fake"\n')
@@ -102,6 +103,8 @@ def fake_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
         monkeypatch.setitem(sys.modules, name, None)  # no cuda-python: its import raises ImportError
+    yield
+    sys.modules.pop("tensorrt", None)  # the fake must not stay imported for the tests that follow
 
 
 def test_auto_with_tensorrt_but_no_cuda_python_picks_onnxruntime_and_says_why(fake_tensorrt, exported_model):
