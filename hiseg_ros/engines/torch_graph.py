@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional
 
 from ..hierarchy import ROOT, Hierarchy
-from ..model import HierarchicalSegNet, NormalizeInput
+from ..model import DecisionMode, HierarchicalSegNet, NormalizeInput
 
-__all__ = ["DecisionGraph", "LeafFlatten", "flatten_tables"]
+__all__ = ["DecisionGraph", "LeafFlatten", "flatten_tables", "upsampled_labels"]
 
 _MAX_UINT8_CLASSES = 256
 
@@ -109,9 +109,21 @@ class DecisionGraph(nn.Module):
         size = (image.shape[1], image.shape[2])
         # Cast first, then transpose: the arithmetic is NormalizeInput's, the order suits TensorRT.
         logits = self.net(self.normalize(image.to(torch.float32).permute(0, 3, 1, 2)))
-        upsampled = []
-        for name in self.classifier_names:
-            labels = logits[name].argmax(dim=1, keepdim=True).to(torch.float32)
-            upsampled.append(functional.interpolate(labels, size=size, mode="nearest").squeeze(1))
+        upsampled = [upsampled_labels(logits[name], size) for name in self.classifier_names]
         leaf = self.flatten([u.to(torch.int32) for u in upsampled])
         return (*[u.to(torch.uint8) for u in upsampled], leaf)
+
+
+def upsampled_labels(
+    logits: torch.Tensor, size: tuple[int, int], mode: DecisionMode = "argmax_nearest"
+) -> torch.Tensor:
+    """``B x C x h x w`` logits -> ``B x H x W`` float class indices at ``size``: the graph's rule
+    (``argmax_nearest``), or ``bilinear_argmax`` (training's upsampling before the argmax), which
+    ``bench/bench_decisions.py`` times in ONNX Runtime against it. Same values as ``decide_one``."""
+    if mode == "argmax_nearest":
+        labels = logits.argmax(dim=1, keepdim=True).to(torch.float32)
+        return functional.interpolate(labels, size=size, mode="nearest").squeeze(1)
+    if mode == "bilinear_argmax":
+        up = functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return up.argmax(dim=1).to(torch.float32)
+    raise ValueError(f"unknown decision mode {mode!r}")

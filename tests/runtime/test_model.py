@@ -386,3 +386,16 @@ def test_decoder_skip_learns_after_one_step() -> None:
         reduction = float(sum(p.grad.abs().sum() for p in net.skip_reduction.parameters()))
         assert (reduction > 0) == (step > 0)
         optimiser.step()
+
+
+@pytest.mark.parametrize("mode", ["argmax_nearest", "bilinear_argmax"])
+def test_graph_decision_ops_equal_decide(mode: str) -> None:
+    """The exported graph's (float-label) decision ops, which bench_decisions times in ONNX Runtime,
+    give decide()'s labels in both modes; an unknown mode is an error there too."""
+    from hiseg_ros.engines.torch_graph import upsampled_labels
+
+    logits = torch.randn(2, 7, 5, 9, generator=torch.Generator().manual_seed(1))
+    expected = decide({"c": logits}, (67, 101), mode)["c"]  # type: ignore[arg-type]
+    assert torch.equal(upsampled_labels(logits, (67, 101), mode).to(torch.uint8), expected)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown decision mode"):
+        upsampled_labels(logits, (67, 101), "bicubic")  # type: ignore[arg-type]
