@@ -71,7 +71,7 @@ class Row:
             self.precision,
             num(self.median_ms, ".2f"),
             num(self.min_ms, ".2f"),
-            num(self.images_per_s, ".1f"),
+            num(self.images_per_s, ".1f" if (self.images_per_s or 0.0) >= 10 else ".3g"),  # CPU rates are < 1
             num(self.peak_gpu_mib, ".0f"),
             wait,
             self.status,
