@@ -81,7 +81,7 @@ def provenance(source: Mapping[str, Any], opset: int = OPSET) -> str:
         "torch": torch.__version__,
         "opset": opset,
         "git_commit": _git_commit(),
-        "exported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "exported_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017 (3.10 on GPU machines)
     }
     return json.dumps(info, sort_keys=True)
 
