@@ -18,9 +18,10 @@ from .camera import Camera, to_fixed
 from .canvas import Canvas, Instance
 from .context import DrawContext, L
 from .domains import DOMAINS, DomainStyle
+from .facades import draw_facades, plan_facades
 from .population import populate
 from .sign_boxes import SignBoxes
-from .street import StreetPlan, draw_facades, draw_far_ground, draw_ground, draw_skyline, plan_facades, plan_street
+from .street import StreetPlan, draw_far_ground, draw_ground, draw_skyline, plan_street
 
 __all__ = ["Instance", "Scene", "render_scene"]
 
