@@ -28,7 +28,8 @@ from training.evaluation.bags.result import (
     OfflineDetails,
 )
 from training.evaluation.bags.sign_scores import SignScoring
-from training.jobs.main_job import Pipeline, digest, headline
+from training.jobs.main_job import headline
+from training.jobs.stages import Pipeline, digest
 
 STAGE_HEADERS = [f"[{i}/7]" for i in range(1, 8)]
 

@@ -35,14 +35,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from training.evaluation.bags.result import BagResult
 from training.evaluation.bags.sign_truth import scale_signs
 from training.evaluation.bags.write import cityscapes_frames, write_bag
 from training.evaluation.metrics import pct
+from training.jobs.stages import IncompleteError, Pipeline, StageError, digest
 from training.labels.targets import TargetBuilder
 
 DEFAULT_HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
@@ -89,14 +89,6 @@ READ_BACK = (
     ("gtsdb", {}),
     ("openscapes", {}),
 )
-
-
-class StageError(RuntimeError):
-    """A stage failed; the message says why (the stage is named by the caller)."""
-
-
-class IncompleteError(RuntimeError):
-    """The replay finished but its result is incomplete (frames lost, node died, ...)."""
 
 
 @dataclass(frozen=True)
@@ -137,60 +129,6 @@ def read_back(data_root: Path, hierarchy: Hierarchy) -> list[ReadBack]:
             ReadBack(name, kwargs.get("split", ""), len(reader), supervised, boxes, tags, time.perf_counter() - start)
         )
     return results
-
-
-# ---------------------------------------------------------------------------- stage bookkeeping
-def digest(*parts: Any) -> str:
-    """A stable hash of JSON-able values."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class Pipeline:
-    """Numbered stages with durations and manifests in OUT/stages/."""
-
-    def __init__(self, out: Path, stages: tuple[str, ...]) -> None:
-        self.out = out
-        self.stages = stages
-        self.durations: dict[str, tuple[float, bool]] = {}
-
-    def manifest_path(self, stage: str) -> Path:
-        return self.out / "stages" / f"{stage}.json"
-
-    def reusable(self, stage: str, key: str, outputs: tuple[Path, ...] = ()) -> dict[str, Any] | None:
-        """The stage's manifest when it was completed with ``key`` and its outputs still exist."""
-        try:
-            manifest = json.loads(self.manifest_path(stage).read_text())
-        except (OSError, ValueError):
-            return None
-        if manifest.get("key") != key or not all(p.exists() for p in outputs):
-            return None
-        return manifest
-
-    def invalidate(self, stage: str) -> None:
-        self.manifest_path(stage).unlink(missing_ok=True)
-
-    def complete(self, stage: str, key: str, **info: Any) -> dict[str, Any]:
-        manifest = {"stage": stage, "key": key, **info}
-        data = (json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n").encode()
-        atomic_write_bytes(self.manifest_path(stage), data)
-        return manifest
-
-    def run(self, stage: str, body: Callable[[], tuple[Any, bool]], detail: str = "") -> Any:
-        """Print the header, run ``body`` (-> (result, reused)), print the duration; name the stage on failure."""
-        number = self.stages.index(stage) + 1
-        print(f"\n[{number}/{len(self.stages)}] {TITLES[stage]}{' ' + detail if detail else ''}", flush=True)
-        start = time.perf_counter()
-        try:
-            result, reused = body()
-        except (IncompleteError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise StageError(f"stage {number}/{len(self.stages)} ({TITLES[stage]}) failed: {exc}") from exc
-        seconds = time.perf_counter() - start
-        self.durations[stage] = (seconds, reused)
-        print(f"[{number}/{len(self.stages)}] {'reused' if reused else 'done'} in {seconds:.1f} s", flush=True)
-        return result
 
 
 # ---------------------------------------------------------------------------- stages
@@ -456,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.data, args.out = args.data.resolve(), args.out.resolve()
     stages = STAGES if args.until is None else STAGES[: STAGES.index(args.until) + 1]
-    p = Pipeline(args.out, stages)
+    p = Pipeline(args.out, stages, TITLES)
     start = time.perf_counter()
     try:
         code = _run(p, args)
