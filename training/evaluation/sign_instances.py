@@ -6,7 +6,10 @@ names the right GTSDB class. Detections are matched greedily, most confident fir
 highest box IoU. A detection at the right place with the wrong class is therefore both a false
 positive and a miss (a false negative of the true sign): for class accuracy it counts as a miss.
 The same matching without the class condition (``location``) says how many signs were found at
-all, which separates "not detected" from "detected but misnamed".
+all, which separates "not detected" from "detected but misnamed". A detection that finds no true sign but
+overlaps (IoU >= 0.5, any class) a sign the truth leaves unboxed (``ignored``: a visible front sign
+outside the range gt.txt annotates) is ignored, neither right nor wrong, since the image does show
+a sign there.
 
 Sizes, as the GTSDB benchmark gives its sign sizes: the longer side of the box in pixels (inclusive
 bounds, so a box covering columns 10..25 is 16 px wide). Scores are reported for all signs and for
@@ -137,12 +140,20 @@ class DetectionCounts:
 
 
 def _counts(
-    truth: Sequence[SignBox], detections: Sequence[SignBox], found: Sequence[int | None], min_side: int
+    truth: Sequence[SignBox],
+    detections: Sequence[SignBox],
+    found: Sequence[int | None],
+    ignored: Sequence[bool],
+    min_side: int,
 ) -> DetectionCounts:
     """Counts over the true signs of at least ``min_side`` px (see the module docstring)."""
     counted = [t.longer_side >= min_side for t in truth]
     tp = sum(1 for j in found if j is not None and counted[j])
-    fp = sum(1 for det, j in zip(detections, found, strict=True) if j is None and det.longer_side >= min_side)
+    fp = sum(
+        1
+        for det, j, skip in zip(detections, found, ignored, strict=True)
+        if j is None and not skip and det.longer_side >= min_side
+    )
     return DetectionCounts(tp, fp, sum(counted) - tp)
 
 
@@ -154,10 +165,13 @@ class DetectionScores:
         default_factory=lambda: {(c, s): DetectionCounts() for c in CRITERIA for s in SUBSETS}
     )
 
-    def add(self, truth: Sequence[SignBox], detections: Sequence[SignBox]) -> DetectionScores:
-        """Match and count one image's detections; returns ``self``."""
+    def add(
+        self, truth: Sequence[SignBox], detections: Sequence[SignBox], ignored: Sequence[SignBox] = ()
+    ) -> DetectionScores:
+        """Match and count one image's detections; ``ignored``: its unboxed signs. Returns ``self``."""
+        on_ignored = [any(box_iou(det, sign) >= BOX_IOU for sign in ignored) for det in detections]
         for criterion in CRITERIA:
             found = match_signs(truth, detections, same_class=criterion == "class")
             for subset, min_side in zip(SUBSETS, (0, MIN_SIDE), strict=True):
-                self.counts[criterion, subset] += _counts(truth, detections, found, min_side)
+                self.counts[criterion, subset] += _counts(truth, detections, found, on_ignored, min_side)
         return self

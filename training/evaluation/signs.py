@@ -62,7 +62,7 @@ from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import decide, normalize_image
 from hiseg_ros.outputs import FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
 from training import REPO
-from training.data.synthetic import Scene, iter_scenes
+from training.data.synthetic import Scene, gtsdb_boxed, iter_scenes
 from training.evaluation.metrics import ConfusionMatrix
 from training.evaluation.sign_instances import DetectionScores, SignBox
 from training.evaluation.sign_report import build_report, format_report
@@ -179,9 +179,11 @@ class ModeResult:
         leaf: np.ndarray,
         given: np.ndarray | None,
         min_sign_area: int,
+        unboxed: Sequence[SignBox] = (),
     ) -> None:
         """One image at native size: ``truth`` GTSDB id per pixel (IGNORE off the front signs),
-        ``root`` / ``leaf`` the decisions, ``given`` the given-location GTSDB ids (or None)."""
+        ``true_boxes`` / ``unboxed`` its boxed and unboxed front signs, ``root`` / ``leaf`` the
+        decisions, ``given`` the given-location GTSDB ids (or None)."""
         predicted = tables.native_of_leaf[leaf]
         self.image_wide.update(tables.image_wide(truth), tables.image_wide(predicted))
         self.on_sign_pixels.update(truth, predicted)
@@ -189,7 +191,8 @@ class ModeResult:
         if self.given_location is not None and given is not None:
             self.given_location.update(truth, given)
         found = find_signs(hierarchy, leaf, tables.sign_lut, min_sign_area)
-        self.detection.add(true_boxes, [SignBox.from_detection(d, tables.native_of_leaf) for d in found])
+        detections = [SignBox.from_detection(d, tables.native_of_leaf) for d in found]
+        self.detection.add(true_boxes, detections, unboxed)
 
 
 @dataclass
@@ -211,27 +214,25 @@ class SignEvaluation:
 class _Scene:
     image: np.ndarray
     truth: np.ndarray  # GTSDB id per pixel, IGNORE off the front signs
-    boxes: list[SignBox]
+    boxes: list[SignBox]  # the signs gt.txt boxes
+    unboxed: list[SignBox]  # visible front signs outside gt.txt's range
 
 
-def true_sign_boxes(scene: Scene) -> list[SignBox]:
-    """The scene's front signs with visible pixels, as the GTSDB writer puts them into gt.txt."""
-    return [
-        SignBox(*inst.bbox, inst.gtsdb_class)
-        for inst in scene.instances
-        if inst.gtsdb_class is not None and inst.area > 0
-    ]
+def true_sign_boxes(scene: Scene) -> tuple[list[SignBox], list[SignBox]]:
+    """The scene's front signs: those gt.txt boxes (the GTSDB writer's :func:`gtsdb_boxed`), and the
+    other visible ones, too small for the benchmark to box (ignored by the detection scores)."""
+    boxed = gtsdb_boxed(scene)
+    ids = {inst.id for inst in boxed}
+    unboxed = [i for i in scene.instances if i.gtsdb_class is not None and i.area > 0 and i.id not in ids]
+    return [SignBox(*i.bbox, i.gtsdb_class) for i in boxed], [SignBox(*i.bbox, i.gtsdb_class) for i in unboxed]
 
 
 def _gtsdb_test_scenes(data_root: Path, limit: int | None) -> Iterator[_Scene]:
     """The held-out synthetic GTSDB test scenes, re-rendered with the settings of their synthetic.json."""
     info = json.loads((data_root / "gtsdb" / "synthetic.json").read_text())["settings"]
-    done = 0
-    for task, scene in iter_scenes("gtsdb", info["preset"], info["seed"], info["scale"]):
-        if task.split != "test":
-            continue
-        yield _Scene(scene.image, scene.sign_classes(), true_sign_boxes(scene))
-        done += 1
+    scenes = iter_scenes("gtsdb", info["preset"], info["seed"], info["scale"], split="test")
+    for done, (_, scene) in enumerate(scenes, start=1):
+        yield _Scene(scene.image, scene.sign_classes(), *true_sign_boxes(scene))
         if limit and done >= limit:
             return
 
@@ -308,7 +309,8 @@ def evaluate_signs(
                 picked = {"given": _given_location(hierarchy, logits, tables, size, mode)}
                 given = tables.natives[restore_decisions(picked, leaf, fit)[0]["given"]]
             per_classifier, leaf = restore_decisions(per_classifier, leaf, fit)
-            scores.add(tables, hierarchy, scene.truth, scene.boxes, per_classifier["root"], leaf, given, min_sign_area)
+            root = per_classifier["root"]
+            scores.add(tables, hierarchy, scene.truth, scene.boxes, root, leaf, given, min_sign_area, scene.unboxed)
             leaves[mode] = leaf
         if len(leaves) == 2:
             differ = leaves["deployed"] != leaves["training"]

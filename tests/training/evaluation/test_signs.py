@@ -108,6 +108,16 @@ def test_a_sign_is_found_once_by_the_most_confident_detection():
     assert match_signs(truth, [below], same_class=False) == [None]
 
 
+def test_a_detection_of_an_unboxed_sign_is_neither_right_nor_wrong():
+    boxed, unboxed = [SignBox(0, 0, 19, 19, 1)], [SignBox(40, 0, 43, 3, 5)]
+    detections = [SignBox(40, 0, 43, 2, 7), SignBox(60, 0, 63, 3, 5)]  # on the unboxed sign (IoU 0.75), on nothing
+    counts = DetectionScores().add(boxed, detections, unboxed).counts
+    for criterion in ("class", "location"):
+        c = counts[criterion, "all"]
+        assert (c.true_positives, c.false_positives, c.false_negatives) == (0, 1, 1)
+    assert counts["class", "all"].precision == 0.0
+
+
 def test_signs_of_at_least_16_px_by_the_longer_side_are_scored_apart():
     """Small true signs and detections matched to them are ignored in the >= 16 px subset; an
     unmatched detection is a false positive there only if its own box has a 16 px side."""
