@@ -52,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.nn import functional
 
 from hiseg_ros.atomic import atomic_write_bytes
@@ -60,6 +59,7 @@ from hiseg_ros.engines import BACKENDS, PAD_VALUE_RGB, PRECISIONS, Engine, creat
 from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import decide, normalize_image
+from hiseg_ros.node_params import read_params_file
 from hiseg_ros.outputs import FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
 from training import REPO
 from training.data.synthetic import Scene, gtsdb_boxed, iter_scenes
@@ -110,20 +110,21 @@ def training_decisions(
 
 def node_sign_parameters(path: Path = NODE_CONFIG) -> tuple[str, int]:
     """The node's ``sign_class`` and ``min_sign_area`` from its parameter file (config/hiseg.yaml)."""
+    params = read_params_file(path)
     try:
-        params = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
         return str(params["sign_class"]), int(params["min_sign_area"])
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: no /**.ros__parameters sign_class / min_sign_area ({exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: no usable sign_class / min_sign_area parameter ({exc})") from None
 
 
 @dataclass(frozen=True, eq=False)
 class SignTables:
     """Per hierarchy: the 43 GTSDB leaves, leaf id -> GTSDB class, and the sign-instance LUT.
 
-    ``sign_lut`` is the node's (:func:`~hiseg_ros.outputs.sign_leaf_lut` of ``sign_class``); a
-    hierarchy without that class (a flat one: the node would refuse to start with it) takes the
-    GTSDB leaves instead, and ``sign_source`` says which.
+    ``sign_lut`` is the node's (:func:`~hiseg_ros.outputs.sign_leaf_lut` of ``sign_class``; "" = the
+    classes the hierarchy declares ``traffic_sign: true``); a hierarchy without that class or
+    declaration (the node would refuse to start with it) takes the GTSDB leaves instead, and
+    ``sign_source`` says which.
     """
 
     leaves: list[str]  # GTSDB leaf names by GTSDB id
@@ -138,15 +139,19 @@ class SignTables:
         gtsdb = hierarchy.dataset("gtsdb").ids
         natives = sorted(int(k) for k, node in gtsdb.items() if node is not None)
         leaves = [gtsdb[k] for k in natives]
+        if len(set(leaves)) != len(leaves):
+            raise ValueError(f"hierarchy {hierarchy.name!r}: GTSDB classes share leaves; sign classes cannot be scored")
         native_of_leaf = np.full(hierarchy.void_value + 1, IGNORE, np.uint8)
         for native, leaf in zip(natives, leaves, strict=True):
             native_of_leaf[hierarchy.node(leaf).id] = native
         try:
-            lut, source = sign_leaf_lut(hierarchy, sign_class), f"the leaves under {sign_class}"
-        except KeyError:
+            lut = sign_leaf_lut(hierarchy, sign_class)
+            declared = f"the leaves of the traffic_sign classes of {hierarchy.name}"
+            source = f"the leaves under {sign_class}" if sign_class else declared
+        except KeyError as exc:
             lut = np.zeros(max(hierarchy.max_leaf_id, hierarchy.void_value) + 1, dtype=bool)
             lut[[hierarchy.node(leaf).id for leaf in leaves]] = True
-            source = f"the GTSDB leaves ({hierarchy.name} has no class {sign_class!r})"
+            source = f"the GTSDB leaves ({exc.args[0]})"
         return cls(leaves, np.asarray(natives, np.uint8), native_of_leaf, lut, source, max(natives) + 1)
 
     def image_wide(self, values: np.ndarray) -> np.ndarray:

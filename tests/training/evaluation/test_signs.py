@@ -175,14 +175,19 @@ def test_a_sign_class_off_the_signs_is_a_false_positive_image_wide_only(iv2018):
     assert (c.true_positives, c.false_positives) == (1, 0)
 
 
-def test_flat_hierarchy_takes_the_gtsdb_leaves_as_signs(iv2018):
+def test_sign_instances_come_from_the_node_sign_class_or_the_hierarchy_declaration(iv2018):
     flat = load_hierarchy(HIERARCHIES / "iv2018_flat.yaml")
-    tables = SignTables.of(flat, "traffic-sign-front")
-    assert "no class 'traffic-sign-front'" in tables.sign_source
-    assert np.flatnonzero(tables.sign_lut).tolist() == sorted(flat.node(n).id for n in tables.leaves)
+    gtsdb_leaves = sorted(flat.node(n).id for n in SignTables.of(flat, "").leaves)
+    declared = SignTables.of(flat, "")  # the node's default: the classes declared traffic_sign: true
+    assert np.array_equal(declared.sign_lut, sign_leaf_lut(flat, "")) and "traffic_sign classes" in declared.sign_source
+    missing = SignTables.of(flat, "traffic-sign-front")  # a class the flat hierarchy does not have
+    assert "has no class 'traffic-sign-front'" in missing.sign_source
+    assert np.flatnonzero(missing.sign_lut).tolist() == gtsdb_leaves
     hierarchical = SignTables.of(iv2018, "traffic-sign-front")
     assert np.array_equal(hierarchical.sign_lut, sign_leaf_lut(iv2018, "traffic-sign-front"))
     assert hierarchical.num_classes == 43 and hierarchical.natives.tolist() == list(range(43))
+    with pytest.raises(ValueError, match="GTSDB classes share leaves"):
+        SignTables.of(load_hierarchy(HIERARCHIES / "iv2019.yaml"), "")
 
 
 # ------------------------------------------------------------------ decision modes
@@ -264,6 +269,7 @@ def test_command_on_a_checkpoint_prints_every_score_and_writes_them_as_json(tiny
     assert report["test_scale"] == 1.0 and report["images"] == 3
     assert any("test scale 1.0 (the default; 1.0 = native size" in line for line in lines)
     assert report["sign_instances"]["min_sign_area"] == 16  # the node's, config/hiseg.yaml
+    assert report["sign_instances"]["signs"] == "the leaves of the traffic_sign classes of iv2018"  # sign_class ""
     truth = _test_signs(tiny_data)  # gt.txt of the written test images
     large = sum(max(x1 - x0, y1 - y0) + 1 >= 16 for x0, y0, x1, y1, _ in truth)
     for mode in ("deployed", "training"):
