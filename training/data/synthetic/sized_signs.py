@@ -2,12 +2,12 @@
 
 Posts at random depths along a street give mostly far, tiny signs, where the real benchmark boxes
 signs of 16-128 px. Here the size comes from the domain's :class:`~.sign_boxes.SignBoxes` and the
-depth from the size (z = focal * plate / size, the plate jittered by +-10 %), so box sizes follow
+depth from the size (z = focal * plate / size, the plate -20 % to +25 %), so box sizes follow
 the real distribution while perspective, poles, the street and occlusion by nearer vehicles,
 people and trees stay those of the scene. A sign too large for its curb at that depth moves
 towards the image centre (a post at the road's edge). Posts are placed largest first, and one whose
-signs would overlap a placed sign, or that a nearer pole would cross, is re-drawn a few times, so
-signs rarely hide each other. Classes are uniform over the 43 GTSDB classes.
+signs would overlap a placed sign, or that a nearer pole would cross, is re-drawn (up to TRIES
+times), so signs rarely hide each other; 1 to 3 signs share a post. Classes are uniform over the 43 GTSDB classes.
 """
 
 from __future__ import annotations
