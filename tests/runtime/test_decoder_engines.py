@@ -31,6 +31,9 @@ HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 SIZES = [(64, 96), (67, 101), (33, 45)]
 
 
+pytestmark = pytest.mark.slow  # trains and exports an os8 + decoder model in set-up (tens of seconds)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("decoder")
