@@ -31,7 +31,7 @@ HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 SIZES = [(64, 96), (67, 101), (33, 45)]
 
 
-pytestmark = pytest.mark.slow  # trains and exports an os8 + decoder model in set-up (tens of seconds)
+pytestmark = pytest.mark.slow  # exports an os8 + decoder model to ONNX in set-up (tens of seconds)
 
 
 @pytest.fixture(scope="module")
