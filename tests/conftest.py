@@ -23,16 +23,23 @@ assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST", "DDS must sta
 
 
 _FOLDER_MARKERS = ("runtime", "training", "integration")
+# Fixtures that export an ONNX model in their set-up (tens of seconds each): their tests are ``slow``,
+# so ``--fast`` leaves them to the full suite. exported_model: below; models: tests/runtime/test_engines.py
+# and test_decoder_engines.py; exported: tests/training/test_export.py.
+_EXPORTING_FIXTURES = frozenset({"exported_model", "models", "exported"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers follow the folders: tests/runtime -> ``runtime``, tests/training -> ``training``,
-    tests/integration -> ``integration`` (``scripts/test.sh --fast`` leaves out the last and ``slow``)."""
+    tests/integration -> ``integration`` (``scripts/test.sh --fast`` leaves out the last and ``slow``);
+    tests that need an exported model are ``slow``."""
     tests = Path(__file__).resolve().parent
     for item in items:
         parts = Path(item.fspath).resolve().relative_to(tests).parts
         if parts and parts[0] in _FOLDER_MARKERS:
             item.add_marker(parts[0])
+        if _EXPORTING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")
