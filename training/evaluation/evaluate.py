@@ -191,9 +191,6 @@ class EvaluationReport:
         return [metrics, report, *written]
 
 
-atomic_write = atomic_write_bytes  # old name, still imported by training/evaluation/bags
-
-
 # ---------------------------------------------------------------------- accumulation
 class Evaluator:
     """Accumulates both views sample by sample; usable from a training loop that has decisions.

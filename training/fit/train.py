@@ -17,12 +17,11 @@ import sys
 from collections.abc import Sequence
 
 from hiseg_ros.hierarchy import Hierarchy
-from training.fit.checkpoints import LAST
 from training.fit.config import ConfigError, TrainConfig, load_config
 from training.fit.distributed import distributed_session
 from training.fit.loop import TrainResult, fit
 
-__all__ = ["LAST", "TrainResult", "main", "train"]
+__all__ = ["TrainResult", "main", "train"]
 
 
 def train(

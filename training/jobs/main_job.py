@@ -175,7 +175,8 @@ def load_demo_config(args: argparse.Namespace):
 
 
 def stage_train(p: Pipeline, args: argparse.Namespace, config, hierarchy: Hierarchy, data: dict[str, Any]):
-    from training.fit.train import LAST, train
+    from training.fit.checkpoints import LAST
+    from training.fit.train import train
 
     out_dir = Path(config.run.out_dir)
     settings = config.to_dict()
