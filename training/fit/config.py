@@ -39,8 +39,10 @@ Schema (defaults in the dataclasses)::
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
     pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root,
                     precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
-    loss: {weights: {classifier: weight}}  # unspecified: root 1.0, others 0.1
-    optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay}
+    loss: {weights: {classifier: weight},  # unspecified: root 1.0, others 0.1
+           trunk_weights: {classifier: weight}}  # what reaches the shared trunk (training.fit.trunk_gradient)
+    optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay,
+                head_lr: {classifier: multiplier}, clip_grad_norm: null | max norm}
     schedule: {iterations, poly_power, warmup_iterations}
     run: {seed, out_dir, amp, num_workers, log_every, device}
     checkpoint: {every, keep, init}
@@ -109,7 +111,10 @@ class TrainingModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class LossConfig:
-    weights: dict = field(default_factory=dict)  # classifier name -> weight
+    weights: dict = field(default_factory=dict)  # classifier name -> weight (its head's loss)
+    # classifier name -> the weight of its loss as the shared trunk sees it; unspecified: root its
+    # weight, sub-classifiers min(weight, 0.1) (training.fit.trunk_gradient)
+    trunk_weights: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4  # backbone, shared reduction and root classifier
     sub_weight_decay: float = 1.7e-4  # every sub-classifier head (IV 2018)
+    head_lr: dict = field(default_factory=dict)  # classifier name -> learning-rate multiplier of its head (1)
+    clip_grad_norm: float | None = None  # clip the global gradient norm to this (null: no clipping)
 
 
 @dataclass(frozen=True)
@@ -339,24 +346,15 @@ def validate_config(config: TrainConfig) -> Hierarchy:
         config.precomputed_labels, [d.name for d in config.datasets], hierarchy, PRECOMPUTED, config.where
     )
 
-    classifiers = set(hierarchy.classifier_names)
-    class_names = {c.name for c in hierarchy.classes}
-    for name, weight in config.loss.weights.items():
-        key = f"loss.weights.{name}"
-        if name not in classifiers:
-            if name in class_names:
-                raise fail(key, f"class {name!r} of hierarchy {hierarchy.name!r} owns no classifier (it is a leaf)")
-            raise fail(
-                key,
-                f"unknown classifier {name!r} in hierarchy {hierarchy.name!r} "
-                f"(classifiers: {', '.join(hierarchy.classifier_names)})",
-            )
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise fail(key, f"expected a number >= 0, got {weight!r}")
+    _check_classifier_table(config, hierarchy, "loss.weights", config.loss.weights, positive=False)
+    _check_classifier_table(config, hierarchy, "loss.trunk_weights", config.loss.trunk_weights, positive=False)
+    _check_classifier_table(config, hierarchy, "optimizer.head_lr", config.optimizer.head_lr, positive=True)
 
     o = config.optimizer
     if o.lr <= 0:
         raise fail("optimizer.lr", f"expected > 0, got {o.lr}")
+    if o.clip_grad_norm is not None and not o.clip_grad_norm > 0:
+        raise fail("optimizer.clip_grad_norm", f"expected a norm > 0 or null, got {o.clip_grad_norm}")
     for key in ("momentum", "weight_decay", "sub_weight_decay"):
         if getattr(o, key) < 0:
             raise fail(f"optimizer.{key}", f"expected >= 0, got {getattr(o, key)}")
@@ -380,6 +378,29 @@ def validate_config(config: TrainConfig) -> Hierarchy:
     if c.init is not None and not Path(c.init).is_file():
         raise fail("checkpoint.init", f"no such file {c.init}")
     return hierarchy
+
+
+def _check_classifier_table(
+    config: TrainConfig, hierarchy: Hierarchy, key: str, table: Mapping[str, Any], positive: bool
+) -> None:
+    """A ``{classifier: number}`` table (loss weights, trunk weights, head learning rates): every key
+    a classifier of the hierarchy, every value a number >= 0 (``positive``: > 0)."""
+    classifiers = set(hierarchy.classifier_names)
+    class_names = {c.name for c in hierarchy.classes}
+    for name, value in table.items():
+        where = f"{key}.{name}"
+        if name not in classifiers:
+            if name in class_names:
+                raise config.where.error(
+                    where, f"class {name!r} of hierarchy {hierarchy.name!r} owns no classifier (it is a leaf)"
+                )
+            raise config.where.error(
+                where,
+                f"unknown classifier {name!r} in hierarchy {hierarchy.name!r} "
+                f"(classifiers: {', '.join(hierarchy.classifier_names)})",
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (positive and value == 0):
+            raise config.where.error(where, f"expected a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def open_datasets(config: TrainConfig) -> list:

@@ -45,6 +45,7 @@ from training.fit.distributed import DistInfo, broadcast_buffers, reduce_metrics
 from training.fit.log import TrainingLog
 from training.fit.loss import HierarchicalLoss, LossOutput
 from training.fit.optim import build_optimizer, build_scheduler
+from training.fit.trunk_gradient import attach_trunk_gradient, trunk_gradient_factors
 
 
 @dataclass
@@ -88,7 +89,10 @@ def fit(
     if resumed is not None:
         restore_training_state(resumed.training, optimizer, scheduler, scaler)
     criterion = HierarchicalLoss(hierarchy, config.loss.weights, config.pseudo_labels.min_mass)
-    step = Step(wrap(model, info), criterion, optimizer, scheduler, scaler, accelerator)
+    attach_trunk_gradient(model, trunk_gradient_factors(hierarchy, criterion.weights, config.loss.trunk_weights))
+    step = Step(
+        wrap(model, info), criterion, optimizer, scheduler, scaler, accelerator, config.optimizer.clip_grad_norm
+    )
 
     # ---- data: the batches of iterations start .. stop - 1 of this rank
     batches = training_batches(config, hierarchy, readers, info.rank, info.world_size, start, stop)
@@ -137,7 +141,8 @@ def fit(
 
 @dataclass
 class Step:
-    """One optimisation step on a batch: forward (autocast on CUDA), loss in float32, backward, update."""
+    """One optimisation step on a batch: forward (autocast on CUDA), loss in float32, backward,
+    optional clipping of the global gradient norm (of the unscaled gradients), update."""
 
     net: nn.Module  # the model, or its DistributedDataParallel wrapper
     criterion: HierarchicalLoss
@@ -145,6 +150,7 @@ class Step:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     accelerator: Accelerator
+    clip_grad_norm: float | None = None
 
     def __call__(self, batch: Batch) -> tuple[LossOutput, float]:
         """The losses of ``batch`` (still on the device) and the learning rate the update used."""
@@ -157,6 +163,10 @@ class Step:
         out = self.criterion({k: v.float() for k, v in logits.items()}, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.total).backward()
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.optimizer.param_groups[0]["lr"]

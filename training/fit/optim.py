@@ -1,5 +1,12 @@
 """The optimiser and learning-rate schedule of the IV 2018 recipe: SGD whose sub-classifier heads
-get their own weight decay, linear warm-up, then poly decay."""
+get their own weight decay, linear warm-up, then poly decay.
+
+Parameter groups: ``main`` (backbone, shared reduction, the decoder's skip reduction) and one
+``head:<classifier>`` per classifier head, whose learning rate is ``lr * optimizer.head_lr[name]``
+(default 1). Heads start from random weights while the backbone starts from ImageNet: the usual
+remedy (DeepLab's 10x on new layers) is a larger rate for the heads, settable per head. The root's
+head has ``weight_decay``, every other head ``sub_weight_decay``.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +18,19 @@ from training.fit.config import TrainConfig
 
 
 def build_optimizer(model: HierarchicalSegNet, config: TrainConfig, hierarchy: Hierarchy) -> torch.optim.SGD:
-    """SGD with two parameter groups: sub-classifier heads get ``sub_weight_decay``, the rest ``weight_decay``."""
+    """SGD over the ``main`` group and one group per head (module docstring)."""
     o = config.optimizer
     root = hierarchy.classifiers[0].name
-    sub, main = [], []
+    main: list[torch.nn.Parameter] = []
+    heads: dict[str, list[torch.nn.Parameter]] = {name: [] for name in hierarchy.classifier_names}
     for name, param in model.named_parameters():
         parts = name.split(".")
-        (sub if parts[0] == "heads" and parts[1] != root else main).append(param)
-    groups = [{"params": main, "weight_decay": o.weight_decay, "name": "main"}]
-    if sub:
-        groups.append({"params": sub, "weight_decay": o.sub_weight_decay, "name": "sub_classifiers"})
+        (heads[parts[1]] if parts[0] == "heads" else main).append(param)
+    groups = [{"params": main, "weight_decay": o.weight_decay, "lr": o.lr, "name": "main"}]
+    for name, params in heads.items():
+        decay = o.weight_decay if name == root else o.sub_weight_decay
+        lr = o.lr * float(o.head_lr.get(name, 1.0))
+        groups.append({"params": params, "weight_decay": decay, "lr": lr, "name": f"head:{name}"})
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 

@@ -86,9 +86,10 @@ def test_straight_run_equals_interrupted_and_resumed(data_root: Path, tmp_path: 
     assert float(rows[0]["loss"]) == pytest.approx(straight.losses[1]["loss"], rel=1e-5)
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "a" / "train_log.csv")] == [1, 2, 3, 4]
     assert (tmp_path / "b" / "plots" / "losses.png").stat().st_size > 1000
-    # sub-classifiers got their own weight decay group
+    # one group for the trunk, one per head; sub-classifier heads have their own weight decay
     groups = ca.training["optimizer"]["param_groups"]
-    assert sorted(g["weight_decay"] for g in groups) == [1e-4, 1.7e-4]
+    assert len(groups) == 1 + len(hierarchy.classifier_names)
+    assert sorted({g["weight_decay"] for g in groups}) == [1e-4, 1.7e-4]
 
 
 def test_checkpoint_of_another_hierarchy_is_refused_before_training(data_root: Path, tmp_path: Path) -> None:
@@ -215,3 +216,35 @@ def test_cli_runs_and_rejects_bad_config_before_training(data_root: Path, tmp_pa
     written = yaml.safe_load((tmp_path / "cli" / "config.yaml").read_text())  # the effective config of the run
     assert written["run"]["amp"] is False and written["run"]["out_dir"] == str(tmp_path / "cli")
     assert load_checkpoint(tmp_path / "cli" / "last.pt").training["iteration"] == 1
+
+
+def _trained_params(data_root: Path, tmp_path: Path, name: str, **sections) -> tuple[dict, dict]:
+    raw = tiny_config(data_root, tmp_path / name, schedule={"iterations": 1}, **sections)
+    config, hierarchy = load_config(write_config(tmp_path / f"{name}.yaml", raw))
+    torch.manual_seed(config.run.seed)  # the weights fit() initialises (training.fit.loop.seed_everything)
+    before = {k: v.detach().clone() for k, v in config.model.build(hierarchy, pretrained=None).named_parameters()}
+    result = train(config, hierarchy, progress=False)
+    return before, {k: v.detach() for k, v in result.model.named_parameters()}
+
+
+def test_trunk_weights_of_zero_keep_the_trunk_out_of_sub_classifier_losses(data_root: Path, tmp_path: Path) -> None:
+    subs = ["drivable", "rider", "traffic_sign", "traffic_sign_front"]
+    before, after = _trained_params(
+        data_root,
+        tmp_path,
+        "trunk0",
+        loss={"weights": {"root": 0.0, **dict.fromkeys(subs, 1.0)}, "trunk_weights": dict.fromkeys(subs, 0.0)},
+        optimizer={"weight_decay": 0.0, "sub_weight_decay": 0.0, "momentum": 0.0},
+    )
+    trunk = [k for k in before if not k.startswith("heads.")]
+    assert all(torch.equal(before[k], after[k]) for k in trunk)  # no gradient reached the trunk
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("heads.traffic_sign_front."))
+
+
+def test_clip_grad_norm_bounds_the_update(data_root: Path, tmp_path: Path) -> None:
+    plain = {"weight_decay": 0.0, "sub_weight_decay": 0.0, "momentum": 0.0, "lr": 0.01}
+    before, clipped = _trained_params(data_root, tmp_path, "clip", optimizer={**plain, "clip_grad_norm": 1e-3})
+    _, free = _trained_params(data_root, tmp_path, "free", optimizer=plain)
+    step = torch.cat([(clipped[k] - before[k]).flatten() for k in before]).norm()
+    assert step <= 0.01 * 1e-3 * 1.01  # lr x max norm
+    assert torch.cat([(free[k] - before[k]).flatten() for k in before]).norm() > 100 * step
