@@ -1,4 +1,5 @@
-"""python -m training.data.synthetic --out DIR [--preset small|large] [--seed N] [--workers N] [--only a,b]"""
+"""python -m training.data.synthetic --out DIR [--preset small|large] [--seed N] [--workers N] [--only a,b]
+[--absent-vehicles P]"""
 
 from __future__ import annotations
 
@@ -21,11 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(DATASETS)}")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the preset image sizes")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument(
+        "--absent-vehicles",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="openscapes only (opt-in): leave each of car / truck / bus / train out of an image with "
+        "probability P, so the vehicle tags are absent from a share of the images (default 0: as always)",
+    )
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or None
     try:
         summary = generate(args.out, args.preset, args.seed, args.workers, only, args.scale,
-                           progress=not args.no_progress and args.preset != "small")  # fmt: skip
+                           progress=not args.no_progress and args.preset != "small",
+                           absent_vehicles=args.absent_vehicles)  # fmt: skip
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,10 @@ class DomainStyle:
     # and `sign_near` are then unused. None: sign posts at random depths (`signs`, `sign_near`).
     sign_boxes: SignBoxes | None = None
     signs_per_image: float = 0.0
+    # Opt-in (``--absent-vehicles``): each of these vehicle kinds is left out of a whole image with
+    # this probability, so a tag set's vehicle tags are absent from a good share of its images and
+    # say something about the picture. 0 = every kind may appear (the default output, unchanged).
+    absent_vehicles: float = 0.0
 
 
 DOMAINS: dict[str, DomainStyle] = {

@@ -82,6 +82,18 @@ class ImageTask:
     width: int
     root: str
     signs_per_image: float | None = None  # the preset's, for the domain (None: the domain's own)
+    absent_vehicles: float = 0.0  # opt-in, tag set only: DomainStyle.absent_vehicles
+
+
+TAG_SET = "openscapes"  # the dataset ``absent_vehicles`` applies to
+
+
+def check_absent_vehicles(share: float, names: Sequence[str]) -> None:
+    """``absent_vehicles`` must be a probability, and is for the tag set only (its tags then vary)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"absent_vehicles: expected a probability in [0, 1], got {share}")
+    if share > 0 and TAG_SET not in names:
+        raise ValueError(f"absent_vehicles applies to the {TAG_SET} tag set only; it is not among {list(names)}")
 
 
 def image_seed(seed: int, dataset: str, ordinal: int) -> int:
@@ -102,32 +114,44 @@ def image_size(preset: DatasetPreset, dataset: str, seed: int, scale: float = 1.
     return max(8, round(width / aspect)), max(8, width)
 
 
-def plan_tasks(dataset: str, preset: Preset | str, seed: int, scale: float = 1.0, root: str = "") -> list[ImageTask]:
+def plan_tasks(
+    dataset: str, preset: Preset | str, seed: int, scale: float = 1.0, root: str = "", absent_vehicles: float = 0.0
+) -> list[ImageTask]:
+    """One task per image of the preset's splits; ``absent_vehicles`` is used for the tag set only."""
     p = (PRESETS[preset] if isinstance(preset, str) else preset).datasets[dataset]
+    absent = absent_vehicles if dataset == TAG_SET else 0.0
     tasks, ordinal = [], 0
     for split, count in p.splits:
         for index in range(count):
             s = image_seed(seed, dataset, ordinal)
             h, w = image_size(p, dataset, s, scale)
             number = split_number(split, index) if dataset == "gtsdb" else index
-            tasks.append(ImageTask(dataset, split, number, ordinal, s, h, w, root, p.signs_per_image))
+            tasks.append(ImageTask(dataset, split, number, ordinal, s, h, w, root, p.signs_per_image, absent))
             ordinal += 1
     return tasks
 
 
 def iter_scenes(
-    dataset: str, preset: Preset | str = "small", seed: int = 0, scale: float = 1.0, split: str | None = None
+    dataset: str,
+    preset: Preset | str = "small",
+    seed: int = 0,
+    scale: float = 1.0,
+    split: str | None = None,
+    absent_vehicles: float = 0.0,
 ) -> Iterator[tuple[ImageTask, Scene]]:
     """Re-render exactly the scenes a generation writes (for tests, demos and evaluation); ``split``:
     only that split's, without rendering the others."""
-    for task in plan_tasks(dataset, preset, seed, scale):
+    for task in plan_tasks(dataset, preset, seed, scale, absent_vehicles=absent_vehicles):
         if split is None or task.split == split:
             yield task, render_scene(task.height, task.width, task.seed, task_style(task))
 
 
 def task_style(task: ImageTask) -> DomainStyle:
-    """The domain a task renders in, with its preset's sign count where it sets one."""
+    """The domain a task renders in, with its preset's sign count where it sets one and the opt-in
+    share of images without each vehicle kind."""
     style = DOMAINS[task.dataset]
+    if task.absent_vehicles > 0:
+        style = replace(style, absent_vehicles=float(task.absent_vehicles))
     if task.signs_per_image is None or style.sign_boxes is None:
         return style
     return replace(style, signs_per_image=float(task.signs_per_image))
@@ -251,8 +275,11 @@ def read_meta(root: Path) -> dict | None:
         return None
 
 
-def _settings(name: str, preset: Preset, seed: int, scale: float) -> dict:
+def _settings(name: str, preset: Preset, seed: int, scale: float, absent_vehicles: float = 0.0) -> dict:
+    """The fingerprint of a dataset folder; ``absent_vehicles`` appears only when set, so the default
+    folders (and their synthetic.json) are exactly as before the option existed."""
     p = preset.datasets[name]
+    extra = {"absent_vehicles": float(absent_vehicles)} if absent_vehicles > 0 and name == TAG_SET else {}
     return {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
@@ -264,12 +291,15 @@ def _settings(name: str, preset: Preset, seed: int, scale: float) -> dict:
         "size": list(p.size),
         "varied_size": p.varied,
         "signs_per_image": p.signs_per_image,
+        **extra,
     }
 
 
-def _build(name: str, out_dir: Path, preset: Preset, seed: int, scale: float, pool, progress) -> DatasetSummary:
+def _build(
+    name: str, out_dir: Path, preset: Preset, seed: int, scale: float, pool, progress, absent_vehicles: float = 0.0
+) -> DatasetSummary:
     final = out_dir / name
-    settings = _settings(name, preset, seed, scale)
+    settings = _settings(name, preset, seed, scale, absent_vehicles)
     meta = read_meta(final)
     if meta is not None and meta.get("settings") == settings:
         s = DatasetSummary(**meta["summary"])
@@ -284,7 +314,7 @@ def _build(name: str, out_dir: Path, preset: Preset, seed: int, scale: float, po
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        tasks = plan_tasks(name, preset, seed, scale, str(tmp))
+        tasks = plan_tasks(name, preset, seed, scale, str(tmp), absent_vehicles)
         results = pool.imap(run_task, tasks, chunksize=2) if pool is not None else map(run_task, tasks)
         records = []
         for rec in results:
@@ -319,13 +349,19 @@ def generate(
     only: Sequence[str] | None = None,
     scale: float = 1.0,
     progress: bool = False,
+    absent_vehicles: float = 0.0,
 ) -> GenerationSummary:
-    """Write DIR/cityscapes, DIR/vistas, DIR/gtsdb, DIR/openscapes (or `only` some) and summarise them."""
+    """Write DIR/cityscapes, DIR/vistas, DIR/gtsdb, DIR/openscapes (or `only` some) and summarise them.
+
+    ``absent_vehicles`` (opt-in, the tag set only): each of car / truck / bus / train is left out of an
+    OpenScapes image with this probability (:func:`~.population.left_out_vehicles`).
+    """
     preset_obj = PRESETS[preset] if isinstance(preset, str) else preset
     names = list(only) if only else list(DATASETS)
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; choose from {', '.join(DATASETS)}")
+    check_absent_vehicles(absent_vehicles, names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -345,7 +381,7 @@ def generate(
         for name in names:
             if bar is not None:
                 bar.set_description(name)
-            summaries[name] = _build(name, out, preset_obj, seed, scale, pool, bar)
+            summaries[name] = _build(name, out, preset_obj, seed, scale, pool, bar, absent_vehicles)
             if bar is not None and summaries[name].skipped:
                 bar.update(sum(summaries[name].splits.values()))
     finally:

@@ -57,30 +57,53 @@ def _random_sign(rng: np.random.Generator) -> int:
     return int(rng.choice(IMPLEMENTED_CLASSES, p=_SIGN_WEIGHT / _SIGN_WEIGHT.sum()))
 
 
+ABSENT_KINDS = ("car", "truck", "bus", "train")  # the kinds ``DomainStyle.absent_vehicles`` may leave out
+
+
+def left_out_vehicles(rng: np.random.Generator, share: float) -> frozenset[str]:
+    """The vehicle kinds left out of this image: each of :data:`ABSENT_KINDS` with probability ``share``.
+
+    Draws nothing when ``share`` is 0, so images without the option are exactly as before.
+    """
+    if share <= 0:
+        return frozenset()
+    return frozenset(k for k, u in zip(ABSENT_KINDS, rng.random(len(ABSENT_KINDS)), strict=True) if u < share)
+
+
 def populate(ctx: DrawContext, plan: StreetPlan, style: DomainStyle) -> list[Actor]:
     cast = _Cast()
     z_max = min(plan.z_far - 3.0, 110.0)
-    _vehicles(ctx, plan, style, cast, z_max)
+    _vehicles(ctx, plan, style, cast, z_max, left_out_vehicles(ctx.rng, style.absent_vehicles))
     _people(ctx, plan, style, cast, z_max)
     _furniture(ctx, plan, style, cast, z_max)
     return sorted(cast.actors, key=lambda a: (-a.z, a.seq))
 
 
-def _vehicles(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Cast, z_max: float) -> None:
+def _vehicles(
+    ctx: DrawContext,
+    plan: StreetPlan,
+    style: DomainStyle,
+    cast: _Cast,
+    z_max: float,
+    left_out: frozenset[str] = frozenset(),
+) -> None:
+    """Traffic in the lanes, a tram on its track, parked cars; kinds in ``left_out`` leave their place empty."""
     rng = ctx.rng
     lanes = [(x, False) for x in plan.lane_centres(own=True)] + [(x, True) for x in plan.lane_centres(own=False)]
     for x_lane, oncoming in lanes:
         tram_lane = plan.tram_x is not None and abs(plan.tram_x - x_lane) < 0.5
         z = rng.uniform(6.0 if abs(x_lane) < 1 else Z_MIN + 1, 14.0)
         if tram_lane and rng.random() < 0.75:
-            cast.add(z + 4, partial(draw_bus, ctx, plan.tram_x, z + 4, oncoming, tram=True))
+            if "train" not in left_out:
+                cast.add(z + 4, partial(draw_bus, ctx, plan.tram_x, z + 4, oncoming, tram=True))
             continue
         while z < z_max:
             if rng.random() < style.vehicles / 3.0:
                 kind = str(rng.choice(["car", "truck", "bus"], p=[0.76, 0.12, 0.12]))
                 x = x_lane + rng.uniform(-0.35, 0.35)
                 fn = {"car": draw_car, "truck": draw_truck, "bus": draw_bus}[kind]
-                cast.add(z, partial(fn, ctx, x, z, oncoming), partial(draw_vehicle_shadow, ctx, kind, x, z))
+                if kind not in left_out:
+                    cast.add(z, partial(fn, ctx, x, z, oncoming), partial(draw_vehicle_shadow, ctx, kind, x, z))
                 z += {"car": 4.9, "truck": 11.0, "bus": 13.0}[kind]
             z += rng.uniform(3.0, 14.0)
     for s in plan.strips_of("parking"):
@@ -89,11 +112,12 @@ def _vehicles(ctx: DrawContext, plan: StreetPlan, style: DomainStyle, cast: _Cas
         while z < min(z_max, 80.0):
             r = rng.random()
             if r < 0.6:
-                cast.add(
-                    z,
-                    partial(draw_car, ctx, x_c, z, bool(rng.random() < 0.3)),
-                    partial(draw_vehicle_shadow, ctx, "car", x_c, z),
-                )
+                if "car" not in left_out:
+                    cast.add(
+                        z,
+                        partial(draw_car, ctx, x_c, z, bool(rng.random() < 0.3)),
+                        partial(draw_vehicle_shadow, ctx, "car", x_c, z),
+                    )
             elif r < 0.7:
                 cast.add(z, partial(draw_motorcycle, ctx, x_c, z, 0.0, None))
             z += rng.uniform(5.2, 7.5)
