@@ -45,7 +45,8 @@ from hiseg_ros.node import DETECTION_TYPES
 from hiseg_ros.outputs import SignDetection
 from training import REPO
 from training.evaluation.bags.node_process import ensure_loopback_env
-from training.evaluation.bags.output_bag import detections_cdr, output_typestore
+from training.evaluation.bags.output_bag import detections_cdr
+from training.evaluation.bags.vision_types import output_typestore
 
 ROOT = REPO
 

@@ -8,7 +8,7 @@ import pytest
 
 from hiseg_ros import messages
 from hiseg_ros.outputs import SignDetection
-from training.evaluation.bags.output_bag import DETECTIONS, output_typestore
+from training.evaluation.bags.vision_types import DETECTIONS, output_typestore
 
 
 @pytest.mark.parametrize("ns", [0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789])

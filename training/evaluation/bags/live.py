@@ -28,19 +28,12 @@ from .live_client import LiveClient
 from .live_startup import NODE_LOG, bring_up, start_node
 from .node_process import NodeProcess, ensure_loopback_env
 from .options import EvaluateOptions
-from .output_bag import (
-    DETECTIONS,
-    OutputBag,
-    cdr_stamp,
-    output_topics,
-    output_typestore,
-    restamp_cdr,
-    restamp_detections,
-)
+from .output_bag import OutputBag, cdr_stamp, output_topics, restamp_cdr, restamp_detections
 from .read import IMAGE, BagError, BagFrame, FrameReader, decode_label
 from .result import BagResult, LatencyStats, LiveDetails, NodeDetails
 from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
 from .sign_truth import decode_signs
+from .vision_types import DETECTIONS, output_typestore
 
 
 @dataclass

@@ -19,8 +19,8 @@ from vision_msgs.msg import Detection2DArray
 
 from hiseg_ros.messages import NODE_NAME, set_stamp
 
-from .output_bag import DETECTIONS
 from .ros_client import RosClient
+from .vision_types import DETECTIONS
 
 
 class LiveClient(RosClient):

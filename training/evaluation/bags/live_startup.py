@@ -18,8 +18,9 @@ from rclpy.serialization import deserialize_message
 from .live_client import LiveClient
 from .node_process import NodeProcess, launch_ros_args
 from .options import EvaluateOptions
-from .output_bag import DETECTIONS, cdr_stamp
+from .output_bag import cdr_stamp
 from .read import BagInfo, FrameReader
+from .vision_types import DETECTIONS
 
 NODE_LOG = "node.log"
 

@@ -15,10 +15,11 @@ from hiseg_ros.messages import NODE_NAME
 from hiseg_ros.outputs import OUTPUTS, colorize, overlay, render, sign_leaf_lut
 
 from .options import EvaluateOptions
-from .output_bag import DETECTIONS, OutputBag, detections_cdr, output_topics, output_typestore
+from .output_bag import OutputBag, detections_cdr, output_topics
 from .read import IMAGE, BagError, FrameReader
 from .result import BagResult, OfflineDetails
 from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
+from .vision_types import DETECTIONS, output_typestore
 from .write import image_cdr
 
 

@@ -20,9 +20,9 @@ from hiseg_ros.messages import NODE_NAME, DetectionTypes, detection_array, join_
 from hiseg_ros.outputs import SignDetection
 
 from .read import IMAGE
-from .vision_types import DETECTIONS, output_typestore
+from .vision_types import DETECTIONS
 
-__all__ = ["DETECTIONS", "OutputBag", "detections_cdr", "output_topics", "output_typestore", "restamp_detections"]
+__all__ = ["OutputBag", "cdr_stamp", "detections_cdr", "output_topics", "restamp_cdr", "restamp_detections"]
 
 
 def output_topics(hierarchy: Hierarchy, with_signs: bool, node_name: str = NODE_NAME) -> dict[str, str]:
