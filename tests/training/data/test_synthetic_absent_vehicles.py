@@ -23,7 +23,6 @@ KIND_LABELS = {
     "car": VISTAS_V12_ID["object--vehicle--car"],
     "truck": VISTAS_V12_ID["object--vehicle--truck"],
     "bus": VISTAS_V12_ID["object--vehicle--bus"],
-    "train": VISTAS_V12_ID["object--vehicle--on-rails"],
 }
 
 

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="P",
-        help="openscapes only (opt-in): leave each of car / truck / bus / train out of an image with "
+        help="openscapes only (opt-in): leave each of car / truck / bus out of an image with "
         "probability P, so the vehicle tags are absent from a share of the images (default 0: as always)",
     )
     args = ap.parse_args(argv)

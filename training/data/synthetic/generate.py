@@ -353,7 +353,7 @@ def generate(
 ) -> GenerationSummary:
     """Write DIR/cityscapes, DIR/vistas, DIR/gtsdb, DIR/openscapes (or `only` some) and summarise them.
 
-    ``absent_vehicles`` (opt-in, the tag set only): each of car / truck / bus / train is left out of an
+    ``absent_vehicles`` (opt-in, the tag set only): each of car / truck / bus is left out of an
     OpenScapes image with this probability (:func:`~.population.left_out_vehicles`).
     """
     preset_obj = PRESETS[preset] if isinstance(preset, str) else preset
