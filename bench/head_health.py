@@ -94,6 +94,7 @@ def measure(weight: float, guard: str, args: argparse.Namespace) -> dict:
         "head_lr": args.head_lr,
         "root_miou": result["classifiers"]["root"],
         "cityscapes_miou": result["datasets"]["cityscapes"],
+        "cityscapes_traffic_sign_iou": result["cityscapes_classes"]["traffic sign"],
         "sign_miou_given_location": result["signs_given_location"]["miou"],
         "sign_pixel_acc_given_location": result["signs_given_location"]["pixel_accuracy"],
         "sign_loss_late": late_loss(out / "train_log.csv"),
@@ -104,14 +105,16 @@ def measure(weight: float, guard: str, args: argparse.Namespace) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| sign weight | guard | head lr | root mIoU | Cityscapes mIoU | signs given location: mIoU / px acc "
+        "| sign weight | guard | head lr | root mIoU | Cityscapes mIoU | Cityscapes traffic-sign IoU "
+        "| signs given location: mIoU / px acc "
         "| sign loss (last 10 %) | trunk BN max running var |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['weight']:g} | {r['guard']} | {r.get('head_lr', 1.0):g}x | "
             f"{pct(r['root_miou'], 1)} | {pct(r['cityscapes_miou'], 1)} | "
+            f"{pct(r.get('cityscapes_traffic_sign_iou'), 1)} | "
             f"{pct(r['sign_miou_given_location'], 1)} / {pct(r['sign_pixel_acc_given_location'], 1)} | "
             f"{r['sign_loss_late']:.2f} | {r['trunk_bn_max_running_var']:.1f} |"
         )

@@ -222,6 +222,9 @@ def evaluate_variant(checkpoint: Path, data_root: Path, limit: int | None) -> di
     result = {
         "classifiers": {k: v["miou"] for k, v in report["classifiers"].items()},
         "datasets": {k: v["miou"] for k, v in report["datasets"].items()},
+        # per-class IoU in Cityscapes' 19 classes: "traffic sign" is where the root (hierarchical) or
+        # the single classifier (flat) put a sign, comparable between the two
+        "cityscapes_classes": {c["name"]: c["iou"] for c in report["datasets"]["cityscapes"]["classes"]},
         "signs": {"miou": None, "pixel_accuracy": None},
         "signs_given_location": {"miou": None, "pixel_accuracy": None},
     }

@@ -44,9 +44,10 @@ def test_late_loss_and_table(tmp_path: Path) -> None:
         "head_lr": 1.0,
         "root_miou": 0.2,
         "cityscapes_miou": 0.25,
+        "cityscapes_traffic_sign_iou": 0.05,
         "sign_miou_given_location": None,
         "sign_pixel_acc_given_location": 0.5,
         "sign_loss_late": 3.2,
         "trunk_bn_max_running_var": 12.0,
     }
-    assert table([row]).splitlines()[-1] == "| 1 | trunk | 1x | 20.0 | 25.0 | - / 50.0 | 3.20 | 12.0 |"
+    assert table([row]).splitlines()[-1] == "| 1 | trunk | 1x | 20.0 | 25.0 | 5.0 | - / 50.0 | 3.20 | 12.0 |"
