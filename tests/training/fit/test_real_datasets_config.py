@@ -165,3 +165,16 @@ def test_one_iteration_trains_on_the_downloads(downloads: Path, tmp_path: Path) 
     assert result.iteration == 1 and (tmp_path / "run" / "last.pt").is_file()
     (losses,) = result.losses
     assert math.isfinite(losses["loss"]) and losses["loss/root"] > 0
+
+
+def test_the_readme_section_describes_this_config() -> None:
+    """The README's folder tree, iteration count and command are the config's."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Training on the real datasets", 1)[1].split("\n## ", 1)[0]
+    config, _ = load_config(REAL, check_data=False)
+    assert Path(config.data_root) == REPO / "data" / "real" and "data/real/\n" in section
+    for ds in config.datasets:
+        folder = "/".join([ds.root, *([ds.options["split"]] if ds.name == "openscapes" else [])])
+        assert f"── {folder}/ " in section, folder
+    assert f"{config.schedule.iterations:,} iterations" in section
+    assert f"--config {REAL.relative_to(REPO)}" in section
