@@ -4,7 +4,8 @@ For each weight of ``traffic_sign_front`` (``--weights``, default 0.1 0.3 1.0) a
 (``--guards``: ``trunk`` = the default trunk weights of :mod:`training.fit.trunk_gradient`, at most
 0.1 of a sub-classifier's loss reaches the trunk; ``none`` = the trunk sees the full weight, as
 before the safeguard), train the default config (config/training/default.yaml: its datasets, crop
-sampling and recipe; crop, iterations and weights from the command line) and measure on held-out
+sampling and recipe; crop, iterations and weights from the command line; ``trunk=W``: the sign
+head reaches the trunk with weight ``W``) and measure on held-out
 scenes: the root's mIoU on Cityscapes ``val`` + Vistas ``validation``, Cityscapes mIoU, the sign
 classes given the location on the GTSDB test images, the mean ``traffic_sign_front`` loss over the
 last tenth of training, and the largest BatchNorm running variance of the trunk (backbone + shared
@@ -52,6 +53,8 @@ def run_config(weight: float, guard: str, args: argparse.Namespace, out: Path) -
     }
     if guard == "none":  # the trunk sees every classifier's full loss weight
         raw["loss"]["trunk_weights"] = dict(raw["loss"]["weights"])
+    elif guard.startswith("trunk="):  # the sign head reaches the trunk with this weight
+        raw["loss"]["trunk_weights"] = {SIGN_HEAD: float(guard.split("=", 1)[1])}
     if args.head_lr != 1.0:
         raw["optimizer"] = {"head_lr": dict.fromkeys(raw["loss"]["weights"], args.head_lr)}
     return raw
@@ -121,12 +124,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _guard(text: str) -> str:
+    if text in ("trunk", "none"):
+        return text
+    if text.startswith("trunk="):
+        try:
+            if float(text.split("=", 1)[1]) >= 0:
+                return text
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected trunk, none or trunk=W (W >= 0), got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.head_health", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO / "data" / "synthetic")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "head_health")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.3, 1.0])
-    ap.add_argument("--guards", nargs="+", choices=("trunk", "none"), default=["trunk", "none"])
+    ap.add_argument(
+        "--guards",
+        nargs="+",
+        type=_guard,
+        default=["trunk", "none"],
+        help="trunk (the default trunk weights), none (the trunk sees the full weight) or trunk=W",
+    )
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--crop", type=int, nargs=2, default=(192, 384), metavar=("H", "W"))
     ap.add_argument("--limit", type=int, default=20, help="held-out images per evaluation source")
