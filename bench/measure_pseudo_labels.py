@@ -5,7 +5,12 @@ docs/RESULTS_WEAK_LABELS.md.
 
 Variants (one pass per image; the attention and saliency maps are shared between variants):
 uniform tiling (IV 2019 baseline: 1/n of every tag class on every pixel, scored as fractional
-counts), CAM only, CAM + saliency (Algorithm 1), + erasing, + CRF, each with every saliency source.
+counts), CAM only, CAM + saliency (Algorithm 1), + erasing, + CRF, each with every saliency source
+(the learned one only with ``--foreground``), and the region step (superpixels,
+``training/labels/pseudo_labels/regions.py``): ``regions[maps]`` = maps averaged per superpixel before
+Algorithm 1 (with and without the CRF after it), ``regions[vote]`` = each superpixel's majority label
+after the CRF, ``components`` = one class (highest mean attention) per connected foreground region,
+after Algorithm 1 + erasing and after the CRF.
 Classes = the nodes the dataset's tags map to + background; truth per pixel = the most specific
 of the image's tag nodes that is the pixel's true class or an ancestor of it (Vistas v1.2 ids from
 ``ground_truth/{id}_vistas.png``; front signs refined by the GTSDB class in ``{id}_signs.png``), else
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -39,6 +45,13 @@ from training.labels.pseudo_labels.classifier import load_classifier, tag_node_s
 from training.labels.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E402
 from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency  # noqa: E402
 from training.labels.pseudo_labels.generator import work_size  # noqa: E402
+from training.labels.pseudo_labels.regions import (  # noqa: E402
+    RegionConfig,
+    component_classes,
+    region_mean,
+    region_vote,
+    superpixels,
+)
 from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
 from training.labels.tags import tag_nodes  # noqa: E402
 
@@ -81,7 +94,11 @@ def main() -> int:
     ap.add_argument("--split", default="validation")
     ap.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
     ap.add_argument("--classifier", required=True)
-    ap.add_argument("--foreground", required=True, help="learned saliency checkpoint")
+    ap.add_argument("--foreground", default=None, help="learned saliency checkpoint (without: OpenCV sources only)")
+    ap.add_argument("--region-size", type=int, default=RegionConfig().region_size, help="superpixel side, work px")
+    ap.add_argument(
+        "--results", default=None, help="also record the ablation in this headline JSON (docs/results/weak_labels.json)"
+    )
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--work-max-side", type=int, default=320)
     ap.add_argument("--workers", type=int, default=2)
@@ -98,12 +115,13 @@ def main() -> int:
     classes = [*tag_node_space(hierarchy, "openscapes"), "background"]
     bg = len(classes) - 1
     classifier = load_classifier(args.classifier)
-    sources = {
-        "learned": LearnedSaliency(load_foreground(args.foreground)),
+    sources = {"learned": LearnedSaliency(load_foreground(args.foreground))} if args.foreground else {}
+    sources |= {
         "spectral_residual": OpenCVSaliency("spectral_residual"),
         "fine_grained": OpenCVSaliency("fine_grained"),
     }
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
+    region_cfg = RegionConfig(region_size=args.region_size)
     matrices: dict[str, ConfusionMatrix] = defaultdict(lambda: ConfusionMatrix(len(classes), ignore_index=-100))
     seconds: dict[str, float] = defaultdict(float)
     uniform = np.zeros((len(classes), len(classes) + 1), np.int64)
@@ -132,6 +150,10 @@ def main() -> int:
         cams = classifier.attention(small, present, size)
         seconds["gradcam"] += time.perf_counter() - t
         score("cam_only", cam_only_labels(cams, algo.gamma1))
+        t = time.perf_counter()
+        regions = superpixels(small, region_cfg)
+        cams_r = region_mean(cams, regions)
+        seconds["superpixels"] += time.perf_counter() - t
         for name, source in sources.items():
             t = time.perf_counter()
             sal_once = source(small)
@@ -140,13 +162,27 @@ def main() -> int:
             t = time.perf_counter()
             sal, _ = iterative_saliency(small, source, erasing)
             seconds[f"saliency+erasing_{name}"] += time.perf_counter() - t
-            score(f"cam+sal+erase[{name}]", algorithm1(cams, sal, algo))
+            erased_labels = algorithm1(cams, sal, algo)
+            score(f"cam+sal+erase[{name}]", erased_labels)
+            score(f"cam+sal+erase+components[{name}]", component_classes(erased_labels, cams))
             t = time.perf_counter()
-            score(f"cam+sal+erase+crf[{name}]", crf_refine(small, cams, sal, algo, crf_cfg))
+            crf_labels = crf_refine(small, cams, sal, algo, crf_cfg)
             seconds[f"crf_{name}"] += time.perf_counter() - t
+            score(f"cam+sal+erase+crf[{name}]", crf_labels)
+            score(f"cam+sal+erase+crf+regions[vote][{name}]", region_vote(crf_labels, regions))
+            score(f"cam+sal+erase+crf+components[{name}]", component_classes(crf_labels, cams))
+            sal_r = region_mean(sal, regions)
+            score(f"cam+sal+erase+regions[maps][{name}]", algorithm1(cams_r, sal_r, algo))
+            score(f"cam+sal+erase+regions[maps]+crf[{name}]", crf_refine(small, cams_r, sal_r, algo, crf_cfg))
         print(f"\r{n_images}/{len(indices)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    results: dict = {"images": n_images, "classes": classes, "work_max_side": args.work_max_side, "variants": {}}
+    results: dict = {
+        "images": n_images,
+        "classes": classes,
+        "work_max_side": args.work_max_side,
+        "region_size": args.region_size,
+        "variants": {},
+    }
     all_m = {"uniform_tiling": ConfusionMatrix(len(classes), ignore_index=-100, matrix=uniform), **matrices}
     for name, m in all_m.items():
         s = m.scores()
@@ -160,7 +196,7 @@ def main() -> int:
     results["ms_per_image"] = {k: round(1000 * v / max(n_images, 1), 1) for k, v in seconds.items()}
     print("ms per image:", results["ms_per_image"])
     if not args.skip_throughput:
-        for source in ("learned", "spectral_residual"):
+        for source in [s for s in ("learned", "spectral_residual") if s in sources]:
             with tempfile.TemporaryDirectory() as tmp:
                 settings = {
                     "classifier": str(Path(args.classifier).resolve()),
@@ -184,7 +220,40 @@ def main() -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    if args.results:
+        from training.jobs.weak_only import update_results
+
+        command = "python bench/measure_pseudo_labels.py " + shlex.join(sys.argv[1:])
+        update_results(Path(args.results), command, ablation_entry(results["variants"], next(iter(sources))))
     return 0
+
+
+ABLATION_STEPS = {  # weak_labels.json step name -> variant name (of one saliency source)
+    "uniform_tiling": "uniform_tiling",
+    "cam_only": "cam_only",
+    "cam+saliency": "cam+sal[{}]",
+    "+erasing": "cam+sal+erase[{}]",
+    "+crf": "cam+sal+erase+crf[{}]",
+    "+crf+components": "cam+sal+erase+crf+components[{}]",
+    "components instead of crf": "cam+sal+erase+components[{}]",
+    "+regions_vote (after crf)": "cam+sal+erase+crf+regions[vote][{}]",
+    "regions_maps instead of crf": "cam+sal+erase+regions[maps][{}]",
+    "regions_maps + crf": "cam+sal+erase+regions[maps]+crf[{}]",
+}
+
+
+def ablation_entry(variants: dict, source: str) -> dict:
+    """``weak_labels.json`` keys of one measurement: the ablation of ``source`` (the learned saliency
+    when measured) and, as ``pseudo_label_miou``, its best pipeline that uses saliency."""
+    ablation = {step: variants[name.format(source)]["miou"] for step, name in ABLATION_STEPS.items()}
+    with_saliency = {k: v for k, v in ablation.items() if k not in ("uniform_tiling", "cam_only")}
+    best = max(with_saliency, key=with_saliency.__getitem__)
+    return {
+        "pseudo_label_miou": with_saliency[best],
+        "pseudo_label_pipeline": f"{best} ({source} saliency)",
+        "ablation": ablation,
+        "ablation_saliency": source,
+    }
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Pipeline per image: a multi-label tag classifier (:mod:`.classifier`) gives Grad
 per present tag (:mod:`.gradcam`); a class-agnostic saliency map (:mod:`.saliency`: a learned
 foreground segmenter trained on the per-pixel datasets, or OpenCV's training-free detectors) is
 made more complete by iterative erasing (:mod:`.erasing`); Algorithm 1 of Xu et al. combines both
-(:mod:`.algorithm1`) and a dense CRF refines the result (:mod:`.crf`). :mod:`.generator` plugs the
+(:mod:`.algorithm1`) and a dense CRF refines the result (:mod:`.crf`); optionally classes are then
+decided per region instead of per pixel (:mod:`.regions`: superpixels or connected salient
+regions). :mod:`.generator` plugs the
 result into the training seam (:class:`training.labels.node_distribution.PseudoLabelGenerator`) and
 ``python -m training.labels.pseudo_labels`` precomputes label files for a whole dataset.
 """

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from training.labels.pseudo_labels.batch import SETTINGS_FILE, SKIPPED_FILE, generate_labels, split_ids
+from training.labels.pseudo_labels.stages import OPT_IN_STAGES, REGION_MODES, STAGES
 
 __all__ = ["SETTINGS_FILE", "SKIPPED_FILE", "build_parser", "generate_labels", "main", "settings_from_args"]
 
@@ -123,10 +124,12 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings["saliency"] = sal
     if args.stages is not None:
         chosen = {s.strip() for s in args.stages.split(",") if s.strip()}
-        bad = chosen - {"saliency", "erasing", "crf"}
+        bad = chosen - set(STAGES)
         if bad:
-            raise ValueError(f"--stages: unknown stages {sorted(bad)} (choose from saliency, erasing, crf)")
-        settings["stages"] = {s: s in chosen for s in ("saliency", "erasing", "crf")}
+            raise ValueError(f"--stages: unknown stages {sorted(bad)} (choose from {', '.join(STAGES)})")
+        settings["stages"] = {s: s in chosen for s in STAGES if s not in OPT_IN_STAGES or s in chosen}
+    if args.regions:
+        settings["regions"] = {**(settings.get("regions") or {}), "mode": args.regions}
     if args.output:
         settings["output"] = args.output
     for key in ("classifier", "classifier_hierarchy"):
@@ -198,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--saliency", default=None, help="learned | spectral_residual | fine_grained")
     p.add_argument("--saliency-checkpoint", default=None, help="foreground segmenter checkpoint (learned)")
-    p.add_argument("--stages", default=None, help="comma-separated subset of saliency,erasing,crf ('' = CAM only)")
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
+    p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
     p.add_argument("--output", choices=("hard", "soft"), default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="only the first N selected images (trying settings)")

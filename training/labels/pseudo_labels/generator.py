@@ -43,7 +43,15 @@ from training.labels.pseudo_labels.classifier import (
 )
 from training.labels.pseudo_labels.crf import CRFConfig, crf_refine
 from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_saliency
+from training.labels.pseudo_labels.regions import (
+    RegionConfig,
+    component_classes,
+    region_mean,
+    region_vote,
+    superpixels,
+)
 from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
+from training.labels.pseudo_labels.stages import STAGES
 from training.labels.tags import tag_nodes
 
 Output = Literal["hard", "soft"]
@@ -55,10 +63,10 @@ _TOP_KEYS = {
     "algorithm1",
     "erasing",
     "crf",
+    "regions",
     "output",
     "work_max_side",
 }
-_STAGES = ("saliency", "erasing", "crf")
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,12 @@ class GeneratorConfig:
     """Everything that determines a pseudo label; recorded next to precomputed labels.
 
     ``stages``: ``saliency`` off = the "CAM only" ablation (background where ``max A < gamma1``);
-    ``erasing`` / ``crf`` need ``saliency``. ``work_max_side``: the pipeline runs with the image's
-    longer side scaled to this (labels are upsampled, nearest, to the full image).
+    ``erasing`` / ``crf`` need ``saliency``. ``regions`` (off by default): classes per region
+    (:mod:`~training.labels.pseudo_labels.regions`; ``regions_config.mode`` ``maps``, the default:
+    maps averaged per superpixel before Algorithm 1 / the CRF; ``vote``: each superpixel's majority
+    label after them; ``components``: one class per connected foreground region after them).
+    ``work_max_side``: the pipeline runs with the image's longer side scaled to this (labels are
+    upsampled, nearest, to the full image).
     ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
     record no tag map, when labels are made for another hierarchy (outputs matched through the tags).
     """
@@ -79,9 +91,11 @@ class GeneratorConfig:
     saliency: bool = True
     erasing: bool = True
     crf: bool = True
+    regions: bool = False
     algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
     erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
     crf_config: CRFConfig = field(default_factory=CRFConfig)
+    regions_config: RegionConfig = field(default_factory=RegionConfig)
     output: Output = "hard"
     work_max_side: int = 320
 
@@ -102,7 +116,7 @@ class GeneratorConfig:
         sal = dict(data.get("saliency") or {})
         reject_unknown_keys("saliency", sal, ("source", "checkpoint"))
         stages = dict(data.get("stages") or {})
-        reject_unknown_keys("stages", stages, _STAGES)
+        reject_unknown_keys("stages", stages, STAGES)
         for key, value in stages.items():
             if not isinstance(value, bool):
                 raise ValueError(f"stages.{key}: expected true or false, got {value!r}")
@@ -120,9 +134,11 @@ class GeneratorConfig:
             saliency=stages.get("saliency", True),
             erasing=stages.get("erasing", True),
             crf=stages.get("crf", True),
+            regions=stages.get("regions", False),
             algorithm1=Algorithm1Config.from_dict(data.get("algorithm1") or {}),
             erasing_config=ErasingConfig.from_dict(data.get("erasing") or {}),
             crf_config=CRFConfig.from_dict(data.get("crf") or {}),
+            regions_config=RegionConfig.from_dict(data.get("regions") or {}),
             output=data.get("output", "hard"),
             work_max_side=data.get("work_max_side", 320),
         )
@@ -130,18 +146,21 @@ class GeneratorConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested settings (round-trips through :meth:`from_dict`).
 
-        ``classifier_hierarchy`` appears only when set, so folders written before it existed still
-        compare equal on a resumed run.
+        ``classifier_hierarchy`` and the ``regions`` stage (with its settings) appear only when set,
+        so folders written before they existed still compare equal on a resumed run.
         """
         extra = {} if self.classifier_hierarchy is None else {"classifier_hierarchy": self.classifier_hierarchy}
+        stages = {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf}
+        regions = {"regions": self.regions_config.to_dict()} if self.regions else {}
         return {
             "classifier": self.classifier,
             **extra,
             "saliency": {"source": self.saliency_source, "checkpoint": self.saliency_checkpoint},
-            "stages": {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf},
+            "stages": stages | ({"regions": True} if self.regions else {}),
             "algorithm1": {"gamma1": self.algorithm1.gamma1, "gamma2": self.algorithm1.gamma2},
             "erasing": {"thresholds": list(self.erasing_config.thresholds)},
             "crf": dict(vars(self.crf_config)),
+            **regions,
             "output": self.output,
             "work_max_side": self.work_max_side,
         }
@@ -203,23 +222,47 @@ class WeakLabelGenerator:
             return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
         cams = self.classifier.attention(small, nodes, size)
         t = self._tick("gradcam", t)
+        mode = self.config.regions_config.mode if self.config.regions else None
+        regions = None
+        if mode in ("maps", "vote"):
+            regions = superpixels(small, self.config.regions_config)
+            t = self._tick("regions", t)
+        by_region = mode == "maps"
         if not self.config.saliency:
-            labels = cam_only_labels(cams, self.config.algorithm1.gamma1)
-            self._tick("algorithm1", t)
-            return nodes, cams, None, labels
+            region_cams = region_mean(cams, regions) if by_region else cams
+            labels = cam_only_labels(region_cams, self.config.algorithm1.gamma1)
+            t = self._tick("algorithm1", t)
+            return nodes, cams, None, self._per_region(labels, cams, regions, t)
         assert self.saliency is not None
         if self.config.erasing:
             sal, _ = iterative_saliency(small, self.saliency, self.config.erasing_config)
         else:
             sal = np.asarray(self.saliency(small), np.float32)
         t = self._tick("saliency", t)
+        region_cams, region_sal = cams, sal
+        if by_region:
+            region_cams, region_sal = region_mean(cams, regions), region_mean(sal, regions)
+            t = self._tick("regions", t)
         if self.config.crf:
-            labels = crf_refine(small, cams, sal, self.config.algorithm1, self.config.crf_config)
-            self._tick("crf", t)
+            labels = crf_refine(small, region_cams, region_sal, self.config.algorithm1, self.config.crf_config)
+            t = self._tick("crf", t)
         else:
-            labels = algorithm1(cams, sal, self.config.algorithm1)
-            self._tick("algorithm1", t)
-        return nodes, cams, sal, labels
+            labels = algorithm1(region_cams, region_sal, self.config.algorithm1)
+            t = self._tick("algorithm1", t)
+        return nodes, cams, sal, self._per_region(labels, cams, regions, t)
+
+    def _per_region(self, labels: np.ndarray, cams: np.ndarray, regions: np.ndarray | None, t: float) -> np.ndarray:
+        """The ``regions`` stage after the labels: ``vote`` / ``components``; other modes: unchanged."""
+        mode = self.config.regions_config.mode if self.config.regions else None
+        if mode == "vote":
+            assert regions is not None
+            labels = region_vote(labels, regions)
+        elif mode == "components":
+            labels = component_classes(labels, cams)
+        else:
+            return labels
+        self._tick("regions", t)
+        return labels
 
     def node_map(self, sample: Sample) -> tuple[tuple[str, ...], np.ndarray]:
         """(nodes, full-resolution int32 map of node indices, -1 = background/void)."""

@@ -1,0 +1,9 @@
+"""Names of the pseudo-label pipeline's switchable steps, shared by :class:`GeneratorConfig` and the command line.
+
+A module of its own so that ``python -m training.labels.pseudo_labels`` can name them without
+importing the generator (and torch) before it needs to.
+"""
+
+STAGES = ("saliency", "erasing", "crf", "regions")  # GeneratorConfig's ``stages`` keys
+OPT_IN_STAGES = ("regions",)  # off unless named; written to settings only when on (old folders resume)
+REGION_MODES = ("maps", "vote", "components")  # regions.mode (training.labels.pseudo_labels.regions)
