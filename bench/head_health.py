@@ -2,7 +2,7 @@
 
 For each weight of ``traffic_sign_front`` (``--weights``, default 0.1 0.3 1.0) and each guard
 (``--guards``: ``trunk`` = the default trunk weights of :mod:`training.fit.trunk_gradient`, at most
-0.1 of a sub-classifier's loss reaches the trunk; ``none`` = the trunk sees the full weight, as
+``SUB_TRUNK_WEIGHT`` of a sub-classifier's loss reaches the trunk; ``none`` = the trunk sees the full weight, as
 before the safeguard), train the default config (config/training/default.yaml: its datasets, crop
 sampling and recipe; crop, iterations and weights from the command line; ``trunk=W``: the sign
 head reaches the trunk with weight ``W``) and measure on held-out

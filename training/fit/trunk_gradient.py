@@ -7,9 +7,13 @@ trunk (BatchNorm running variances in the hundreds, the root collapsing to two c
 are decoupled here: ``loss.weights`` is what the head sees, ``loss.trunk_weights`` what the trunk
 sees. Where a head meets the trunk its input passes through :func:`scale_gradient` with factor
 ``trunk_weight / weight``: the forward value is unchanged (bit for bit), only the gradient flowing
-back into the trunk is scaled. By default a sub-classifier's trunk weight is
-``min(weight, 0.1)`` (the paper's weight), so raising a head's weight never weakens the trunk's
-protection; the root's trunk weight is its weight (factor 1).
+back into the trunk is scaled. By default a sub-classifier's trunk weight is ``min(weight, 0.3)``,
+so raising a head's weight above 0.3 makes its head learn faster without pushing the trunk harder;
+the root's trunk weight is its weight (factor 1). Why 0.3 (``bench/head_health.py``, docs/RESULTS.md
+"Head health"): with the sign head at weight 1.0, a trunk weight of 0.3 kept the sign classes'
+given-location scores of the unguarded network and the root's mIoU of a network whose trunk saw
+only 0.1; a trunk weight of 0.1 halved what the sign head learnt (the head alone cannot make the
+shared features tell 43 sign classes apart).
 
 The scaling is installed as forward pre-hooks on the training model's heads
 (:func:`attach_trunk_gradient`): the network, its state dict, checkpoints and exported graphs are
@@ -26,7 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from hiseg_ros.hierarchy import ROOT, Hierarchy
 
-SUB_TRUNK_WEIGHT = 0.1  # the IV 2018 sub-classifier weight: the most a sub-classifier pushes the trunk by default
+SUB_TRUNK_WEIGHT = 0.3  # the most a sub-classifier's loss reaches the trunk by default (module docstring)
 
 
 def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -38,7 +42,7 @@ def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def default_trunk_weights(hierarchy: Hierarchy, weights: Mapping[str, float]) -> dict[str, float]:
-    """Root: its loss weight; every sub-classifier: ``min(weight, 0.1)``."""
+    """Root: its loss weight; every sub-classifier: ``min(weight, SUB_TRUNK_WEIGHT)``."""
     return {
         c.name: float(weights[c.name]) if c.node == ROOT else min(float(weights[c.name]), SUB_TRUNK_WEIGHT)
         for c in hierarchy.classifiers

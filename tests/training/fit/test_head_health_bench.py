@@ -29,7 +29,7 @@ def test_sweep_configs_are_variants_of_the_default(tmp_path: Path) -> None:
         weights = {**default_weights(hierarchy), **config.loss.weights}
         factors[guard] = trunk_gradient_factors(hierarchy, weights, config.loss.trunk_weights)
         assert config.loss.weights["traffic_sign_front"] == 1.0
-    assert factors["trunk"]["traffic_sign_front"] == 0.1 and factors["none"]["traffic_sign_front"] == 1.0
+    assert factors["trunk"]["traffic_sign_front"] == 0.3 and factors["none"]["traffic_sign_front"] == 1.0
     raw = run_config(1.0, "trunk=0.3", _args(tmp_path), tmp_path / "t03")
     assert raw["loss"]["trunk_weights"] == {"traffic_sign_front": 0.3}
     assert config.optimizer.head_lr["traffic_sign_front"] == 10.0

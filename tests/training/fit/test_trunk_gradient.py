@@ -40,13 +40,14 @@ def test_scale_gradient_keeps_the_value_and_scales_the_gradient() -> None:
     assert torch.equal(frozen.grad, torch.zeros(2))
 
 
-def test_default_trunk_weights_cap_sub_classifiers_at_the_paper_weight() -> None:
-    weights = {**default_weights(IV2018), "traffic_sign_front": 1.0, "root": 2.0}
+def test_default_trunk_weights_cap_sub_classifiers() -> None:
+    weights = {**default_weights(IV2018), "traffic_sign_front": 1.0, "rider": 0.5, "root": 2.0}
     trunk = default_trunk_weights(IV2018, weights)
-    assert trunk["root"] == 2.0 and trunk["traffic_sign_front"] == 0.1 and trunk["drivable"] == 0.1
+    assert trunk["root"] == 2.0 and trunk["traffic_sign_front"] == 0.3 and trunk["rider"] == 0.3
+    assert trunk["drivable"] == 0.1  # under the cap: what the head sees
     factors = trunk_gradient_factors(IV2018, weights)
-    assert factors["traffic_sign_front"] == pytest.approx(0.1) and factors["root"] == 1.0
-    assert factors["drivable"] == 1.0  # weight 0.1: the trunk already sees 0.1
+    assert factors["traffic_sign_front"] == pytest.approx(0.3) and factors["rider"] == pytest.approx(0.6)
+    assert factors["root"] == 1.0 and factors["drivable"] == 1.0
     explicit = trunk_gradient_factors(IV2018, weights, {"traffic_sign_front": 0.5})
     assert explicit["traffic_sign_front"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown classifier 'signs'"):
