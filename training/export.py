@@ -7,7 +7,10 @@ The model (opset 18) takes ``image``: ``B x H x W x 3`` uint8 RGB with dynamic B
 ``rgb8`` buffer goes in untouched; normalisation is in the graph). Its outputs are one uint8
 ``B x H x W`` decision map per classifier, named after the classifier, in the hierarchy's order
 (root first), then ``leaf``: the flattened leaf ids (uint8, or uint16 when the hierarchy's
-``mask_dtype`` is uint16) computed in the graph with the hierarchy's decision rule. Decisions are
+``mask_dtype`` is uint16) computed in the graph with the hierarchy's decision rule, then
+``confidence``: float32 ``B x H x W``, the chosen leaf's probability (the product of the softmax
+probabilities of the decisions along the pixel's path; ``--no-confidence`` leaves it out and
+writes the graph models had before it existed, which the node also loads). Decisions are
 argmax at feature resolution + nearest upsampling (see ``hiseg_ros.engines.torch_graph``, which
 is also what the node's PyTorch backend runs). The hierarchy JSON and the network description go
 into ``metadata_props`` (keys in ``hiseg_ros.engines.metadata``), so the file alone is enough.
@@ -39,7 +42,7 @@ import torch
 from hiseg_ros.atomic import atomic_output
 from hiseg_ros.engines.checkpoint import CheckpointFormatError, ModelConfig, load_checkpoint
 from hiseg_ros.engines.metadata import INPUT_NAME, LEAF_OUTPUT, ModelMetadata
-from hiseg_ros.engines.torch_graph import DecisionGraph
+from hiseg_ros.engines.torch_graph import CONFIDENCE_OUTPUT, DecisionGraph
 from hiseg_ros.hierarchy import Hierarchy, HierarchyError, load_hierarchy
 from hiseg_ros.model import BACKBONES, DECODERS, HierarchicalSegNet
 from training import REPO
@@ -94,12 +97,15 @@ def export_model(
     provenance_json: str,
     opset: int = OPSET,
     verify: bool = True,
+    confidence: bool = True,
 ) -> Path:
-    """Export ``net`` (+ in-graph decision rule of ``hierarchy``) to ``out`` atomically."""
+    """Export ``net`` (+ in-graph decision rule of ``hierarchy``, + the confidence output unless
+    ``confidence`` is False) to ``out`` atomically."""
     import onnx
 
     out = Path(out)
-    graph = DecisionGraph(net.eval(), hierarchy).eval()
+    graph = DecisionGraph(net.eval(), hierarchy, confidence=confidence).eval()
+    output_names = [*hierarchy.classifier_names, LEAF_OUTPUT, *([CONFIDENCE_OUTPUT] if confidence else [])]
     example = torch.randint(0, 256, EXAMPLE_SHAPE, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     dims = {
         0: torch.export.Dim("batch", min=1, max=MAX_BATCH),
@@ -114,7 +120,7 @@ def export_model(
             dynamo=True,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[*hierarchy.classifier_names, LEAF_OUTPUT],
+            output_names=output_names,
             dynamic_shapes={INPUT_NAME: dims},
         )
     model = program.model_proto
@@ -127,6 +133,7 @@ def export_model(
         output_stride=config.output_stride,
         provenance=provenance_json,
         model_config=config.to_dict(),
+        confidence_output=CONFIDENCE_OUTPUT if confidence else "",
     )
     props = {p.key: p.value for p in model.metadata_props} | meta.to_props()
     del model.metadata_props[:]
@@ -145,7 +152,7 @@ def export_model(
 
 def verify_against_torch(model_path: Path, graph: DecisionGraph, hierarchy: Hierarchy) -> None:
     """Run the written file in ONNX Runtime on one odd-sized image: same outputs as PyTorch, leaf
-    map equal to ``hierarchy.flatten`` of the decisions."""
+    map equal to ``hierarchy.flatten`` of the decisions, confidence within float tolerance."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
@@ -153,6 +160,10 @@ def verify_against_torch(model_path: Path, graph: DecisionGraph, hierarchy: Hier
     got = session.run(None, {INPUT_NAME: image})
     with torch.inference_mode():
         expected = [t.numpy() for t in graph(torch.from_numpy(image))]
+    if graph.confidence:
+        conf, conf_torch = got.pop(), expected.pop()
+        if conf.dtype != np.float32 or conf.shape != conf_torch.shape or not np.allclose(conf, conf_torch, atol=1e-4):
+            raise ExportError(f"{model_path}: the confidence output differs from PyTorch's")
     decisions = dict(zip(hierarchy.classifier_names, got, strict=False))
     if not np.array_equal(got[-1], hierarchy.flatten(decisions)) or got[-1].dtype != hierarchy.mask_dtype:
         raise ExportError(f"{model_path}: the leaf output differs from the hierarchy's decision rule")
@@ -163,7 +174,11 @@ def verify_against_torch(model_path: Path, graph: DecisionGraph, hierarchy: Hier
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, hierarchy: Hierarchy | None = None, verify: bool = True
+    checkpoint: str | Path,
+    out: str | Path,
+    hierarchy: Hierarchy | None = None,
+    verify: bool = True,
+    confidence: bool = True,
 ) -> Path:
     """Checkpoint file -> ONNX model; ``hierarchy`` (``--hierarchy``): the one it must have been trained for."""
     loaded = load_checkpoint(checkpoint, expected_hierarchy=hierarchy)
@@ -173,17 +188,24 @@ def export_checkpoint(
         "checkpoint_sha256": loaded.sha256,
         "training": loaded.training_info,
     }
-    return export_model(loaded.net, loaded.hierarchy, out, loaded.config, provenance(source), verify=verify)
+    return export_model(
+        loaded.net, loaded.hierarchy, out, loaded.config, provenance(source), verify=verify, confidence=confidence
+    )
 
 
 def export_random_init(
-    hierarchy: Hierarchy, out: str | Path, config: ModelConfig, seed: int = 0, verify: bool = True
+    hierarchy: Hierarchy,
+    out: str | Path,
+    config: ModelConfig,
+    seed: int = 0,
+    verify: bool = True,
+    confidence: bool = True,
 ) -> Path:
     """An untrained (random-init) model: lets the node work start before training has results."""
     torch.manual_seed(seed)
     net = config.build(hierarchy).eval()
     source = {"source": "random-init", "seed": seed, "hierarchy_source": hierarchy.source}
-    return export_model(net, hierarchy, out, config, provenance(source), verify=verify)
+    return export_model(net, hierarchy, out, config, provenance(source), verify=verify, confidence=confidence)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -204,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="(--random-init)")
     parser.add_argument("--seed", type=int, default=0, help="(--random-init) weight initialisation seed")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    parser.add_argument(
+        "--no-confidence", action="store_true", help="leave out the confidence output (the graph of older exports)"
+    )
     return parser
 
 
@@ -224,9 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.adaptation_dilation,
                 args.decoder,
             )
-            out = export_random_init(hierarchy, args.out, config, args.seed, verify=not args.no_verify)
+            out = export_random_init(
+                hierarchy, args.out, config, args.seed, verify=not args.no_verify, confidence=not args.no_confidence
+            )
         else:
-            out = export_checkpoint(args.checkpoint, args.out, hierarchy, verify=not args.no_verify)
+            out = export_checkpoint(
+                args.checkpoint, args.out, hierarchy, verify=not args.no_verify, confidence=not args.no_confidence
+            )
     except (CheckpointFormatError, HierarchyError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,12 +18,24 @@ import numpy as np
 
 from ..hierarchy import Hierarchy
 
-__all__ = ["PAD_VALUE_RGB", "Decisions", "Engine", "InputConstraints", "InputShapeError", "ModelLoadError"]
+__all__ = [
+    "CONFIDENCE",
+    "PAD_VALUE_RGB",
+    "Decisions",
+    "Engine",
+    "InputConstraints",
+    "InputShapeError",
+    "ModelLoadError",
+]
 
 PAD_VALUE_RGB: tuple[int, int, int] = (124, 116, 104)
 """Padding colour: ``round(255 * IMAGENET_MEAN_RGB)``, i.e. ~0 after normalisation, the most neutral
 input. Spelled out rather than imported because ``hiseg_ros.model`` imports torch, which the ONNX
 Runtime and TensorRT paths must not need (a test checks the two stay equal)."""
+
+
+CONFIDENCE = "confidence"
+"""Output key of the chosen leaf's probability in :meth:`Engine._run`'s result (the graph output's name)."""
 
 
 class ModelLoadError(RuntimeError):
@@ -46,11 +58,14 @@ class Decisions:
     ``per_classifier[name]``: uint8 class indices of that classifier at every pixel (computed
     everywhere, also where the pixel's path does not go through it: use
     ``Hierarchy.classifier_masks`` to blank those). ``leaf``: flattened leaf ids with the
-    hierarchy's ``mask_dtype``. Arrays are ``H x W`` for a single image, ``B x H x W`` for a batch.
+    hierarchy's ``mask_dtype``. ``confidence``: float32 probability of the chosen leaf (the product
+    of the classifiers' softmax probabilities along the decision path), only when asked for and the
+    model has it. Arrays are ``H x W`` for a single image, ``B x H x W`` for a batch.
     """
 
     per_classifier: dict[str, np.ndarray]
     leaf: np.ndarray
+    confidence: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -103,10 +118,13 @@ class Engine(abc.ABC):
     everything up front, raising :class:`ModelLoadError`) and implement :meth:`_run`.
     """
 
-    def __init__(self, hierarchy: Hierarchy, name: str, constraints: InputConstraints) -> None:
+    def __init__(
+        self, hierarchy: Hierarchy, name: str, constraints: InputConstraints, has_confidence: bool = False
+    ) -> None:
         self._hierarchy = hierarchy
         self._name = name
         self._constraints = constraints
+        self._has_confidence = has_confidence
 
     @property
     def hierarchy(self) -> Hierarchy:
@@ -125,11 +143,17 @@ class Engine(abc.ABC):
     def classifier_names(self) -> tuple[str, ...]:
         return self._hierarchy.classifier_names
 
-    def infer(self, image: np.ndarray) -> Decisions:
+    @property
+    def has_confidence(self) -> bool:
+        """Whether the model computes the per-pixel confidence (models exported before it did not)."""
+        return self._has_confidence
+
+    def infer(self, image: np.ndarray, confidence: bool = False) -> Decisions:
         """``H x W x 3`` (or ``B x H x W x 3``) uint8 RGB -> :class:`Decisions` at the same size.
 
         A C-contiguous input is used without copying (a batch axis is added as a view); a strided
-        view (e.g. ``bgr8`` reversed channels) is made contiguous once.
+        view (e.g. ``bgr8`` reversed channels) is made contiguous once. ``confidence``: also return
+        the confidence map (ignored when the model has none: ``Decisions.confidence`` is then None).
         """
         batch, single = _as_batch(image)
         b, h, w = batch.shape[:3]
@@ -140,8 +164,9 @@ class Engine(abc.ABC):
             padded[:] = np.asarray(PAD_VALUE_RGB, np.uint8)
             padded[:, :h, :w] = batch
             batch = padded
-        outputs = self._run(batch)
-        expected = (*self.classifier_names, "leaf")
+        confidence = confidence and self._has_confidence
+        outputs = self._run(batch, confidence)
+        expected = (*self.classifier_names, "leaf", *((CONFIDENCE,) if confidence else ()))
         missing = [n for n in expected if n not in outputs]
         if missing:
             raise RuntimeError(f"{self._name}: backend returned no output for {missing}")
@@ -150,11 +175,16 @@ class Engine(abc.ABC):
             a = a[:, :h, :w]
             return a[0] if single else a
 
-        return Decisions({n: crop(outputs[n]) for n in self.classifier_names}, crop(outputs["leaf"]))
+        return Decisions(
+            {n: crop(outputs[n]) for n in self.classifier_names},
+            crop(outputs["leaf"]),
+            crop(outputs[CONFIDENCE]) if confidence else None,
+        )
 
     @abc.abstractmethod
-    def _run(self, batch: np.ndarray) -> Mapping[str, np.ndarray]:
-        """C-contiguous ``B x H x W x 3`` uint8 -> ``{classifier: B x H x W uint8, "leaf": ...}``."""
+    def _run(self, batch: np.ndarray, confidence: bool) -> Mapping[str, np.ndarray]:
+        """C-contiguous ``B x H x W x 3`` uint8 -> ``{classifier: B x H x W uint8, "leaf": ...}``,
+        plus ``"confidence"`` (float32) when ``confidence`` (only asked of a model that has it)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release backend resources (device memory, streams). Default: nothing to release."""

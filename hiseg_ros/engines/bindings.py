@@ -101,8 +101,9 @@ class TensorSpec:
 def io_specs(meta: ModelMetadata, input_shape: Sequence[int], host_casts: Mapping[str, np.dtype]) -> list[TensorSpec]:
     """Input first, then outputs in graph order, for a ``B x H x W x 3`` input.
 
-    Every output is ``B x H x W``: uint8 decisions, and the leaf map in the hierarchy's dtype
-    (held as the dtype in ``host_casts`` on the device when the graph was adapted).
+    Every output is ``B x H x W``: uint8 decisions, the leaf map in the hierarchy's dtype (held as
+    the dtype in ``host_casts`` on the device when the graph was adapted), and the float32
+    confidence when the model has one.
     """
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 4 or shape[3] != 3:
@@ -110,6 +111,8 @@ def io_specs(meta: ModelMetadata, input_shape: Sequence[int], host_casts: Mappin
     specs = [TensorSpec(INPUT_NAME, shape, np.dtype(np.uint8), np.dtype(np.uint8), is_input=True)]
     for name in meta.output_names:
         host = meta.leaf_dtype if name == meta.leaf_output else np.dtype(np.uint8)
+        if name == meta.confidence_output:
+            host = np.dtype(np.float32)
         specs.append(TensorSpec(name, shape[:3], np.dtype(host_casts.get(name, host)), host))
     return specs
 

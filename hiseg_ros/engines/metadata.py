@@ -9,6 +9,8 @@ Keys (all values are strings):
 ``hiseg.classifiers``      JSON list of the classifier outputs, in output order (root first)
 ``hiseg.leaf_output``      name of the flattened leaf output (:data:`LEAF_OUTPUT`)
 ``hiseg.leaf_dtype``       ``uint8`` or ``uint16`` (the hierarchy's ``mask_dtype``)
+``hiseg.confidence_output`` optional: name of the float32 confidence output after ``leaf`` (models
+                           exported before it existed have none; engines feature-detect it)
 ``hiseg.input_layout``     :data:`INPUT_LAYOUT`: ``B x H x W x 3`` uint8 RGB, named ``image``
 ``hiseg.backbone``         e.g. ``mobilenet_v2``
 ``hiseg.output_stride``    e.g. ``16``
@@ -66,11 +68,12 @@ class ModelMetadata:
     leaf_output: str = LEAF_OUTPUT
     input_layout: str = INPUT_LAYOUT
     format_version: str = FORMAT_VERSION
+    confidence_output: str = ""  # "" = the model has no confidence output
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """Graph outputs in order: one decision map per classifier, then the leaf map."""
-        return (*self.classifiers, self.leaf_output)
+        """Graph outputs in order: one decision map per classifier, the leaf map, then the confidence (if any)."""
+        return (*self.classifiers, self.leaf_output, *((self.confidence_output,) if self.confidence_output else ()))
 
     @property
     def leaf_dtype(self) -> np.dtype:
@@ -89,6 +92,8 @@ class ModelMetadata:
             "decision": DECISION_RULE,
             "provenance": self.provenance,
         }
+        if self.confidence_output:
+            props["confidence_output"] = self.confidence_output
         if self.model_config is not None:
             props["model_config"] = json.dumps(dict(self.model_config), sort_keys=True)
         return {_PREFIX + k: v for k, v in props.items()}
@@ -137,6 +142,7 @@ class ModelMetadata:
             leaf_output=values.get("leaf_output", LEAF_OUTPUT),
             input_layout=values["input_layout"],
             format_version=values["format_version"],
+            confidence_output=values.get("confidence_output", ""),
         )
 
 

@@ -93,17 +93,21 @@ class OnnxRuntimeEngine(Engine):
             raise ModelLoadError(path, f"expected one uint8 input {INPUT_NAME!r}, found {found}")
         if tuple(outputs) != meta.output_names:
             raise ModelLoadError(path, f"graph outputs {outputs} do not match the metadata {list(meta.output_names)}")
-        self._outputs = outputs
+        # Without the confidence only the decision outputs are fetched (ONNX Runtime still runs the
+        # whole graph: its inference builds do not prune to the fetched outputs; it saves the copy).
+        self._outputs = {True: outputs, False: list(meta.output_names[:-1]) if meta.confidence_output else outputs}
         self.providers = tuple(self._session.get_providers())
         super().__init__(
             meta.hierarchy,
             f"onnxruntime[{','.join(self.providers)}]",
             constraints_from_shape(inputs[0].shape, meta.output_stride, pad_to_stride),
+            has_confidence=bool(meta.confidence_output),
         )
 
-    def _run(self, batch: np.ndarray) -> Mapping[str, np.ndarray]:
-        values = self._session.run(self._outputs, {INPUT_NAME: batch})
-        return dict(zip(self._outputs, values, strict=True))
+    def _run(self, batch: np.ndarray, confidence: bool) -> Mapping[str, np.ndarray]:
+        names = self._outputs[confidence]
+        values = self._session.run(names, {INPUT_NAME: batch})
+        return dict(zip(names, values, strict=True))
 
 
 def constraints_from_shape(shape: Sequence[Any], output_stride: int, pad_to_stride: bool) -> InputConstraints:

@@ -344,6 +344,7 @@ class TensorRTEngine(Engine):
             meta.hierarchy,
             f"tensorrt[{options.precision}, {gpu_name}, TensorRT {trt.__version__}]",
             options.profile.constraints(meta.output_stride, options.pad_to_stride),
+            has_confidence=bool(meta.confidence_output),
         )
 
     def _build(
@@ -382,7 +383,8 @@ class TensorRTEngine(Engine):
             if is_input != expected[name].is_input or dtype != expected[name].device_dtype:
                 raise ModelLoadError(path, f"engine tensor {name!r} is {dtype}, expected {expected[name].device_dtype}")
 
-    def _run(self, batch: np.ndarray) -> Mapping[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, confidence: bool) -> Mapping[str, np.ndarray]:
+        # The engine computes every output; without ``confidence`` its map is not copied to the host.
         if not self._context.set_input_shape(INPUT_NAME, batch.shape):
             raise InputShapeError(f"TensorRT rejected input shape {batch.shape}")
         hosts: dict[str, tuple[np.ndarray, int, np.dtype]] = {}
@@ -394,7 +396,8 @@ class TensorRTEngine(Engine):
                 continue
             if tuple(self._context.get_tensor_shape(spec.name)) != spec.shape:
                 raise RuntimeError(f"engine output {spec.name!r} has shape {self._context.get_tensor_shape(spec.name)}")
-            hosts[spec.name] = (np.empty(spec.shape, spec.device_dtype), pointer, spec.host_dtype)
+            if confidence or spec.name != self.metadata.confidence_output:
+                hosts[spec.name] = (np.empty(spec.shape, spec.device_dtype), pointer, spec.host_dtype)
         if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         for host, pointer, _ in hosts.values():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Engine, InputConstraints, ModelLoadError
+from .base import CONFIDENCE, Engine, InputConstraints, ModelLoadError
 
 __all__ = ["TorchEngine"]
 
@@ -43,19 +43,20 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)  # process-wide in torch: only touched when asked for
         self._torch = torch
         self._device = torch.device(device)
-        self._graph = DecisionGraph(loaded.net, loaded.hierarchy).eval().to(self._device)
-        self._outputs = (*loaded.hierarchy.classifier_names, "leaf")
+        self._graph = DecisionGraph(loaded.net, loaded.hierarchy, confidence=True).eval().to(self._device)
+        self._outputs = (*loaded.hierarchy.classifier_names, "leaf", CONFIDENCE)
         self.checkpoint = loaded
         stride = loaded.config.output_stride
         constraints = InputConstraints(pad_multiple=stride if pad_to_stride else 1, output_stride=stride)
-        super().__init__(loaded.hierarchy, f"torch[{self._device}]", constraints)
+        super().__init__(loaded.hierarchy, f"torch[{self._device}]", constraints, has_confidence=True)
 
-    def _run(self, batch: np.ndarray) -> Mapping[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, confidence: bool) -> Mapping[str, np.ndarray]:
         torch = self._torch
         with warnings.catch_warnings():
             # A read-only numpy view (ROS message buffer) is fine: the graph never writes its input.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             tensor = torch.from_numpy(batch)
+        self._graph.confidence = confidence  # the eager graph skips what is not asked for
         with torch.inference_mode():
             values = self._graph(tensor.to(self._device))
-        return {name: value.cpu().numpy() for name, value in zip(self._outputs, values, strict=True)}
+        return {name: value.cpu().numpy() for name, value in zip(self._outputs, values, strict=False)}

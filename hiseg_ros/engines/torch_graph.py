@@ -16,6 +16,13 @@ a uint16 leaf output) in the graph handed to TensorRT.
 The leaf map is :meth:`Hierarchy.flatten` written with gathers and ``where`` over small int32 lookup
 tables built from the hierarchy, computed at full resolution from the upsampled decisions so that
 ``leaf == hierarchy.flatten(per_classifier)`` holds exactly for every backend and precision.
+
+With ``confidence=True`` the graph also returns the probability of the chosen leaf: the product,
+along the pixel's decision path, of each classifier's softmax probability of the class it chose
+(the hierarchy's factorisation P(leaf) = P(c1) P(c2 | c1) ...; for a flat hierarchy, the softmax
+maximum). It is computed at feature resolution, where the walk over the path is cheap, and
+upsampled nearest like the decisions, which gives the same value as walking at full resolution
+(nearest upsampling only selects feature cells). float32, ``B x H x W``, in [0, 1].
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from torch.nn import functional
 from ..hierarchy import ROOT, Hierarchy
 from ..model import DecisionMode, HierarchicalSegNet, NormalizeInput
 
-__all__ = ["DecisionGraph", "LeafFlatten", "flatten_tables", "upsampled_labels"]
+__all__ = ["CONFIDENCE_OUTPUT", "DecisionGraph", "LeafFlatten", "flatten_tables", "upsampled_labels"]
+
+CONFIDENCE_OUTPUT = "confidence"
+"""Name of the optional graph output: the chosen leaf's probability (float32, B x H x W)."""
 
 _MAX_UINT8_CLASSES = 256
 
@@ -70,11 +80,28 @@ class LeafFlatten(nn.Module):
         self.register_buffer("node_ids", torch.tensor(node_ids, dtype=table_dtype), persistent=False)
 
     def forward(self, decisions: list[torch.Tensor]) -> torch.Tensor:
+        current, _ = self._walk(decisions, None)
+        return _lookup(self.node_ids, current).to(self.out_dtype)
+
+    def path_probability(self, decisions: list[torch.Tensor], probabilities: list[torch.Tensor]) -> torch.Tensor:
+        """Product of ``probabilities[i]`` (classifier i's probability of its decision) over the
+        classifiers on each pixel's decision path: the chosen leaf's probability."""
+        _, probability = self._walk(decisions, probabilities)
+        assert probability is not None
+        return probability
+
+    def _walk(
+        self, decisions: list[torch.Tensor], probabilities: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         luts = [getattr(self, f"lut_{i}") for i in range(self.num_steps)]
         current = _lookup(luts[0], decisions[0])
-        for lut, owner, dec in zip(luts[1:], self.owners[1:], decisions[1:], strict=True):
-            current = torch.where(current == owner, _lookup(lut, dec), current)
-        return _lookup(self.node_ids, current).to(self.out_dtype)
+        probability = probabilities[0] if probabilities is not None else None
+        for i, (lut, owner, dec) in enumerate(zip(luts[1:], self.owners[1:], decisions[1:], strict=True)):
+            on_path = current == owner
+            current = torch.where(on_path, _lookup(lut, dec), current)
+            if probabilities is not None and probability is not None:
+                probability = torch.where(on_path, probability * probabilities[i + 1], probability)
+        return current, probability
 
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -84,13 +111,14 @@ def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class DecisionGraph(nn.Module):
-    """``B x H x W x 3`` uint8 RGB -> ``(decision per classifier..., leaf)``, all ``B x H x W``.
+    """``B x H x W x 3`` uint8 RGB -> ``(decision per classifier..., leaf[, confidence])``, all ``B x H x W``.
 
     Decisions are uint8 class indices (argmax at feature resolution, nearest upsampling to the
-    input size); the leaf map is uint8, or uint16 when the hierarchy's ``mask_dtype`` is uint16.
+    input size); the leaf map is uint8, or uint16 when the hierarchy's ``mask_dtype`` is uint16;
+    ``confidence`` (float32, only with ``confidence=True``) is the chosen leaf's probability.
     """
 
-    def __init__(self, net: HierarchicalSegNet, hierarchy: Hierarchy) -> None:
+    def __init__(self, net: HierarchicalSegNet, hierarchy: Hierarchy, confidence: bool = False) -> None:
         super().__init__()
         names = tuple(hierarchy.classifier_names)
         if tuple(net.classifier_names) != names:
@@ -104,6 +132,7 @@ class DecisionGraph(nn.Module):
         self.normalize = NormalizeInput("uint8_nchw")  # fed 0..255 float NCHW, see forward
         self.flatten = LeafFlatten(hierarchy)
         self.classifier_names = names
+        self.confidence = confidence
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         size = (image.shape[1], image.shape[2])
@@ -111,7 +140,17 @@ class DecisionGraph(nn.Module):
         logits = self.net(self.normalize(image.to(torch.float32).permute(0, 3, 1, 2)))
         upsampled = [upsampled_labels(logits[name], size) for name in self.classifier_names]
         leaf = self.flatten([u.to(torch.int32) for u in upsampled])
-        return (*[u.to(torch.uint8) for u in upsampled], leaf)
+        decisions = (*[u.to(torch.uint8) for u in upsampled], leaf)
+        if not self.confidence:
+            return decisions
+        return (*decisions, self._confidence([logits[name] for name in self.classifier_names], size))
+
+    def _confidence(self, logits: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The chosen leaf's probability at feature resolution, upsampled nearest to ``size``."""
+        probabilities = [torch.softmax(x, dim=1).amax(dim=1) for x in logits]
+        labels = [x.argmax(dim=1).to(torch.int32) for x in logits]
+        probability = self.flatten.path_probability(labels, probabilities)
+        return functional.interpolate(probability.unsqueeze(1), size=size, mode="nearest").squeeze(1)
 
 
 def upsampled_labels(

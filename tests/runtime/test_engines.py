@@ -301,3 +301,27 @@ def test_missing_and_corrupt_files(tmp_path: Path, models: dict[str, Path]) -> N
     torch.save({"model": {}, "hierarchy": "{}"}, bad_ckpt)
     with pytest.raises(ModelLoadError, match=r"bad.pt: checkpoint lacks key\(s\) \['model_config'\]"):
         create_engine(bad_ckpt, backend="torch")
+
+
+def test_confidence_agrees_across_backends_and_older_models_have_none(
+    models: dict[str, Path], ort_engine: OnnxRuntimeEngine, torch_engine: TorchEngine
+) -> None:
+    """The exported graph's confidence output equals the torch backend's; asked for only on request; a
+    model exported without it (as before it existed) loads and reports none."""
+    image = _image(48, 80, seed=8)
+    assert ort_engine.has_confidence and torch_engine.has_confidence
+    a, b = ort_engine.infer(image, confidence=True), torch_engine.infer(image, confidence=True)
+    assert a.confidence.dtype == np.float32 and a.confidence.shape == (48, 80)
+    assert ((a.confidence > 0.0) & (a.confidence <= 1.0)).all()
+    np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+    plain = ort_engine.infer(image)
+    assert plain.confidence is None
+    np.testing.assert_array_equal(plain.leaf, a.leaf)
+    old = models["folder"] / "toy16_noconf.onnx"
+    argv = ["--checkpoint", str(models["checkpoint"]), "--hierarchy", str(models["yaml"]), "--out", str(old)]
+    assert export_main([*argv, "--no-confidence"]) == 0
+    engine, _ = create_engine(old, backend="onnxruntime")
+    assert not engine.has_confidence and engine.metadata.confidence_output == ""
+    older = engine.infer(image, confidence=True)
+    assert older.confidence is None
+    np.testing.assert_array_equal(older.leaf, a.leaf)

@@ -417,6 +417,10 @@ def test_tensorrt_fp32_matches_onnxruntime_and_caches(tiny_onnx: Path, tmp_path:
         assert got.leaf.shape == shape[:-1] and got.leaf.dtype == np.uint8
         np.testing.assert_array_equal(got.leaf, engine.hierarchy.flatten(got.per_classifier))
         assert _agreement(got.per_classifier, expected.per_classifier) >= 0.999
+        with_confidence = engine.infer(image, confidence=True)  # the float32 output, bound like the others
+        np.testing.assert_allclose(
+            with_confidence.confidence, reference.infer(image, confidence=True).confidence, atol=1e-3
+        )
     engine.close()
     again = TensorRTEngine(tiny_onnx, options)
     assert again.cache_hit and again.engine_path == engine.engine_path

@@ -97,9 +97,11 @@ def test_graph_signature_is_uint8_nhwc_in_and_decisions_out(exported: dict) -> N
     dims = _dims(image)
     assert all(isinstance(d, str) for d in dims[:3]) and dims[3] == 3, dims  # dynamic B, H, W
     names = [o.name for o in model.graph.output]
-    assert names == [*hierarchy.classifier_names, "leaf"] == ["root", "vehicle", "sign", "sign_front", "leaf"]
+    assert names == [*hierarchy.classifier_names, "leaf", "confidence"]
+    assert names[:-1] == ["root", "vehicle", "sign", "sign_front", "leaf"]
     for output in model.graph.output:
-        assert output.type.tensor_type.elem_type == onnx.TensorProto.UINT8, output.name
+        want = onnx.TensorProto.FLOAT if output.name == "confidence" else onnx.TensorProto.UINT8
+        assert output.type.tensor_type.elem_type == want, output.name
         assert _dims(output) == dims[:3]
     onnx.checker.check_model(str(exported["path"]), full_check=True)
     leftovers = [p.name for p in exported["path"].parent.iterdir() if p.name != "toy.onnx"]
@@ -121,7 +123,8 @@ def test_metadata_makes_the_file_self_describing(exported: dict) -> None:
     assert provenance["tool"] == "training.export" and provenance["source"] == "random-init"
     assert provenance["seed"] == SEED and provenance["opset"] == 18
     meta = ModelMetadata.from_props(props, exported["path"])
-    assert meta.hierarchy == hierarchy and meta.output_names[-1] == "leaf"
+    assert meta.hierarchy == hierarchy and meta.output_names[-2:] == ("leaf", "confidence")
+    assert props["hiseg.confidence_output"] == "confidence"
     # Exporter debug info (stack traces with this machine's paths) is not shipped.
     assert not any(node.metadata_props for node in exported["model"].graph.node)
 
@@ -131,9 +134,14 @@ def test_onnxruntime_equals_pytorch_and_the_decision_rule(exported: dict, shape:
     hierarchy = exported["hierarchy"]
     session = ort.InferenceSession(str(exported["path"]), providers=["CPUExecutionProvider"])
     image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    got = session.run(None, {"image": image})
+    *got, confidence = session.run(None, {"image": image})
     with torch.inference_mode():
         expected = [t.numpy() for t in exported["graph"](torch.from_numpy(image))]
+        graph_with_confidence = DecisionGraph(exported["graph"].net, hierarchy, confidence=True).eval()
+        expected_confidence = graph_with_confidence(torch.from_numpy(image))[-1].numpy()
+    assert confidence.dtype == np.float32 and confidence.shape == shape[:3]
+    np.testing.assert_allclose(confidence, expected_confidence, atol=1e-4)
+    assert ((confidence > 0.0) & (confidence <= 1.0)).all()
     for name, a, b in zip([*hierarchy.classifier_names, "leaf"], got, expected, strict=True):
         assert a.dtype == np.uint8 and a.shape == shape[:3], name
         assert (a == b).mean() >= 0.999, name  # float near-ties may flip a stray pixel
