@@ -51,9 +51,12 @@ sensor that stores values in the low bits, use ``mono16_shift=2`` or ``4``.
 
 Outputs (network -> ROS)
 ------------------------
-``mono8_msg``, ``mono16_msg`` and ``rgb8_msg`` build ``sensor_msgs/Image`` messages from arrays,
-filling ``height``, ``width``, ``step``, ``encoding`` and ``is_bigendian``; the pixels are copied
-once, at memcpy speed.
+``mono8_msg``, ``mono16_msg``, ``float32_msg`` (``32FC1``) and ``rgb8_msg`` build
+``sensor_msgs/Image`` messages from arrays, filling ``height``, ``width``, ``step``, ``encoding``
+and ``is_bigendian``; the pixels are copied once, at memcpy speed. ``compressed_rgb_msg`` encodes an
+RGB array as a ``sensor_msgs/CompressedImage`` (JPEG or PNG) with image_transport's ``format``
+string (``"rgb8; jpeg compressed bgr8"``), which image_transport's compressed subscriber and
+:func:`compressed_to_rgb` read.
 
 Errors
 ------
@@ -81,8 +84,10 @@ __all__ = [
     "BufferLike",
     "ImageConversionError",
     "bytes_per_pixel",
+    "compressed_rgb_msg",
     "compressed_to_rgb",
     "decode_compressed",
+    "float32_msg",
     "image_to_rgb",
     "mono8_msg",
     "mono16_msg",
@@ -384,3 +389,36 @@ def rgb8_msg(array_in: Any, header: Any = None) -> Any:
     """``sensor_msgs/Image`` (``rgb8``) from an ``HxWx3`` uint8 RGB array."""
     arr = _plane(array_in, "rgb8", np.dtype(np.uint8), 3)
     return _build(arr, header, "rgb8", 0)
+
+
+def float32_msg(array_in: Any, header: Any = None) -> Any:
+    """``sensor_msgs/Image`` (``32FC1``) from an ``HxW`` float32 array, in this machine's byte order."""
+    arr = _plane(array_in, "32FC1", np.dtype(np.float32), 1)
+    arr = np.ascontiguousarray(arr, dtype=np.dtype(np.float32).newbyteorder("="))
+    return _build(arr, header, "32FC1", int(sys.byteorder == "big"))
+
+
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def compressed_rgb_msg(array_in: Any, header: Any = None, fmt: str = "jpeg", quality: int = 90) -> Any:
+    """``sensor_msgs/CompressedImage`` of an ``HxWx3`` uint8 RGB array, ``fmt`` ``jpeg`` or ``png``.
+
+    ``quality``: JPEG quality 1..100 (ignored for PNG, written with OpenCV's default compression).
+    """
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in COMPRESSED_FORMATS:
+        raise ImageConversionError(f"format: {fmt!r} is not one of {', '.join(COMPRESSED_FORMATS)}")
+    arr = _plane(array_in, "rgb8", np.dtype(np.uint8), 3)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else 'png'}", cv2.cvtColor(arr, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageConversionError(f"array: OpenCV could not encode a {arr.shape[1]}x{arr.shape[0]} image as {fmt}")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = f"rgb8; {fmt} compressed bgr8"
+    _set_data(msg, encoded.reshape(-1))
+    return msg

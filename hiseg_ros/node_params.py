@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 RESIZE_POLICIES = ("none", "fit")
+RESOLUTIONS = ("input", "network")
+CONFIDENCE_ENCODINGS = ("mono8", "32FC1")
 RELIABILITIES = ("best_effort", "reliable")
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
@@ -110,6 +112,33 @@ PARAMETERS: tuple[Param, ...] = (
     Param("output_qos.depth", 1, "History depth of the output publishers", int_range=(1, 100)),
     Param("output_qos.reliability", "reliable", "Reliability of the output publishers", RELIABILITIES),
     Param("outputs", list(OUTPUTS), f"Outputs to publish, any of {', '.join(OUTPUTS)}"),
+    Param(
+        "output.resolution",
+        "input",
+        "Size of the image outputs: input = the camera image's; network = the size the network ran at "
+        "(with resize.policy fit: the fitted image without its padding; less bandwidth), sign boxes in its pixels",
+        RESOLUTIONS,
+    ),
+    Param(
+        "output.compressed_format",
+        "jpeg",
+        "Format of ~/colored/compressed (sensor_msgs/CompressedImage, published only when subscribed)",
+        ("jpeg", "png"),
+    ),
+    Param("output.jpeg_quality", 80, "JPEG quality of ~/colored/compressed", int_range=(1, 100), dynamic=True),
+    Param(
+        "confidence.encoding",
+        "mono8",
+        "~/confidence encoding: mono8 = round(255 * probability), 32FC1 = the probability (0..1)",
+        CONFIDENCE_ENCODINGS,
+    ),
+    Param(
+        "confidence.threshold",
+        0.0,
+        "Pixels whose chosen leaf has a lower probability are unlabeled (void) in every output; "
+        "LabelInfo.threshold carries it (0 = every pixel keeps its decision)",
+        float_range=(0.0, 1.0),
+    ),
     Param("overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay", float_range=(0.0, 1.0), dynamic=True),
     Param("min_sign_area", 16, "Smallest traffic-sign region in pixels", int_range=(1, 1 << 30), dynamic=True),
     Param(
@@ -117,8 +146,20 @@ PARAMETERS: tuple[Param, ...] = (
         "",
         "Override of the traffic-sign class ('' = the classes the model's hierarchy declares traffic_sign: true)",
     ),
+    Param(
+        "label_remap_path",
+        "",
+        "Optional label remap table (YAML, e.g. config/label_remaps/driving16.yaml): also publish "
+        "~/remapped/mask and ~/remapped/label_info, the leaf map in the table's label space ('' = none)",
+    ),
     Param("max_input_pixels", DEFAULT_MAX_PIXELS, "Larger input images are rejected", int_range=(1, 1 << 31)),
-    Param("mono16_shift", 8, "mono16 input: right shift to 8 bit (8 = top byte)", int_range=(0, 15)),
+    Param(
+        "mono16_shift",
+        8,
+        "16-bit inputs (mono16, rgb16, bgr16): right shift to 8 bit, saturated at 255 (8 = the top byte, "
+        "a camera using all 16 bits; 4 = 12-bit data in the low bits)",
+        int_range=(0, 15),
+    ),
     Param("use_compressed", False, "Subscribe to <image>/compressed (sensor_msgs/CompressedImage) instead"),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages", float_range=(0.1, 60.0)),
     Param(

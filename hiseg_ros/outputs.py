@@ -3,9 +3,10 @@
 The node calls these functions and only wraps the results in messages, so everything here is
 tested without DDS:
 
-- :func:`fit_input` / :func:`restore_decisions`: the ``fit`` resize policy (scale to a target size
-  keeping the aspect ratio, pad right / bottom) and its inverse on the decisions (crop the padding,
-  nearest-neighbour back to input resolution, so masks always come out at input resolution);
+- :func:`fit_input` / :func:`restore_decisions` / :func:`restore_plane`: the ``fit`` resize policy
+  (scale to a target size keeping the aspect ratio, pad right / bottom) and its inverse on the
+  decisions (crop the padding, nearest-neighbour back to input resolution; or, for the node's
+  ``output.resolution network``, crop only, leaving the masks at the size the network saw);
 - :func:`classifier_masks`: per classifier, its class index where the pixel's path goes through it,
   :data:`~hiseg_ros.hierarchy.IGNORE` (255) elsewhere;
 - :func:`colorize`: leaf map -> RGB through the hierarchy's palette (one LUT lookup);
@@ -15,6 +16,7 @@ tested without DDS:
   the traffic-sign classes (declared in the hierarchy: ``traffic-sign-front`` in iv2018), class =
   majority leaf inside the region (the finest classifier's decision), score = that majority's fraction of the region;
 - :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn;
+- :func:`confidence_mono8`: the per-pixel confidence (0..1 float) as 0..255 bytes;
 - :func:`render`: one frame's wanted outputs (:data:`OUTPUTS`) from its decisions, each computed
   only when wanted: the node's ``_process`` and the offline bag evaluation both call it.
 """
@@ -29,6 +31,7 @@ import cv2
 import numpy as np
 
 from .hierarchy import Hierarchy
+from .label_remap import LabelRemap
 
 __all__ = [
     "OUTPUTS",
@@ -39,11 +42,13 @@ __all__ = [
     "classifier_palette",
     "colorize",
     "colorize_classifier",
+    "confidence_mono8",
     "find_signs",
     "fit_input",
     "overlay",
     "render",
     "restore_decisions",
+    "restore_plane",
     "sign_leaf_lut",
 ]
 
@@ -91,22 +96,36 @@ def fit_input(
     return padded, FitTransform((h, w), (sh, sw), (th, tw))
 
 
-def _restore(plane: np.ndarray, fit: FitTransform) -> np.ndarray:
+def restore_plane(plane: np.ndarray, fit: FitTransform, to_input: bool = True) -> np.ndarray:
+    """Undo :func:`fit_input` on one ``H x W`` plane (decisions, leaf map, confidence).
+
+    The padding is cropped; ``to_input`` then scales the content back to the input size (nearest
+    neighbour: class indices stay class indices). ``to_input=False`` leaves it at network scale.
+    """
+    if fit.identity:
+        return plane
     sh, sw = fit.scaled_size
     h, w = fit.in_size
     cropped = np.ascontiguousarray(plane[:sh, :sw])
-    if (sh, sw) == (h, w):
+    if not to_input or (sh, sw) == (h, w):
         return cropped
     return cv2.resize(cropped, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def restore_decisions(
-    per_classifier: Mapping[str, np.ndarray], leaf: np.ndarray, fit: FitTransform
+    per_classifier: Mapping[str, np.ndarray], leaf: np.ndarray, fit: FitTransform, to_input: bool = True
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Undo :func:`fit_input` on decisions: crop the padding, nearest-resize to the input size."""
+    """:func:`restore_plane` on every decision map and the leaf map."""
     if fit.identity:
         return dict(per_classifier), leaf
-    return {k: _restore(v, fit) for k, v in per_classifier.items()}, _restore(leaf, fit)
+    restored = {k: restore_plane(v, fit, to_input) for k, v in per_classifier.items()}
+    return restored, restore_plane(leaf, fit, to_input)
+
+
+def confidence_mono8(confidence: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] (float) -> uint8 ``round(255 * p)``: 255 = certain, 0 = impossible."""
+    scaled = cv2.multiply(np.ascontiguousarray(confidence, dtype=np.float32), 255.0)
+    return cv2.convertScaleAbs(scaled)  # rounds and saturates to 0..255
 
 
 def classifier_masks(
@@ -283,6 +302,7 @@ class FrameOutputs:
     colored: np.ndarray | None = None
     overlay: np.ndarray | None = None
     signs: list[SignDetection] | None = None
+    remapped: np.ndarray | None = None  # the leaf map in a label remap table's label space (uint8)
 
 
 def render(
@@ -296,14 +316,16 @@ def render(
     min_sign_area: int = 1,
     overlay_alpha: float = 0.5,
     colored_classifiers: Collection[str] = (),
+    remap: LabelRemap | None = None,
 ) -> FrameOutputs:
     """The ``wanted`` outputs (any of :data:`OUTPUTS`) of one frame, each computed only when wanted.
 
     ``per_classifier`` / ``leaf`` are the decisions at the resolution of ``image`` (the RGB input
     the overlay is drawn on); ``sign_lut`` from :func:`sign_leaf_lut`, None = no sign detection.
     ``colored_classifiers``: the classifiers whose mask is wanted in colour (the node's
-    ``~/<classifier>/colored``, part of output kind ``masks``). Raises ``ValueError`` naming an
-    unknown output kind or classifier.
+    ``~/<classifier>/colored``, part of output kind ``masks``). ``remap``: a loaded label remap
+    table (:mod:`hiseg_ros.label_remap`) whose label space is wanted too (the node's
+    ``~/remapped/mask``). Raises ``ValueError`` naming an unknown output kind or classifier.
     """
     unknown = sorted(set(wanted) - set(OUTPUTS))
     if unknown:
@@ -333,4 +355,5 @@ def render(
         colored=colored if "colored" in wanted else None,
         overlay=over,
         signs=signs,
+        remapped=remap.apply(leaf) if remap is not None else None,
     )

@@ -9,6 +9,9 @@ evaluation start it.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,15 +27,56 @@ HIERARCHY = REPO / "config" / "hierarchies" / "iv2018.yaml"
 
 
 # ---------------------------------------------------------------------------- model / engine
-def make_model(tmp: Path, hierarchy: Path = HIERARCHY) -> Path:
-    """The tiny random-init MobileNetV2 model of ``hierarchy`` (iv2018), exported to ONNX by training.export."""
-    out = tmp / f"{hierarchy.stem}_mnv2.onnx"
-    cmd = [sys.executable, "-m", "training.export", "--random-init", "--hierarchy", str(hierarchy)]
-    cmd += ["--backbone", "mobilenet_v2", "--out", str(out), "--no-verify"]
-    done = subprocess.run(cmd, cwd=REPO, timeout=300, capture_output=True, text=True, check=False)
+#: What an export's bytes depend on besides its command line (the cache key of :func:`make_model`).
+_EXPORT_SOURCES = (
+    "training/export.py",
+    "hiseg_ros/atomic.py",
+    "hiseg_ros/engines/torch_graph.py",
+    "hiseg_ros/engines/metadata.py",
+    "hiseg_ros/engines/checkpoint.py",
+    "hiseg_ros/model",
+    "hiseg_ros/hierarchy",
+)
+
+
+def make_model(tmp: Path, hierarchy: Path = HIERARCHY, confidence: bool = True) -> Path:
+    """The tiny random-init MobileNetV2 model of ``hierarchy`` (iv2018), exported to ONNX by training.export;
+    ``confidence=False``: without the confidence output, as models were exported before it existed.
+
+    With ``HISEG_TEST_MODEL_CACHE=<folder>`` (opt-in, for a loaded machine where an export takes
+    minutes) the file is exported once per content of the command, the hierarchy and the exporter's
+    sources (:data:`_EXPORT_SOURCES`) into that folder and copied from there afterwards.
+    """
+    out = tmp / f"{hierarchy.stem}_mnv2{'' if confidence else '_noconf'}.onnx"
+    args = ["--random-init", "--hierarchy", str(hierarchy), "--backbone", "mobilenet_v2", "--no-verify"]
+    args += [] if confidence else ["--no-confidence"]
+    cache = os.environ.get("HISEG_TEST_MODEL_CACHE")
+    cached = Path(cache) / f"{out.stem}_{_export_key(args, hierarchy)}.onnx" if cache else None
+    if cached is not None and cached.is_file():
+        shutil.copyfile(cached, out)
+        return out
+    cmd = [sys.executable, "-m", "training.export", *args, "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, timeout=1800, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"training.export failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp_copy = cached.with_suffix(".partial")
+        shutil.copyfile(out, tmp_copy)
+        tmp_copy.replace(cached)
     return out
+
+
+def _export_key(args: list[str], hierarchy: Path) -> str:
+    digest = hashlib.sha256(" ".join(args).encode())
+    files = [hierarchy]
+    for src in _EXPORT_SOURCES:
+        path = REPO / src
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        digest.update(str(path).encode())
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def reference_engine(model: Path) -> Any:

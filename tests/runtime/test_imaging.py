@@ -616,3 +616,31 @@ def test_builder_and_conversion_speed_512x1024(rng):
     msg = rgb8_msg(rgb)
     assert best(lambda: rgb8_msg(rgb)) < 0.01
     assert best(lambda: image_to_rgb(msg)) < 0.001
+
+
+def test_float32_msg_is_32fc1_in_native_byte_order(rng):
+    import sys
+
+    arr = rng.random((H, W), dtype=np.float32)
+    msg = imaging.float32_msg(arr)
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (H, W, W * 4, "32FC1")
+    assert msg.is_bigendian == int(sys.byteorder == "big")
+    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.float32).reshape(H, W), arr)
+    with pytest.raises(ImageConversionError, match="32FC1 needs dtype float32"):
+        imaging.float32_msg(arr.astype(np.float64))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_rgb_msg_round_trips_through_the_node_decoder(rng, fmt):
+    from std_msgs.msg import Header
+
+    smooth = cv2.GaussianBlur(_random_rgb(rng), (9, 9), 3)  # JPEG is close on smooth images
+    msg = imaging.compressed_rgb_msg(smooth, Header(frame_id="cam"), fmt, quality=95)
+    assert msg.format == f"rgb8; {fmt} compressed bgr8" and msg.header.frame_id == "cam"
+    back = compressed_to_rgb(msg)
+    if fmt == "png":
+        np.testing.assert_array_equal(back, smooth)
+    else:
+        assert np.abs(back.astype(int) - smooth).mean() < 3
+    with pytest.raises(ImageConversionError, match="format: 'webp' is not one of jpeg, png"):
+        imaging.compressed_rgb_msg(smooth, None, "webp")

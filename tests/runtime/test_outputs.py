@@ -211,3 +211,38 @@ def test_render_without_sign_detection_and_unknown_outputs(iv2018):
     np.testing.assert_array_equal(got.overlay, outputs.overlay(rgb, outputs.colorize(iv2018, leaf), 0.5))
     with pytest.raises(ValueError, match=r"unknown output\(s\) \['labels'\]"):
         outputs.render(iv2018, per, leaf, rgb, ("labels",))
+
+
+def test_restore_plane_to_input_or_to_network_scale():
+    """A 40x80 image fitted into 64x64 (content 32x64, padding below): decisions back at input size
+    (nearest), or at network scale with only the padding cropped (output.resolution network)."""
+    rgb = np.zeros((40, 80, 3), np.uint8)
+    net_in, fit = outputs.fit_input(rgb, (64, 64))
+    assert fit.scaled_size == (32, 64) and net_in.shape == (64, 64, 3)
+    plane = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    at_network = outputs.restore_plane(plane, fit, to_input=False)
+    np.testing.assert_array_equal(at_network, plane[:32])
+    at_input = outputs.restore_plane(plane, fit)
+    assert at_input.shape == (40, 80) and set(np.unique(at_input)) <= set(np.unique(plane[:32]))
+    per, leaf = outputs.restore_decisions({"root": plane.astype(np.uint8)}, plane.astype(np.uint8), fit, False)
+    assert per["root"].shape == leaf.shape == (32, 64)
+    same = outputs.fit_input(rgb, None)[1]
+    assert outputs.restore_plane(plane, same) is plane  # resize policy none: nothing to undo
+
+
+def test_confidence_mono8_rounds_and_saturates():
+    p = np.array([[0.0, 0.001, 0.002, 0.5, 0.998, 1.0]], np.float32)
+    np.testing.assert_array_equal(outputs.confidence_mono8(p), [[0, 0, 1, 128, 254, 255]])
+    assert outputs.confidence_mono8(p).dtype == np.uint8
+
+
+def test_render_remaps_the_leaf_map_when_given_a_table(iv2018):
+    from hiseg_ros.label_remap import load_label_remap
+
+    remap = load_label_remap(REPO / "config" / "label_remaps" / "driving16.yaml", iv2018)
+    per, leaf = _decisions(iv2018, np.random.default_rng(4))
+    rgb = np.zeros((H, W, 3), np.uint8)
+    got = outputs.render(iv2018, per, leaf, rgb, ("mask",), remap=remap)
+    np.testing.assert_array_equal(got.remapped, remap.lut[leaf])  # cv2 fast path == the table
+    assert got.remapped.dtype == np.uint8 and got.masks is None
+    assert outputs.render(iv2018, per, leaf, rgb, ("mask",)).remapped is None
