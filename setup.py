@@ -24,6 +24,7 @@ setup(
         (f"share/{PACKAGE}/config/dds", glob("config/dds/*.xml")),
     ],
     install_requires=["setuptools"],
+    extras_require={"test": ["pytest"]},  # colcon test then runs pytest (tests/runtime: pyproject.toml testpaths)
     zip_safe=True,
     maintainer="hiseg_ros maintainers",
     maintainer_email="hiseg-ros@example.com",
@@ -33,6 +34,7 @@ setup(
         "console_scripts": [
             "hierarchy_info = hiseg_ros.hierarchy_cli:main",
             "segmentation_node = hiseg_ros.node:main",
+            "segmentation_lifecycle_node = hiseg_ros.lifecycle_node:main",
         ],
     },
 )

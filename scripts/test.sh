@@ -15,4 +15,6 @@ if [[ "${1:-}" == "--fast" ]]; then
   shift
   set -- -m "not integration and not slow" "$@"
 fi
-exec "${HISEG_VENV}/bin/python" -m pytest "$@"
+# pyproject.toml's testpaths is tests/runtime (what `colcon test` collects); without path arguments
+# this script collects every test folder.
+exec "${HISEG_VENV}/bin/python" -m pytest -o testpaths=tests "$@"

@@ -85,3 +85,21 @@ def test_console_scripts_are_installed_and_run(install: Path):
     )
     assert result.returncode == 0, result.stderr
     assert "classifier traffic_sign_front (under traffic-sign-front): 43 classes" in result.stdout
+
+
+def test_colcon_test_collects_only_the_runtime_tests(install: Path):
+    """``colcon test`` on a vehicle runs pytest in the package with its default selection: the runtime
+    tests (tests/runtime), not the training ones, whose dependencies package.xml does not declare."""
+    ws = install.parents[1]
+    colcon = Path(sys.executable).with_name("colcon")
+    env = dict(os.environ, COLCON_HOME=str(ws / ".colcon"))
+    cmd = [str(colcon), "--log-base", str(ws / "test_log"), "test", "--paths", str(REPO)]
+    cmd += ["--build-base", str(ws / "build"), "--install-base", str(ws / "install")]
+    cmd += ["--pytest-args", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    result = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=900, check=False)
+    log = ws / "test_log" / "latest_test" / "hiseg_ros" / "stdout_stderr.log"
+    text = log.read_text() if log.is_file() else result.stdout + result.stderr
+    collected = [line.split("::")[0] for line in text.splitlines() if "::" in line and line.startswith("tests/")]
+    assert collected, f"colcon test collected nothing:\n{result.stdout}\n{result.stderr}\n{text[-3000:]}"
+    assert {path.split("/")[1] for path in collected} == {"runtime"}, sorted(set(collected))
+    assert "tests/runtime/test_package_xml.py" in collected
