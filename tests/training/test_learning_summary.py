@@ -22,7 +22,7 @@ def _variant(cityscapes: float, sign_given: float) -> dict:
 
 
 METRICS = {
-    "samples": 60,
+    "frames": {"in_bag": 60, "with_outputs": 60, "dropped": 0},
     "evaluation": {"datasets": {"cityscapes": {"miou": 0.3219}}},
     "signs": {
         "all": {"overall": {"truth": 142, "recall": 0.0, "class_accuracy": None}},
@@ -44,7 +44,7 @@ def test_summary_in_the_documented_layout(tmp_path: Path) -> None:
     main_job = out["main_job"]
     assert main_job["wall_s"] == 1027 and main_job["cityscapes_miou"] == 32.19
     assert main_job["sign_recall"] == 57.14 and main_job["sign_class_accuracy"] == 25.0  # signs >= 24 px
-    assert main_job["sign_recall_all_sizes"] == 0.0 and main_job["sign_truth"] == 7
+    assert main_job["sign_recall_all_sizes"] == 0.0 and main_job["sign_truth"] == 7 and main_job["frames"] == 60
     assert out["head_health"] == [{"weight": 1.0}]
 
 

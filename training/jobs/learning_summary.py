@@ -58,7 +58,7 @@ def main_job_figures(metrics: dict[str, Any], wall_s: float | None) -> dict[str,
         "sign_class_accuracy": _pct(subset.get("class_accuracy")),
         "sign_truth": subset.get("truth"),
         "sign_recall_all_sizes": _pct(every.get("recall")),
-        "frames": metrics.get("samples"),
+        "frames": (metrics.get("frames") or {}).get("with_outputs"),
     }
 
 
