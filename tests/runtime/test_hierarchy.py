@@ -141,6 +141,15 @@ def test_native_targets_flatten_evaluation_round_trip(hierarchy_file: str):
                 other = leaf_native[leaf.name]
                 if native_eval[native] == IGNORE:
                     continue  # not evaluated in this dataset (e.g. Cityscapes polegroup): any answer
+                if (
+                    other is not None
+                    and other != native
+                    and ds.ids[other] == node
+                    and node not in {n.name for n in h.leaves}
+                ):
+                    # several natives labelled only as the same inner class on purpose (a weak-only
+                    # hierarchy: truck / bus / train -> vehicle): the leaf cannot tell which one it was
+                    continue
                 if other is not None and other != native:
                     finer = ds.ids[other]
                     assert finer is not None and node in [finer, *h.ancestors(finer)] and finer != node, (
@@ -371,6 +380,7 @@ def test_every_shipped_hierarchy_declares_its_traffic_signs(name: str):
     expected = {
         "iv2018.yaml": (("traffic-sign-front",), 43),
         "iv2019.yaml": (("traffic-sign",), 1),
+        "iv2019_weak_only.yaml": (("traffic-sign",), 1),  # iv2019's tree
         "iv2018_flat.yaml": (None, 43),  # the flat tree carries iv2018's declaration on the 43 sign leaves
     }[name]
     classes, leaves = expected
