@@ -25,7 +25,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from .frame_pipeline import FramePipeline
 from .messages import NODE_NAME
-from .node import run
+from .node import OwnsSegmenter, run
 from .node_params import ConfigurationError
 from .ros_params import declare_parameters, on_set_parameters
 from .segmenter import Segmenter
@@ -33,7 +33,7 @@ from .segmenter import Segmenter
 __all__ = ["LifecycleSegmentationNode", "main"]
 
 
-class LifecycleSegmentationNode(LifecycleNode):
+class LifecycleSegmentationNode(OwnsSegmenter, LifecycleNode):
     """See the module docstring."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -84,17 +84,7 @@ class LifecycleSegmentationNode(LifecycleNode):
 
     def _release(self) -> None:
         self._close_pipeline()
-        if self.segmenter is not None:
-            self.segmenter.close()
-            self.segmenter = None
-
-    def destroy_node(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.stop()
-        super().destroy_node()
-        if self.segmenter is not None:
-            self.segmenter.close()
-            self.segmenter = None
+        self.release_segmenter()
 
 
 def main(args: list[str] | None = None) -> int:

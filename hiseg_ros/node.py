@@ -54,7 +54,28 @@ from .segmenter import Segmenter
 __all__ = ["DETECTION_TYPES", "NODE_NAME", "PARAMETERS", "SegmentationNode", "main"]
 
 
-class SegmentationNode(Node):
+class OwnsSegmenter:
+    """``destroy_node`` for a node holding a :class:`FramePipeline` and a :class:`Segmenter`
+    (the plain and the lifecycle node): stop the pipeline, destroy the rcl node, then release the
+    engine, in that order (no frame callback may run on a closed engine). A mixin before the rclpy
+    node class, so ``super().destroy_node()`` is that class's."""
+
+    pipeline: FramePipeline | None
+    segmenter: Segmenter | None
+
+    def destroy_node(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        super().destroy_node()  # type: ignore[misc]
+        self.release_segmenter()
+
+    def release_segmenter(self) -> None:
+        if self.segmenter is not None:
+            self.segmenter.close()
+            self.segmenter = None
+
+
+class SegmentationNode(OwnsSegmenter, Node):
     """See the module docstring. Raises :class:`ConfigurationError` from the constructor."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -75,14 +96,6 @@ class SegmentationNode(Node):
     @property
     def engine(self) -> Any:
         return None if self.segmenter is None else self.segmenter.engine
-
-    def destroy_node(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.stop()
-        super().destroy_node()
-        if self.segmenter is not None:
-            self.segmenter.close()
-            self.segmenter = None
 
 
 def run(node_factory: Any, name: str, args: list[str] | None = None) -> int:

@@ -8,27 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_hierarchy import load_tiny
+from tiny_hierarchy import FixedLogits, load_tiny
 
 from hiseg_ros.engines.bindings import io_specs
 from hiseg_ros.engines.metadata import ModelMetadata
 from hiseg_ros.engines.torch_graph import CONFIDENCE_OUTPUT, DecisionGraph
-from hiseg_ros.hierarchy import Hierarchy
 
 # tiny: root: road | sign | vehicle;  sign: front | back;  front: stop | yield;  vehicle: car | bus
-
-
-class _FixedLogits(torch.nn.Module):
-    """A "network" that outputs hand-made logits whatever the image."""
-
-    def __init__(self, hierarchy: Hierarchy, logits: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.classifier_names = hierarchy.classifier_names
-        self.num_classes = dict(hierarchy.classifier_sizes)
-        self.logits = logits
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.logits
 
 
 def _softmax(x: list[float]) -> np.ndarray:
@@ -51,7 +37,7 @@ def test_confidence_is_the_product_along_the_decision_path(tiny):
         "front": [[1.0, 0.2], [0.0, 9.0], [9.0, 0.0]],  # stop, yield
     }
     logits = {name: torch.tensor(v, dtype=torch.float32).T.reshape(1, len(v[0]), 1, 3) for name, v in cells.items()}
-    graph = DecisionGraph(_FixedLogits(tiny, logits), tiny, confidence=True).eval()
+    graph = DecisionGraph(FixedLogits(tiny, logits), tiny, confidence=True).eval()
     with torch.inference_mode():
         *decisions, leaf, confidence = graph(torch.zeros(1, 2, 6, 3, dtype=torch.uint8))
     assert len(decisions) == len(tiny.classifier_names) and confidence.dtype == torch.float32
@@ -64,7 +50,7 @@ def test_confidence_is_the_product_along_the_decision_path(tiny):
         p["root"][2][2] * p["vehicle"][2][1],  # vehicle, bus
     ]
     np.testing.assert_allclose(confidence[0].numpy(), np.repeat([expected], 2, axis=0).repeat(2, axis=1), rtol=1e-6)
-    without = DecisionGraph(_FixedLogits(tiny, logits), tiny).eval()
+    without = DecisionGraph(FixedLogits(tiny, logits), tiny).eval()
     with torch.inference_mode():
         plain = without(torch.zeros(1, 2, 6, 3, dtype=torch.uint8))
     assert len(plain) == len(decisions) + 1  # decisions + leaf: the graph of models before the confidence
@@ -78,7 +64,7 @@ def test_a_flat_hierarchy_gives_the_softmax_maximum():
     classes = [{"name": n, "id": i, "parent": "root", "color": [i, i, i]} for i, n in enumerate("abcd")]
     flat = hierarchy_from_dict({"name": "flat", "classes": classes}, "flat.yaml")
     logits = torch.randn(2, 4, 3, 5, generator=torch.Generator().manual_seed(0))
-    graph = DecisionGraph(_FixedLogits(flat, {"root": logits}), flat, confidence=True).eval()
+    graph = DecisionGraph(FixedLogits(flat, {"root": logits}), flat, confidence=True).eval()
     with torch.inference_mode():
         confidence = graph(torch.zeros(2, 3, 5, 3, dtype=torch.uint8))[-1]
     torch.testing.assert_close(confidence, torch.softmax(logits, dim=1).amax(dim=1))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_hierarchy import load_tiny
+from tiny_hierarchy import FixedLogits, load_tiny
 from tiny_training import make_tiny_data
 
 from hiseg_ros.engines.checkpoint import ModelConfig, save_checkpoint
@@ -191,17 +191,6 @@ def test_sign_instances_come_from_the_node_sign_class_or_the_hierarchy_declarati
 
 
 # ------------------------------------------------------------------ decision modes
-class _FixedLogits(torch.nn.Module):
-    """A "network" that outputs hand-made logits whatever the image, for the deployed graph."""
-
-    def __init__(self, hierarchy: Hierarchy, logits: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.classifier_names = hierarchy.classifier_names
-        self.num_classes = dict(hierarchy.classifier_sizes)
-        self.logits = logits
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.logits
 
 
 def test_deployed_and_training_decisions_differ_on_a_hand_made_logit_map(iv2018):
@@ -216,7 +205,7 @@ def test_deployed_and_training_decisions_differ_on_a_hand_made_logit_map(iv2018)
     logits["root"][0, [b, v, s], 0, 1] = torch.tensor([0.0, 3.5, 4.0])
     logits["traffic_sign"][0, h.classifier("traffic_sign").classes.index("traffic-sign-front")] = 1.0
     logits["traffic_sign_front"][0, h.classifier("traffic_sign_front").classes.index("sign-speed-limit-30")] = 1.0
-    graph = DecisionGraph(_FixedLogits(h, logits), h).eval()
+    graph = DecisionGraph(FixedLogits(h, logits), h).eval()
     with torch.inference_mode():
         deployed = graph(torch.zeros(1, 1, 4, 3, dtype=torch.uint8))[-1][0].numpy()
     _, training = training_decisions(h, logits, (1, 4))
