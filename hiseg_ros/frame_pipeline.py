@@ -291,6 +291,28 @@ class FramePipeline:
             if threshold > 0.0:
                 leaf = np.where(confidence < threshold, leaf.dtype.type(seg.hierarchy.void_value), leaf)
         image = rgb if to_input else net_in[: fit.scaled_size[0], : fit.scaled_size[1]]
+        header = msg.header
+
+        def publish(field: str, value: Any) -> None:  # each output leaves as soon as it is drawn
+            if field == "masks":
+                for name, pub in masks.items():
+                    pub.publish(mono8_msg(value[name], header))
+            elif field == "classifier_colored":
+                for name, pub in clf_colored.items():
+                    pub.publish(rgb8_msg(value[name], header))
+            elif field == "leaf":
+                self._leaf_pub.publish((mono8_msg if value.dtype == np.uint8 else mono16_msg)(value, header))
+            elif field == "remapped":
+                self._remap_pub.publish(mono8_msg(value, header))
+            elif field == "signs" and "traffic_signs" in wanted:
+                self._signs_pub.publish(detection_array(value, header, DETECTION_TYPES))
+            elif field == "colored" and "colored" in wanted:  # not when drawn only for ~/colored/compressed
+                self._colored_pub.publish(rgb8_msg(value, header))
+            elif field == "overlay":
+                self._overlay_pub.publish(rgb8_msg(value, header))
+
+        if publish_conf and confidence is not None:  # ready already: leaves before the drawn outputs
+            self._publish_confidence(confidence, header)
         out = outputs.render(
             seg.hierarchy,
             per_clf,
@@ -302,31 +324,18 @@ class FramePipeline:
             overlay_alpha=p["overlay_alpha"],
             colored_classifiers=tuple(clf_colored),
             remap=remap,
+            emit=publish,
         )
-        header = msg.header
-        for name, pub in masks.items():
-            pub.publish(mono8_msg(out.masks[name], header))
-        for name, pub in clf_colored.items():
-            pub.publish(rgb8_msg(out.classifier_colored[name], header))
-        if out.leaf is not None:
-            self._leaf_pub.publish((mono8_msg if leaf.dtype == np.uint8 else mono16_msg)(leaf, header))
-        if out.remapped is not None:
-            self._remap_pub.publish(mono8_msg(out.remapped, header))
-        if "traffic_signs" in wanted:
-            self._signs_pub.publish(detection_array(out.signs, header, DETECTION_TYPES))
-        if out.colored is not None and "colored" in wanted:
-            self._colored_pub.publish(rgb8_msg(out.colored, header))
         if compressed_out:
             fmt, quality = p["output.compressed_format"], p["output.jpeg_quality"]
             self._compressed_pub.publish(compressed_rgb_msg(out.colored, header, fmt, quality))
-        if publish_conf and confidence is not None:
-            if p["confidence.encoding"] == "mono8":
-                self._conf_pub.publish(mono8_msg(outputs.confidence_mono8(confidence), header))
-            else:
-                self._conf_pub.publish(float32_msg(np.ascontiguousarray(confidence), header))
-        if out.overlay is not None:
-            self._overlay_pub.publish(rgb8_msg(out.overlay, header))
         self.stats.on_processed(arrival, inference_s)
+
+    def _publish_confidence(self, confidence: np.ndarray, header: Any) -> None:
+        if self._params["confidence.encoding"] == "mono8":
+            self._conf_pub.publish(mono8_msg(outputs.confidence_mono8(confidence), header))
+        else:
+            self._conf_pub.publish(float32_msg(np.ascontiguousarray(confidence), header))
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -23,7 +23,7 @@ tested without DDS:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,6 +317,7 @@ def render(
     overlay_alpha: float = 0.5,
     colored_classifiers: Collection[str] = (),
     remap: LabelRemap | None = None,
+    emit: Callable[[str, Any], None] | None = None,
 ) -> FrameOutputs:
     """The ``wanted`` outputs (any of :data:`OUTPUTS`) of one frame, each computed only when wanted.
 
@@ -326,6 +327,12 @@ def render(
     ``~/<classifier>/colored``, part of output kind ``masks``). ``remap``: a loaded label remap
     table (:mod:`hiseg_ros.label_remap`) whose label space is wanted too (the node's
     ``~/remapped/mask``). Raises ``ValueError`` naming an unknown output kind or classifier.
+
+    ``emit(field, value)``, when given, is called as soon as each :class:`FrameOutputs` field is
+    ready, cheapest first (masks, classifier_colored, leaf, remapped, signs, colored, overlay), so a
+    caller can publish an output while the next one is computed: a subscriber in another process
+    then deserialises the early messages while the expensive ones are drawn (node overhead:
+    docs/BENCHMARKS.md, node section).
     """
     unknown = sorted(set(wanted) - set(OUTPUTS))
     if unknown:
@@ -333,27 +340,37 @@ def render(
     unknown = sorted(set(colored_classifiers) - set(hierarchy.classifier_names))
     if unknown:
         raise ValueError(f"render: unknown classifier(s) {unknown} in colored_classifiers")
+    def ready(field: str, value: Any) -> Any:
+        if emit is not None and value is not None:
+            emit(field, value)
+        return value
+
     all_masks = None
     if "masks" in wanted or colored_classifiers:
         all_masks = classifier_masks(hierarchy, per_classifier, leaf)
-    masks = all_masks if "masks" in wanted else None
+    masks = ready("masks", all_masks if "masks" in wanted else None)
     clf_colored = None
     if colored_classifiers and all_masks is not None:
         clf_colored = {name: colorize_classifier(hierarchy, name, all_masks[name]) for name in colored_classifiers}
+    ready("classifier_colored", clf_colored)
+    leaf_out = ready("leaf", leaf if "mask" in wanted else None)
+    remapped = ready("remapped", remap.apply(leaf) if remap is not None else None)
     signs = None
     if "traffic_signs" in wanted or "overlay" in wanted:
         signs = find_signs(hierarchy, leaf, sign_lut, min_sign_area) if sign_lut is not None else []
+    ready("signs", signs)
     colored = over = None
     if "colored" in wanted or "overlay" in wanted:
         colored = colorize(hierarchy, leaf)
+        ready("colored", colored if "colored" in wanted else None)
         if "overlay" in wanted:
-            over = overlay(image, colored, overlay_alpha, signs, hierarchy.palette)
+            over = ready("overlay", overlay(image, colored, overlay_alpha, signs, hierarchy.palette))
     return FrameOutputs(
         masks=masks,
         classifier_colored=clf_colored,
-        leaf=leaf if "mask" in wanted else None,
+        leaf=leaf_out,
         colored=colored if "colored" in wanted else None,
         overlay=over,
         signs=signs,
-        remapped=remap.apply(leaf) if remap is not None else None,
+        remapped=remapped,
     )

@@ -204,6 +204,32 @@ def test_render_computes_only_what_is_wanted(iv2018, monkeypatch, wanted, comput
     assert present == computed and counts == calls
 
 
+def test_render_emits_each_output_when_ready_cheapest_first(iv2018, monkeypatch):
+    """The node publishes from ``emit``: the masks must leave before the overlay is drawn."""
+    per, leaf, rgb, lut = _render_inputs(iv2018)
+    events: list[str] = []
+    real_overlay = outputs.overlay
+
+    def traced_overlay(*args, **kwargs):
+        events.append("draw overlay")
+        return real_overlay(*args, **kwargs)
+
+    monkeypatch.setattr(outputs, "overlay", traced_overlay)
+    emitted: dict[str, object] = {}
+
+    def emit(field, value):
+        events.append(field)
+        emitted[field] = value
+
+    got = outputs.render(iv2018, per, leaf, rgb, outputs.OUTPUTS, sign_lut=lut, emit=emit)
+    assert events == ["masks", "leaf", "signs", "colored", "draw overlay", "overlay"]
+    for field, value in emitted.items():
+        assert value is getattr(got, field), field
+    events.clear()
+    outputs.render(iv2018, per, leaf, rgb, ("overlay",), sign_lut=lut, emit=emit)
+    assert events == ["signs", "draw overlay", "overlay"]  # colored is drawn for the overlay, not emitted
+
+
 def test_render_without_sign_detection_and_unknown_outputs(iv2018):
     per, leaf, rgb, _ = _render_inputs(iv2018)
     got = outputs.render(iv2018, per, leaf, rgb, ("overlay", "traffic_signs"), sign_lut=None)
