@@ -340,6 +340,7 @@ def render(
     unknown = sorted(set(colored_classifiers) - set(hierarchy.classifier_names))
     if unknown:
         raise ValueError(f"render: unknown classifier(s) {unknown} in colored_classifiers")
+
     def ready(field: str, value: Any) -> Any:
         if emit is not None and value is not None:
             emit(field, value)

@@ -31,7 +31,6 @@ from training.data.crops import CropConfig, CropSampler
 from training.data.readers.base import DatasetReader
 from training.fit.config import TrainConfig
 from training.labels.collate import TargetBatch, collate_targets
-from training.labels.node_distribution import NodeDistribution
 from training.labels.targets import SampleTargets, TargetBuilder
 
 
@@ -69,7 +68,7 @@ def make_sample(
         # A configured generator (e.g. precomputed label files) labels the full image, so its labels
         # are warped like the image; the uniform default below is made at crop size instead.
         full = builder.distribution(sample)
-        warped = NodeDistribution(full.nodes, geometry.warp_map(full.index, -1), full.table, full.hard)
+        warped = replace(full, index=geometry.warp_map(full.index, -1))
         return image, builder.weak_targets(warped, from_tags=True)
     boxes = crop.boxes() if supervision == "boxes" else sample.boxes
     cropped = replace(sample, image=image, label=None, boxes=boxes)

@@ -37,7 +37,7 @@ Schema (defaults in the dataclasses)::
     model: {backbone, output_stride, shared_channels, adaptation_depth, adaptation_dilation,
             decoder: none | deconv_skip, pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
-    pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root,
+    pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root, box_core: 0..1,
                     precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
     loss: {weights: {classifier: weight},  # unspecified: root 1.0, others 0.1
            trunk_weights: {classifier: weight}}  # what reaches the shared trunk (training.fit.trunk_gradient)

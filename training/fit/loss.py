@@ -11,7 +11,10 @@ decisions (argmax of the logits, detached) above ``j`` agree with the target's p
 * **box-derived** pixels (IV 2018): the box already localises the object, so only the decision of
   ``j``'s parent classifier must be ``j``'s parent class: ``traffic_sign_front`` learns from a GTSDB
   box where ``traffic_sign`` says "front", ``drivable`` where the root says "drivable". Box pixels
-  reach the root (``supervise_root``) unconditionally.
+  reach the root (``supervise_root``) unconditionally. Box *cores* (``pseudo_labels.box_core``,
+  :attr:`TargetBatch.sure_root`) reach the root in any hierarchy, and count in ``P1``: the centre
+  of a tight box is the object as surely as a per-pixel label, and averaged with the weak pixels
+  instead they would weigh as much as all per-pixel labels together.
 * **tag-derived** pixels (IV 2019; :attr:`TargetBatch.from_tags`): an image-level tag tiled over the
   crop localises nothing, so *every* decision on the path must agree: the root predicted the top
   node of the path and each intermediate classifier the next node, down to ``j``'s parent. The parent
@@ -184,9 +187,12 @@ class HierarchicalLoss(nn.Module):
             hard = batch.hard.get(name)
             if hard is not None:
                 labelled = hard != IGNORE
-                _hard_ce(up, hard, labelled & ~weak, p1)
+                sure = ~weak
+                if parent is None and batch.sure_root is not None and bool(batch.sure_root.any()):
+                    sure = sure | batch.sure_root[:, None, None]  # box cores: pooled with per-pixel labels
+                _hard_ce(up, hard, labelled & sure, p1)
                 if any_weak:
-                    _hard_ce(up, hard, labelled & boxed_here, p2)
+                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2)
                 if any_tagged:
                     if parent is None:  # the root: only where it already decides the tagged class
                         tagged_here = tagged & (decisions[name] == hard)

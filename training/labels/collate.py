@@ -28,12 +28,14 @@ class SoftBatch:
 @dataclass(frozen=True, eq=False)
 class TargetBatch:
     """Collated targets: ``weak[b]`` is True for pseudo-labelled samples, ``from_tags[b]`` for those made from
-    image-level tags (None: none are); hard targets int64 (255 = ignore)."""
+    image-level tags, ``sure_root[b]`` for those whose root targets are box cores (None: none are);
+    hard targets int64 (255 = ignore)."""
 
     weak: torch.Tensor  # bool B
     hard: dict[str, torch.Tensor]  # int64 B x H x W
     soft: dict[str, SoftBatch]
     from_tags: torch.Tensor | None = None  # bool B
+    sure_root: torch.Tensor | None = None  # bool B
 
     @property
     def batch_size(self) -> int:
@@ -47,7 +49,8 @@ class TargetBatch:
     def to(self, device: torch.device | str) -> TargetBatch:
         soft = {k: SoftBatch(s.index.to(device), s.table.to(device), s.mass.to(device)) for k, s in self.soft.items()}
         tags = None if self.from_tags is None else self.from_tags.to(device)
-        return TargetBatch(self.weak.to(device), {k: t.to(device) for k, t in self.hard.items()}, soft, tags)
+        sure = None if self.sure_root is None else self.sure_root.to(device)
+        return TargetBatch(self.weak.to(device), {k: t.to(device) for k, t in self.hard.items()}, soft, tags, sure)
 
 
 def collate_targets(items: Sequence[SampleTargets]) -> TargetBatch:
@@ -87,4 +90,5 @@ def collate_targets(items: Sequence[SampleTargets]) -> TargetBatch:
             torch.from_numpy(np.concatenate(masses).astype(np.float32)),
         )
     weak = torch.tensor([t.kind == WEAK for t in items], dtype=torch.bool)
-    return TargetBatch(weak, hard, soft, torch.tensor([t.from_tags for t in items], dtype=torch.bool))
+    tags = torch.tensor([t.from_tags for t in items], dtype=torch.bool)
+    return TargetBatch(weak, hard, soft, tags, torch.tensor([t.sure_root for t in items], dtype=torch.bool))

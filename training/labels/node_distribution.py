@@ -39,12 +39,17 @@ class NodeDistribution:
     ``table[index[y, x]]``, or nothing (void) where ``index`` is ``-1``. ``hard`` marks one-hot
     tables (hard pseudo labels: "fill" boxes, Algorithm-1 / CRF label maps): their projections become
     hard targets and hard cross-entropy instead of soft rows.
+
+    ``root_rows`` (bool, one per table row, optional) marks rows sure enough to teach the root
+    classifier as well: the cores of boxes (:func:`training.labels.boxes.box_distribution`). A flag
+    per row rather than a pixel mask, so that warping ``index`` into a crop carries it along.
     """
 
     nodes: tuple[str, ...]
     index: np.ndarray  # int32 H x W, -1 = void
     table: np.ndarray  # float32 K x len(nodes)
     hard: bool = False
+    root_rows: np.ndarray | None = None  # bool K: these rows may also train the root
 
     def __post_init__(self) -> None:
         index = np.asarray(self.index)
@@ -64,6 +69,14 @@ class NodeDistribution:
             )
         if table.size and ((table < 0).any() or not np.allclose(table.sum(1), 1.0, atol=1e-4)):
             raise ValueError("NodeDistribution.table: rows must be non-negative and sum to 1")
+        if self.root_rows is not None:
+            root_rows = np.asarray(self.root_rows)
+            if root_rows.dtype != bool or root_rows.shape != (table.shape[0],):
+                raise ValueError(
+                    f"NodeDistribution.root_rows: expected {table.shape[0]} booleans (one per table row), "
+                    f"got {root_rows.dtype} {root_rows.shape}"
+                )
+            object.__setattr__(self, "root_rows", root_rows)
         object.__setattr__(self, "index", index.astype(np.int32, copy=False))
         object.__setattr__(self, "table", table)
 

@@ -13,7 +13,9 @@ Every sample becomes a :class:`SampleTargets` with one target per classifier of 
   for a classifier only where the network's own decisions above it agree (conditional
   accumulation, IV 2018 / 2019: the parent for boxes, the whole path for tags;
   :mod:`training.fit.loss`), and the root never learns from them (the paper gives box data
-  weight 0 at L1).
+  weight 0 at L1), except from box cores when ``pseudo_labels.box_core`` asks
+  (:mod:`training.labels.boxes`): there the root gets a hard target, the root class of the box's
+  node, wherever all boxes over the pixel agree on it.
 
 Projection (the same for boxes, tags and any future generator): for classifier ``c`` the mass of
 node ``m`` goes to the class of ``c`` on the root-to-``m`` path, if ``c`` is on that path at all.
@@ -77,12 +79,15 @@ class SampleTargets:
     conditional accumulation in the loss; a pixel may not carry both a hard and a soft target for
     one classifier. ``from_tags``: weak targets made from image-level tags, which localise nothing
     themselves, so the loss gates them on the whole root-to-classifier path (boxes: the parent only).
+    ``sure_root``: this weak sample's hard root targets are box cores, as sure as a per-pixel label,
+    so the loss averages them with the per-pixel ones instead of with the weak pixels.
     """
 
     kind: TargetKind
     hard: dict[str, np.ndarray]
     soft: dict[str, SoftTarget] = field(default_factory=dict)
     from_tags: bool = False
+    sure_root: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in (PIXEL, WEAK):
@@ -98,8 +103,10 @@ class SampleTargets:
                 raise ValueError(f"SampleTargets.hard[{name!r}]: expected uint8, got {t.dtype}")
         if self.soft and self.kind == PIXEL:
             raise ValueError("SampleTargets: per-pixel samples carry hard labels only (soft targets are pseudo labels)")
-        if self.from_tags and self.kind == PIXEL:
-            raise ValueError("SampleTargets: from_tags marks pseudo labels; a per-pixel sample cannot carry it")
+        if (self.from_tags or self.sure_root) and self.kind == PIXEL:
+            raise ValueError(
+                "SampleTargets: from_tags / sure_root mark pseudo labels; a per-pixel sample cannot carry them"
+            )
         for name, s in self.soft.items():
             if name in self.hard and (s.valid & (self.hard[name] != IGNORE)).any():
                 raise ValueError(f"SampleTargets: classifier {name!r} has both a hard and a soft target at some pixels")
@@ -132,6 +139,15 @@ def _projection(hierarchy: Hierarchy, clf: Classifier, nodes: Sequence[str]) -> 
     return proj
 
 
+def _core_root_targets(distribution: NodeDistribution, proj: np.ndarray) -> np.ndarray:
+    """Hard root targets of the flagged rows whose whole mass lies under one root class; IGNORE elsewhere."""
+    projected = distribution.table.astype(np.float64) @ proj  # K x C
+    sure = distribution.root_rows & (projected.max(1, initial=0.0) >= projected.sum(1) - 1e-6)
+    sure &= projected.sum(1) > 0
+    row_class = np.append(np.where(sure, projected.argmax(1), IGNORE), IGNORE).astype(np.uint8)
+    return row_class[distribution.index]
+
+
 def weak_targets(
     hierarchy: Hierarchy,
     distribution: NodeDistribution,
@@ -144,14 +160,21 @@ def weak_targets(
     Hard distributions give hard targets, others palette-encoded soft targets; a classifier gets a
     soft entry only where some pixel is valid for it. The root's targets stay :data:`IGNORE`: weak
     data never trains the root classifier (the papers' rule), unless ``supervise_root`` asks for it:
-    a flat baseline has nothing but a root, and learns nothing from boxes or tags otherwise.
+    a flat baseline has nothing but a root, and learns nothing from boxes or tags otherwise. Rows
+    flagged in ``distribution.root_rows`` (box cores) give the root a hard target in any case,
+    where their mass falls under a single root class.
     """
     if not 0 < min_mass <= 1:
         raise ValueError(f"min_mass must be in (0, 1], got {min_mass}")
     shape = distribution.shape
     hard = _ignore_maps(hierarchy, shape)
     soft: dict[str, SoftTarget] = {}
+    sure_root = False
     for clf in hierarchy.classifiers:
+        if clf.node == ROOT and not supervise_root and distribution.root_rows is not None:
+            hard[clf.name] = _core_root_targets(distribution, _projection(hierarchy, clf, distribution.nodes))
+            sure_root = True
+            continue
         if (clf.node == ROOT and not supervise_root) or distribution.table.shape[0] == 0:
             continue
         proj = _projection(hierarchy, clf, distribution.nodes)
@@ -172,7 +195,7 @@ def weak_targets(
         if (index >= 0).any():
             table = (projected[keep] / mass[keep, None]).astype(np.float32)
             soft[clf.name] = SoftTarget(index, table, mass[keep].astype(np.float32))
-    return SampleTargets(WEAK, hard, soft, from_tags)
+    return SampleTargets(WEAK, hard, soft, from_tags, sure_root)
 
 
 # --------------------------------------------------------------------------- builder (config -> targets)
@@ -183,8 +206,11 @@ class PseudoLabelConfig:
     box_mode: BoxMode = "multihot"
     min_mass: float = DEFAULT_MIN_MASS
     supervise_root: bool = False
+    box_core: float = 0.0  # share of each box's area (centred) that also teaches the root; 0 = never
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.box_core, (int, float)) and 0.0 <= self.box_core < 1.0):
+            raise ValueError(f"pseudo_labels.box_core: expected a number in [0, 1), got {self.box_core!r}")
         if self.box_mode not in BOX_MODES:
             raise ValueError(f"pseudo_labels.box_mode: expected one of {list(BOX_MODES)}, got {self.box_mode!r}")
         if not 0 < self.min_mass <= 1:
@@ -219,7 +245,7 @@ class TargetBuilder:
             return self.generators[dataset]
         supervision = self.hierarchy.dataset(dataset).supervision
         if supervision == "boxes":
-            return BoxGenerator(self.hierarchy, self.config.box_mode)
+            return BoxGenerator(self.hierarchy, self.config.box_mode, core=self.config.box_core)
         if supervision == "tags":
             return UniformTagGenerator(self.hierarchy)
         raise ValueError(f"dataset {dataset!r} has per-pixel labels, no pseudo-label generator")

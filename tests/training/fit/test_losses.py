@@ -220,6 +220,29 @@ def test_weak_only_batch_gives_root_no_gradient(tiny: Hierarchy):
         assert (grad[:, [p for p in range(3) if p != pixel]] == 0).all()
 
 
+def test_box_cores_reach_the_root_whatever_it_decides(tiny: Hierarchy):
+    """``pseudo_labels.box_core``: a stop box's centre teaches the root "sign" even where it says road."""
+    sample = Sample("bx", "b", np.zeros((12, 12, 3), np.uint8), None, boxes=(Box(1, 1, 10, 10, 0),))
+    box = TargetBuilder(tiny, PseudoLabelConfig(box_mode="fill", box_core=0.1))(sample)
+    road_everywhere = torch.zeros(1, 3, 12, 12)
+    road_everywhere[:, 0] = 3.0
+    lg = logits(tiny, 1, 12, 12, root=road_everywhere.tolist())
+    out = HierarchicalLoss(tiny)(lg, collate_targets([box]))
+    assert out.pixels["root"] == (9, 0)  # the 3x3 core, with the per-pixel labels; the other 91 box pixels: none
+    assert out.per_classifier["root"].item() == pytest.approx(ce([3.0, 0.0, 0.0], 1), rel=1e-5)
+    out.total.backward()
+    grad = lg["root"].grad[0]
+    assert (grad[:, 4:7, 4:7] != 0).all() and (grad.abs().sum(0) > 0).sum() == 9
+    default = TargetBuilder(tiny, PseudoLabelConfig(box_mode="fill"))(sample)
+    assert HierarchicalLoss(tiny)(lg, collate_targets([default])).pixels["root"] == (0, 0)
+    # pooled: one per-pixel sample with 3 labelled root pixels + the core average to one P1 mean
+    pixel = targets(tiny, "pixel", (12, 12), root=np.where(np.arange(144).reshape(12, 12) < 3, 0, I).tolist())
+    lg = logits(tiny, 2, 12, 12, root=torch.cat([road_everywhere, road_everywhere]).tolist())
+    out = HierarchicalLoss(tiny)(lg, collate_targets([pixel, box]))
+    expected = (3 * ce([3.0, 0.0, 0.0], 0) + 9 * ce([3.0, 0.0, 0.0], 1)) / 12
+    assert out.pixels["root"] == (12, 0) and out.per_classifier["root"].item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_iv2018_cityscapes_and_gtsdb_batch(tmp_path: Path):
     h = load_hierarchy(HIERARCHIES / "iv2018.yaml")
     builder = TargetBuilder(h)

@@ -189,8 +189,9 @@ def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> N
         (
             {"pseudo_labels": {"min_mas": 0.1}},
             r"cfg\.yaml: pseudo_labels\.min_mas: unknown key \(expected one of box_mode, min_mass, supervise_root, "
-            r"precomputed\)$",
+            r"box_core, precomputed\)$",
         ),
+        ({"pseudo_labels": {"box_core": 1}}, r"cfg\.yaml: pseudo_labels\.box_core: expected a number in \[0, 1\)"),
         ({"model": {"backbone": "vgg16"}}, r"cfg\.yaml: model\.backbone: unknown backbone 'vgg16'"),
         ({"loss": {"weights": {"traffic_sgn": 0.1}}}, r"cfg\.yaml: loss\.weights\.traffic_sgn: unknown classifier"),
         ({"loss": {"weights": {"road": 0.1}}}, r"cfg\.yaml: loss\.weights\.road: class 'road' .* owns no classifier"),

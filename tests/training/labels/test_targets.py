@@ -300,3 +300,47 @@ def test_flat_baseline_can_let_boxes_train_its_root():
     root = flat_targets.hard["root"]
     stop = flat.classifier("root").classes.index("sign-stop")
     assert (root[1:3, 1:4] == stop).all() and (root[0] == IGNORE).all() and (root[:, 0] == IGNORE).all()
+
+
+# --------------------------------------------------------------------------- box cores teach the root
+@pytest.mark.parametrize("mode", ["multihot", "fill"])
+def test_box_core_teaches_the_root_the_boxes_root_class_at_its_centre_only(tiny: Hierarchy, mode: str):
+    # a 10x10 stop box in a 12x12 image; core 0.1 of its area: the centred 3x3 (round(10 * 0.316) = 3)
+    sample = _box_sample([Box(1, 1, 10, 10, 0)], 12, 12)
+    t = TargetBuilder(tiny, PseudoLabelConfig(box_mode=mode, box_core=0.1))(sample)
+    sign = tiny.classifier("root").classes.index("sign")
+    root = t.hard["root"]
+    assert (root[4:7, 4:7] == sign).all()
+    assert (root == sign).sum() == 9 and (root[root != sign] == IGNORE).all()
+    # the sub-classifiers still learn from the whole box, core or not
+    front = t.hard["front"] if mode == "fill" else _dense(t.soft["front"]).argmax(0)
+    valid = (t.hard["front"] != IGNORE) if mode == "fill" else t.soft["front"].valid
+    assert valid.sum() == 100 and (front[valid] == 0).all()
+    # the default (the papers' rule): no root target from boxes at all
+    _assert_root_ignored(TargetBuilder(tiny, PseudoLabelConfig(box_mode=mode))(sample))
+
+
+def test_box_core_where_overlapping_boxes_disagree_on_the_root_class_is_ignored(tiny: Hierarchy):
+    # a stop box and a car box with the same core region: sign vs vehicle at the root -> no root target;
+    # a second stop box overlapping the first one's core: both say "sign" -> the root target stays.
+    boxes = [Box(0, 0, 9, 9, 0), Box(0, 0, 9, 9, 2), Box(20, 0, 29, 9, 0), Box(22, 2, 27, 7, 1)]
+    dist = box_distribution(tiny, "bx", boxes, (10, 30), core=0.1)
+    root = weak_targets(tiny, dist).hard["root"]
+    sign = tiny.classifier("root").classes.index("sign")
+    assert (root[:, :10] == IGNORE).all()
+    assert (root[3:6, 23:26] == sign).all() and (root == sign).sum() == 9  # the yield core lies inside
+
+
+def test_box_core_survives_warping_into_a_crop_and_is_validated(tiny: Hierarchy):
+    from dataclasses import replace
+
+    dist = box_distribution(tiny, "bx", [Box(1, 1, 10, 10, 0)], (12, 12), core=0.1)
+    shifted = replace(dist, index=np.roll(dist.index, 2, axis=1))  # what a crop's warp does to the index
+    root = weak_targets(tiny, shifted).hard["root"]
+    assert (root[4:7, 6:9] != IGNORE).all() and (root != IGNORE).sum() == 9
+    with pytest.raises(ValueError, match="root_rows: expected 1 booleans"):
+        NodeDistribution(("stop",), np.zeros((2, 2), np.int32), np.ones((1, 1), np.float32), root_rows=np.ones(2, bool))
+    with pytest.raises(ValueError, match=r"pseudo_labels.box_core: expected a number in \[0, 1\)"):
+        PseudoLabelConfig(box_core=1.0)
+    with pytest.raises(ValueError, match=r"core must be in \[0, 1\)"):
+        box_distribution(tiny, "bx", [Box(1, 1, 10, 10, 0)], (12, 12), core=-0.1)
