@@ -12,6 +12,7 @@ place under a hidden name, and renamed into place only once complete.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,6 +24,35 @@ from pathlib import Path
 def temporary_sibling(path: Path) -> Path:
     """A fresh hidden name next to ``path`` (same file system, so the final rename is atomic)."""
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")  # what temporary_sibling names
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files in ``folder`` whose writer process is gone; return them.
+
+    A process killed mid-write (a crashed worker of a pool, whose siblings the pool then
+    terminates) cannot clean up after itself; whoever owns the folder calls this once those
+    processes are gone. Files of live writers and every other file are left alone.
+    """
+    removed = []
+    for entry in Path(folder).iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match and entry.is_file() and not _alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 @contextmanager

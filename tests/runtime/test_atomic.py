@@ -63,3 +63,21 @@ def test_folder_left_to_the_writer_must_be_created(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="was not created"), atomic_folder(tmp_path / "none", create=False):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive"]
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    """A worker killed mid-write leaves ``.name.<pid>-<hex>.tmp``; only its owner's folder sweep removes it."""
+    import subprocess
+    import sys
+
+    from hiseg_ros.atomic import remove_stale_temporaries, temporary_sibling
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited: no process has this pid (reuse within the test is negligible)
+    stale = tmp_path / f".a3.png.{dead_pid}-0123abcd.tmp"
+    live = temporary_sibling(tmp_path / "a4.png")  # this process: still writing
+    other = [tmp_path / "a3.png", tmp_path / ".hidden.tmp", tmp_path / f"x.{dead_pid}-0123abcd.tmp"]
+    for path in (stale, live, *other):
+        path.write_bytes(b"partial")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and all(p.exists() for p in other)

@@ -299,8 +299,15 @@ def _write_yaml(tmp_path: Path, data: dict) -> Path:
 
 
 def test_generate_with_workers_survives_a_crashed_worker(tmp_path, tiny_classifier, monkeypatch):
+    import subprocess
+    import sys
+
     data, out = tmp_path / "data", tmp_path / "labels"
     _write_dataset(data)
+    # what a sibling worker leaves when the broken pool terminates it mid-write (its pid is gone)
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    out.mkdir()
+    (out / f".a1.png.{dead_pid}-0123abcd.tmp").write_bytes(b"half a png")
     monkeypatch.setenv("HISEG_PSEUDO_CRASH_ON", "a3")
     settings = _settings(tiny_classifier, erasing=False, crf=False)
     report = generate_labels("openscapes", data, HIERARCHY, settings, out, workers=2, progress=False)

@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from hiseg_ros.atomic import atomic_write_bytes
+from hiseg_ros.atomic import atomic_write_bytes, remove_stale_temporaries
 
 SETTINGS_FILE = "pseudo_labels.json"
 SKIPPED_FILE = "skipped.json"
@@ -212,6 +212,7 @@ def generate_labels(
                 "(mixing two kinds of pseudo labels in one folder is refused)"
             )
     atomic_write_bytes(settings_path, (json.dumps(record, indent=2) + "\n").encode())
+    remove_stale_temporaries(out_dir)  # left by an earlier run that was killed mid-write
     reader = load_dataset(dataset, root)
     todo, report = [], RunReport(skipped={}, timings=defaultdict(float))
     selected = 0
@@ -261,6 +262,8 @@ def generate_labels(
                         collect((pending_ids[i], "skip", "worker crashed (process pool broken); rerun to resume", {}))
                     except Exception as exc:  # a bug or bad data inside a worker: report, keep going
                         collect((pending_ids[i], "skip", f"worker error: {type(exc).__name__}: {exc}", {}))
+        # A crashed worker breaks the pool, which then terminates its siblings, possibly mid-write.
+        remove_stale_temporaries(out_dir)
     bar.close()
     report.seconds = time.perf_counter() - start
     skipped_path = out_dir / SKIPPED_FILE
