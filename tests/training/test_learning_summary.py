@@ -58,3 +58,14 @@ def test_command_updates_only_the_parts_it_is_given(tmp_path: Path) -> None:
     assert written["hierarchical"] == {"cityscapes_miou": 1.0}  # untouched
     assert written["main_job"]["cityscapes_miou"] == 32.19 and written["main_job"]["wall_s"] is None
     assert written["commands"] == ["bash scripts/demo.sh"]
+
+
+def test_experiments_from_several_folders_are_merged(tmp_path: Path) -> None:
+    """Variants trained side by side write their own results.json; both reach the summary."""
+    hier, flat = tmp_path / "hier.json", tmp_path / "flat.json"
+    hier.write_text(json.dumps({"pixel_boxes_tags": _variant(0.35, 0.047)}))
+    flat.write_text(json.dumps({"flat": _variant(0.28, 0.01)}))
+    target = tmp_path / "learning.json"
+    assert main(["--out", str(target), "--experiments", str(hier), "--experiments", str(flat)]) == 0
+    written = json.loads(target.read_text())
+    assert written["hierarchical"]["cityscapes_miou"] == 35.0 and written["flat"]["cityscapes_miou"] == 28.0

@@ -4,7 +4,9 @@ Built from the files the runs wrote, never typed in: the experiments' ``results.
 (:mod:`training.jobs.experiments`; ``hierarchical`` = its ``pixel_boxes_tags`` variant, ``flat`` =
 ``flat``), the main job's replay ``metrics.json`` (``OUT/live`` or ``OUT/offline``) with the wall
 time it printed, and the head-health sweep's rows (``bench/head_health.py``). Each source given
-replaces its part of an existing file; the others are kept. Percentages are numbers 0-100, null
+replaces its part of an existing file; the others are kept. ``--experiments`` may be repeated
+(variants trained side by side, each into its own folder): the files are merged, a later file's
+variant replacing an earlier one's. Percentages are numbers 0-100, null
 where a score is undefined (no detection: no class accuracy) or not measured::
 
     python -m training.jobs.learning_summary --out docs/results/learning.json \\
@@ -97,7 +99,9 @@ def _read(path: Path | None) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.jobs.learning_summary", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="the JSON file (updated in place, atomically)")
-    ap.add_argument("--experiments", type=Path, help="results.json of training.jobs.experiments")
+    ap.add_argument(
+        "--experiments", type=Path, action="append", help="results.json of training.jobs.experiments (repeatable)"
+    )
     ap.add_argument("--main-job", type=Path, help="metrics.json of the main job's replay")
     ap.add_argument("--main-job-wall-s", type=float, help="the main job's total wall time as it printed it")
     ap.add_argument("--head-health", type=Path, help="head_health.json of bench/head_health.py")
@@ -105,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", help="how and where the runs were made (machine, load)")
     args = ap.parse_args(argv)
     previous = _read(args.out) if args.out.is_file() else {}
+    experiments = None
+    for path in args.experiments or []:
+        experiments = {**(experiments or {}), **_read(path)}
     summary = summarise(
         previous,
-        _read(args.experiments),
+        experiments,
         _read(args.main_job),
         args.main_job_wall_s,
         _read(args.head_health),
