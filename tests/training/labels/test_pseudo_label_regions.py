@@ -29,6 +29,8 @@ from training.labels.pseudo_labels.generator import GeneratorConfig, WeakLabelGe
 from training.labels.pseudo_labels.regions import (
     RegionConfig,
     component_classes,
+    diffuse_classes,
+    region_edges,
     region_mean,
     region_vote,
     superpixels,
@@ -118,7 +120,9 @@ def test_components_give_a_whole_object_one_class() -> None:
 
 def test_region_config_validation_and_round_trip() -> None:
     assert RegionConfig.from_dict(RegionConfig(mode="vote").to_dict()) == RegionConfig(mode="vote")
-    with pytest.raises(ValueError, match=r"regions.mode: expected one of \['maps', 'vote', 'components'\]"):
+    with pytest.raises(
+        ValueError, match=r"regions.mode: expected one of \['maps', 'vote', 'components', 'diffusion'\]"
+    ):
         RegionConfig(mode="lnet")
     with pytest.raises(ValueError, match="regions.region_size"):
         RegionConfig(region_size=0)
@@ -149,7 +153,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mode", ["maps", "vote", "components"])
+@pytest.mark.parametrize("mode", ["maps", "vote", "components", "diffusion"])
 def test_generator_regions_stage(tiny_classifier: Path, mode: str) -> None:
     hierarchy = load_hierarchy(HIERARCHY)
     image, _, _, _ = _object_scene()
@@ -173,3 +177,58 @@ def test_generator_regions_stage(tiny_classifier: Path, mode: str) -> None:
         assert all(len(np.unique(labels[regions == r])) == 1 for r in np.unique(regions))
     assert gen.timings["regions"] > 0
     json.dumps(config.to_dict())  # recorded as the label folder's settings
+
+
+# --------------------------------------------------------------------------- class-identity diffusion
+def _red_and_blue() -> tuple[np.ndarray, np.ndarray]:
+    """A 12x24 image: a red object (columns 0-11) beside a blue one (12-23), four 6x6 regions each."""
+    image = np.zeros((12, 24, 3), np.uint8)
+    image[:, :12] = (200, 30, 30)
+    image[:, 12:] = (30, 30, 200)
+    regions = (np.arange(12)[:, None] // 6) * 4 + np.arange(24)[None, :] // 6
+    return image, regions.astype(np.int32)
+
+
+def test_region_edges_are_the_touching_pairs_once() -> None:
+    _, regions = _red_and_blue()  # a 2 x 4 grid of regions 0..7
+    edges = region_edges(regions)
+    expected = {(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7), (0, 4), (1, 5), (2, 6), (3, 7)}
+    assert {tuple(e) for e in edges.tolist()} == expected and len(edges) == len(expected)
+
+
+def test_diffusion_spreads_a_class_over_its_object_and_stops_at_a_colour_edge() -> None:
+    image, regions = _red_and_blue()
+    cams = np.zeros((1, 12, 24), np.float32)
+    cams[0, :6, :6] = 1.0  # the class was seen on one corner of the red object only
+    out = diffuse_classes(image, cams, regions, None, RegionConfig(mode="diffusion", alpha=0.9, steps=50))
+    red, blue = out[0][:, :12], out[0][:, 12:]
+    assert red.min() > 0.2  # every part of the red object now carries the class
+    assert blue.max() < 1e-3  # the blue one (a CIELAB distance of ~190 >> sigma 8) does not
+    assert out.max() <= 1.0 + 1e-6 and out.min() >= 0.0  # convex combinations: the input's range
+    # alpha 0: no diffusion, the region means
+    np.testing.assert_allclose(
+        diffuse_classes(image, cams, regions, None, RegionConfig(alpha=0.0)), region_mean(cams, regions)
+    )
+
+
+def test_diffusion_stops_at_a_foreground_edge_of_one_colour() -> None:
+    image, regions = _red_and_blue()
+    image[:] = (200, 30, 30)  # one colour everywhere: only the saliency tells the objects apart
+    cams = np.zeros((1, 12, 24), np.float32)
+    cams[0, :6, :6] = 1.0
+    config = RegionConfig(mode="diffusion", alpha=0.9, steps=50)
+    colour_only = diffuse_classes(image, cams, regions, None, config)
+    salient = np.zeros((12, 24), np.float32)
+    salient[:, :12] = 1.0  # the left half is foreground
+    with_fg = diffuse_classes(image, cams, regions, salient, config)
+    assert colour_only[0][:, 12:].min() > 0.05  # without saliency the class leaks into the right half
+    assert with_fg[0][:, 12:].max() < 1e-3 and with_fg[0][:, :12].min() > 0.2
+
+
+def test_diffusion_settings_are_validated_and_recorded_only_in_diffusion_mode() -> None:
+    assert "alpha" not in RegionConfig(mode="maps").to_dict()  # folders labelled before it keep their fingerprint
+    config = RegionConfig(mode="diffusion", alpha=0.5, steps=3, sigma_color=4.0, sigma_foreground=0.3)
+    assert RegionConfig.from_dict(config.to_dict()) == config and config.to_dict()["alpha"] == 0.5
+    for key, value in (("alpha", 1.0), ("steps", 0), ("sigma_color", 0), ("sigma_foreground", -1.0)):
+        with pytest.raises(ValueError, match=f"regions.{key}"):
+            RegionConfig(mode="diffusion", **{key: value})

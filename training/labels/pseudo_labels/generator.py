@@ -46,6 +46,7 @@ from training.labels.pseudo_labels.erasing import ErasingConfig, iterative_salie
 from training.labels.pseudo_labels.regions import (
     RegionConfig,
     component_classes,
+    diffuse_classes,
     region_mean,
     region_vote,
     superpixels,
@@ -224,12 +225,16 @@ class WeakLabelGenerator:
         t = self._tick("gradcam", t)
         mode = self.config.regions_config.mode if self.config.regions else None
         regions = None
-        if mode in ("maps", "vote"):
+        if mode in ("maps", "vote", "diffusion"):
             regions = superpixels(small, self.config.regions_config)
             t = self._tick("regions", t)
-        by_region = mode == "maps"
+        by_region = mode in ("maps", "diffusion")
         if not self.config.saliency:
-            region_cams = region_mean(cams, regions) if by_region else cams
+            region_cams = cams
+            if mode == "diffusion":
+                region_cams = diffuse_classes(small, cams, regions, None, self.config.regions_config)
+            elif by_region:
+                region_cams = region_mean(cams, regions)
             labels = cam_only_labels(region_cams, self.config.algorithm1.gamma1)
             t = self._tick("algorithm1", t)
             return nodes, cams, None, self._per_region(labels, cams, regions, t)
@@ -241,7 +246,11 @@ class WeakLabelGenerator:
         t = self._tick("saliency", t)
         region_cams, region_sal = cams, sal
         if by_region:
-            region_cams, region_sal = region_mean(cams, regions), region_mean(sal, regions)
+            region_sal = region_mean(sal, regions)
+            if mode == "diffusion":
+                region_cams = diffuse_classes(small, cams, regions, sal, self.config.regions_config)
+            else:
+                region_cams = region_mean(cams, regions)
             t = self._tick("regions", t)
         if self.config.crf:
             labels = crf_refine(small, region_cams, region_sal, self.config.algorithm1, self.config.crf_config)

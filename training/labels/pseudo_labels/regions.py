@@ -3,7 +3,7 @@
 Grad-CAM maps are 18x24 and the learned foreground map 12x16 before upsampling, so per-pixel
 decisions follow blurry blobs, and where two classes' blobs overlap the argmax splits one object
 between them (most pixels go to the class with the broadest map). Deciding once per region lets the
-image, not the map grid, say where a class ends. Three ways (``mode``):
+image, not the map grid, say where a class ends. Four ways (``mode``):
 
 * ``maps``: every attention map and the saliency map are replaced by their mean over each
   superpixel *before* Algorithm 1 (and the CRF): a superpixel is labelled as a whole;
@@ -14,6 +14,13 @@ image, not the map grid, say where a class ends. Three ways (``mode``):
   average over it: a whole salient object gets one class. Objects that touch share one class, and
   with a saliency map that fires on background structure (the OpenCV detectors) one region covers
   most of the image: measured far worse there (docs/RESULTS_WEAK_LABELS.md), so not the default.
+* ``diffusion``: class-identity diffusion as in L-Net (a random walk over the superpixel graph):
+  each superpixel starts with its mean attention per class, which then spreads to adjacent
+  superpixels with a weight that falls with their difference in CIELAB colour and in foreground
+  (saliency) value, ``s <- alpha * P s + (1 - alpha) * s0`` for ``steps`` steps (``P``: the
+  row-normalised affinities). A class seen on part of an object reaches the rest of it through
+  similar neighbours, and stops at colour and foreground edges. The diffused maps then go to
+  Algorithm 1 / the CRF like ``maps``.
 
 Superpixels: SLICO (the parameter-free SLIC variant, OpenCV ximgproc) on the CIELAB image at the
 pipeline's work size; ``region_size`` is the average superpixel side in pixels there.
@@ -31,7 +38,8 @@ import numpy as np
 from training.config_schema import reject_unknown_keys
 from training.labels.pseudo_labels.stages import REGION_MODES
 
-RegionMode = Literal["maps", "vote", "components"]
+RegionMode = Literal["maps", "vote", "components", "diffusion"]
+DIFFUSION_KEYS = ("alpha", "steps", "sigma_color", "sigma_foreground")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,10 @@ class RegionConfig:
     ruler: float = 10.0
     iterations: int = 10
     min_size_percent: int = 25  # merge superpixels smaller than this % of region_size^2 into a neighbour
+    alpha: float = 0.9  # diffusion: share of each step that comes from the neighbours (0: no diffusion)
+    steps: int = 20
+    sigma_color: float = 8.0  # CIELAB distance (OpenCV's 8-bit L*a*b* units) at which affinity falls to e^-1/2
+    sigma_foreground: float = 0.15  # the same for the saliency difference (0..1)
 
     def __post_init__(self) -> None:
         if self.mode not in REGION_MODES:
@@ -53,20 +65,34 @@ class RegionConfig:
                 raise ValueError(f"regions.{key}: expected a positive integer, got {value!r}")
         if not isinstance(self.ruler, int | float) or self.ruler <= 0:
             raise ValueError(f"regions.ruler: expected a number > 0, got {self.ruler!r}")
+        if not isinstance(self.alpha, int | float) or not 0 <= self.alpha < 1:
+            raise ValueError(f"regions.alpha: expected a number in [0, 1), got {self.alpha!r}")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"regions.steps: expected a positive integer, got {self.steps!r}")
+        for key in ("sigma_color", "sigma_foreground"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"regions.{key}: expected a number > 0, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "regions") -> RegionConfig:
-        reject_unknown_keys(where, data, ("mode", "region_size", "ruler", "iterations", "min_size_percent"))
+        keys = ("mode", "region_size", "ruler", "iterations", "min_size_percent", *DIFFUSION_KEYS)
+        reject_unknown_keys(where, data, keys)
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The settings that shape the labels (a label folder's fingerprint): the diffusion ones only
+        in ``diffusion`` mode, so folders made before it existed keep their fingerprint."""
+        out = {
             "mode": self.mode,
             "region_size": self.region_size,
             "ruler": self.ruler,
             "iterations": self.iterations,
             "min_size_percent": self.min_size_percent,
         }
+        if self.mode == "diffusion":
+            out.update({key: getattr(self, key) for key in DIFFUSION_KEYS})
+        return out
 
 
 def superpixels(image: np.ndarray, config: RegionConfig = RegionConfig()) -> np.ndarray:
@@ -135,3 +161,66 @@ def component_classes(labels: np.ndarray, cams: np.ndarray) -> np.ndarray:
     means = np.stack([np.bincount(flat, weights=c.ravel().astype(np.float64), minlength=n) for c in cams]) / count
     best = means.argmax(0).astype(np.int32)  # component 0 is the background; masked below
     return np.where(foreground, best[components], -1).astype(np.int32)
+
+
+def region_edges(regions: np.ndarray) -> np.ndarray:
+    """``E x 2`` int64 pairs ``(i, j)``, ``i < j``, of regions that touch (4-neighbourhood), each once."""
+    regions = np.asarray(regions, np.int64)
+    pairs = [
+        np.stack([regions[:, :-1].ravel(), regions[:, 1:].ravel()], 1),
+        np.stack([regions[:-1, :].ravel(), regions[1:, :].ravel()], 1),
+    ]
+    edges = np.concatenate(pairs)
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    return np.unique(np.sort(edges, axis=1), axis=0) if edges.size else np.zeros((0, 2), np.int64)
+
+
+def diffuse_classes(
+    image: np.ndarray,
+    maps: np.ndarray,
+    regions: np.ndarray,
+    foreground: np.ndarray | None = None,
+    config: RegionConfig = RegionConfig(mode="diffusion"),
+) -> np.ndarray:
+    """``C x H x W`` attention diffused over the superpixel graph (module docstring, ``diffusion``).
+
+    ``image``: the RGB uint8 image the ``regions`` were cut from; ``foreground``: the saliency map
+    (``H x W`` in 0..1), or None to compare colours only. Values stay in the range of the input
+    maps (every step is a convex combination), so Algorithm 1's thresholds keep their meaning.
+    """
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3 or maps.shape[1:] != regions.shape or image.shape[:2] != regions.shape:
+        shapes = f"maps {maps.shape}, image {image.shape} and regions {regions.shape}"
+        raise ValueError(f"diffuse_classes: {shapes} disagree")
+    flat = regions.ravel().astype(np.int64)
+    k = int(flat.max()) + 1 if flat.size else 0
+    if maps.shape[0] == 0 or k == 0:
+        return maps.copy()
+    count = np.maximum(np.bincount(flat, minlength=k), 1).astype(np.float64)
+
+    def means(values: np.ndarray) -> np.ndarray:  # (n x H x W) -> (K x n)
+        sums = [np.bincount(flat, weights=v.ravel().astype(np.float64), minlength=k) for v in values]
+        return np.stack(sums, 1) / count[:, None]
+
+    lab = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB)
+    features = means(np.moveaxis(lab.astype(np.float64), -1, 0)) / config.sigma_color
+    if foreground is not None:
+        fg = np.asarray(foreground, np.float64)[None] / config.sigma_foreground
+        features = np.concatenate([features, means(fg)], 1)
+    seeds = means(maps)  # K x C
+    edges = region_edges(regions)
+    if edges.shape[0] == 0 or config.alpha == 0:
+        return seeds[regions].transpose(2, 0, 1).astype(np.float32)
+    weight = np.exp(-0.5 * ((features[edges[:, 0]] - features[edges[:, 1]]) ** 2).sum(1))
+    src = np.concatenate([edges[:, 0], edges[:, 1]])  # both directions of every edge
+    dst = np.concatenate([edges[:, 1], edges[:, 0]])
+    w = np.concatenate([weight, weight])
+    degree = np.bincount(src, weights=w, minlength=k)
+    p = w / np.maximum(degree[src], 1e-12)  # row-normalised: P[src, dst]
+    isolated = degree <= 1e-12  # no similar neighbour: keeps its own value
+    scores = seeds.copy()
+    for _ in range(config.steps):
+        spread = np.stack([np.bincount(src, weights=p * column, minlength=k) for column in scores[dst].T], 1)
+        spread[isolated] = scores[isolated]
+        scores = config.alpha * spread + (1.0 - config.alpha) * seeds
+    return scores[regions].transpose(2, 0, 1).astype(np.float32)
