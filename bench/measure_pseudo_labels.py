@@ -10,7 +10,9 @@ counts), CAM only, CAM + saliency (Algorithm 1), + erasing, + CRF, each with eve
 ``training/labels/pseudo_labels/regions.py``): ``regions[maps]`` = maps averaged per superpixel before
 Algorithm 1 (with and without the CRF after it), ``regions[vote]`` = each superpixel's majority label
 after the CRF, ``components`` = one class (highest mean attention) per connected foreground region,
-after Algorithm 1 + erasing and after the CRF.
+after Algorithm 1 + erasing and after the CRF, ``regions[diffusion]`` = per-superpixel attention
+diffused over the superpixel graph (colour + that source's saliency) before Algorithm 1, with and
+without the CRF after it.
 Classes = the nodes the dataset's tags map to + background; truth per pixel = the most specific
 of the image's tag nodes that is the pixel's true class or an ancestor of it (Vistas v1.2 ids from
 ``ground_truth/{id}_vistas.png``; front signs refined by the GTSDB class in ``{id}_signs.png``), else
@@ -48,6 +50,7 @@ from training.labels.pseudo_labels.generator import work_size  # noqa: E402
 from training.labels.pseudo_labels.regions import (  # noqa: E402
     RegionConfig,
     component_classes,
+    diffuse_classes,
     region_mean,
     region_vote,
     superpixels,
@@ -122,6 +125,7 @@ def main() -> int:
     }
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
     region_cfg = RegionConfig(region_size=args.region_size)
+    diffusion_cfg = RegionConfig(mode="diffusion", region_size=args.region_size)
     matrices: dict[str, ConfusionMatrix] = defaultdict(lambda: ConfusionMatrix(len(classes), ignore_index=-100))
     seconds: dict[str, float] = defaultdict(float)
     uniform = np.zeros((len(classes), len(classes) + 1), np.int64)
@@ -174,6 +178,11 @@ def main() -> int:
             sal_r = region_mean(sal, regions)
             score(f"cam+sal+erase+regions[maps][{name}]", algorithm1(cams_r, sal_r, algo))
             score(f"cam+sal+erase+regions[maps]+crf[{name}]", crf_refine(small, cams_r, sal_r, algo, crf_cfg))
+            t = time.perf_counter()
+            cams_d = diffuse_classes(small, cams, regions, sal, diffusion_cfg)
+            seconds[f"diffusion_{name}"] += time.perf_counter() - t
+            score(f"cam+sal+erase+regions[diffusion][{name}]", algorithm1(cams_d, sal_r, algo))
+            score(f"cam+sal+erase+regions[diffusion]+crf[{name}]", crf_refine(small, cams_d, sal_r, algo, crf_cfg))
         print(f"\r{n_images}/{len(indices)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     results: dict = {
@@ -239,6 +248,8 @@ ABLATION_STEPS = {  # weak_labels.json step name -> variant name (of one salienc
     "+regions_vote (after crf)": "cam+sal+erase+crf+regions[vote][{}]",
     "regions_maps instead of crf": "cam+sal+erase+regions[maps][{}]",
     "regions_maps + crf": "cam+sal+erase+regions[maps]+crf[{}]",
+    "diffusion instead of crf": "cam+sal+erase+regions[diffusion][{}]",
+    "diffusion + crf": "cam+sal+erase+regions[diffusion]+crf[{}]",
 }
 
 
