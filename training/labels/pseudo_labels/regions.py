@@ -111,6 +111,15 @@ def superpixels(image: np.ndarray, config: RegionConfig = RegionConfig()) -> np.
     return dense.reshape(labels.shape).astype(np.int32)
 
 
+def _region_means(stack: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """``K x C`` float64: the mean of each of the ``C x H x W`` maps over each of the ``K`` regions."""
+    flat = regions.ravel().astype(np.int64)
+    k = int(flat.max()) + 1 if flat.size else 0
+    count = np.maximum(np.bincount(flat, minlength=k), 1).astype(np.float64)
+    sums = [np.bincount(flat, weights=m.ravel().astype(np.float64), minlength=k) for m in stack]
+    return np.stack(sums, 1) / count[:, None] if sums else np.zeros((k, 0))
+
+
 def region_mean(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Each map (``H x W`` or ``C x H x W``) replaced by its mean over every region, same shape, float32."""
     maps = np.asarray(maps, np.float32)
@@ -118,12 +127,7 @@ def region_mean(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
     stack = maps[None] if squeeze else maps
     if stack.shape[1:] != regions.shape:
         raise ValueError(f"region_mean: maps {maps.shape} and regions {regions.shape} disagree")
-    flat = regions.ravel()
-    count = np.bincount(flat, minlength=int(flat.max()) + 1 if flat.size else 0).astype(np.float64)
-    out = np.empty_like(stack)
-    for c, m in enumerate(stack):
-        mean = np.bincount(flat, weights=m.ravel().astype(np.float64), minlength=count.size) / np.maximum(count, 1)
-        out[c] = mean[regions].astype(np.float32)
+    out = _region_means(stack, regions)[regions].transpose(2, 0, 1).astype(np.float32)
     return out[0] if squeeze else out
 
 
@@ -192,22 +196,15 @@ def diffuse_classes(
     if maps.ndim != 3 or maps.shape[1:] != regions.shape or image.shape[:2] != regions.shape:
         shapes = f"maps {maps.shape}, image {image.shape} and regions {regions.shape}"
         raise ValueError(f"diffuse_classes: {shapes} disagree")
-    flat = regions.ravel().astype(np.int64)
-    k = int(flat.max()) + 1 if flat.size else 0
-    if maps.shape[0] == 0 or k == 0:
+    if maps.shape[0] == 0 or regions.size == 0:
         return maps.copy()
-    count = np.maximum(np.bincount(flat, minlength=k), 1).astype(np.float64)
-
-    def means(values: np.ndarray) -> np.ndarray:  # (n x H x W) -> (K x n)
-        sums = [np.bincount(flat, weights=v.ravel().astype(np.float64), minlength=k) for v in values]
-        return np.stack(sums, 1) / count[:, None]
-
+    k = int(regions.max()) + 1
     lab = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2LAB)
-    features = means(np.moveaxis(lab.astype(np.float64), -1, 0)) / config.sigma_color
+    features = _region_means(np.moveaxis(lab.astype(np.float64), -1, 0), regions) / config.sigma_color
     if foreground is not None:
         fg = np.asarray(foreground, np.float64)[None] / config.sigma_foreground
-        features = np.concatenate([features, means(fg)], 1)
-    seeds = means(maps)  # K x C
+        features = np.concatenate([features, _region_means(fg, regions)], 1)
+    seeds = _region_means(maps, regions)  # K x C
     edges = region_edges(regions)
     if edges.shape[0] == 0 or config.alpha == 0:
         return seeds[regions].transpose(2, 0, 1).astype(np.float32)
