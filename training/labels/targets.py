@@ -142,8 +142,8 @@ def _projection(hierarchy: Hierarchy, clf: Classifier, nodes: Sequence[str]) -> 
 def _core_root_targets(distribution: NodeDistribution, proj: np.ndarray) -> np.ndarray:
     """Hard root targets of the flagged rows whose whole mass lies under one root class; IGNORE elsewhere."""
     projected = distribution.table.astype(np.float64) @ proj  # K x C
-    sure = distribution.root_rows & (projected.max(1, initial=0.0) >= projected.sum(1) - 1e-6)
-    sure &= projected.sum(1) > 0
+    mass = projected.sum(1)
+    sure = distribution.root_rows & (projected.max(1, initial=0.0) >= mass - 1e-6) & (mass > 0)
     row_class = np.append(np.where(sure, projected.argmax(1), IGNORE), IGNORE).astype(np.uint8)
     return row_class[distribution.index]
 

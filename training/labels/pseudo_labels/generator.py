@@ -228,14 +228,8 @@ class WeakLabelGenerator:
         if mode in ("maps", "vote", "diffusion"):
             regions = superpixels(small, self.config.regions_config)
             t = self._tick("regions", t)
-        by_region = mode in ("maps", "diffusion")
         if not self.config.saliency:
-            region_cams = cams
-            if mode == "diffusion":
-                region_cams = diffuse_classes(small, cams, regions, None, self.config.regions_config)
-            elif by_region:
-                region_cams = region_mean(cams, regions)
-            labels = cam_only_labels(region_cams, self.config.algorithm1.gamma1)
+            labels = cam_only_labels(self._region_cams(small, cams, regions, None), self.config.algorithm1.gamma1)
             t = self._tick("algorithm1", t)
             return nodes, cams, None, self._per_region(labels, cams, regions, t)
         assert self.saliency is not None
@@ -245,12 +239,9 @@ class WeakLabelGenerator:
             sal = np.asarray(self.saliency(small), np.float32)
         t = self._tick("saliency", t)
         region_cams, region_sal = cams, sal
-        if by_region:
+        if mode in ("maps", "diffusion"):
             region_sal = region_mean(sal, regions)
-            if mode == "diffusion":
-                region_cams = diffuse_classes(small, cams, regions, sal, self.config.regions_config)
-            else:
-                region_cams = region_mean(cams, regions)
+            region_cams = self._region_cams(small, cams, regions, sal)
             t = self._tick("regions", t)
         if self.config.crf:
             labels = crf_refine(small, region_cams, region_sal, self.config.algorithm1, self.config.crf_config)
@@ -259,6 +250,18 @@ class WeakLabelGenerator:
             labels = algorithm1(region_cams, region_sal, self.config.algorithm1)
             t = self._tick("algorithm1", t)
         return nodes, cams, sal, self._per_region(labels, cams, regions, t)
+
+    def _region_cams(
+        self, small: np.ndarray, cams: np.ndarray, regions: np.ndarray | None, sal: np.ndarray | None
+    ) -> np.ndarray:
+        """The attention Algorithm 1 sees: averaged per superpixel (``maps``), diffused over the
+        superpixel graph with ``sal`` as foreground feature (``diffusion``), else as it is."""
+        mode = self.config.regions_config.mode if self.config.regions else None
+        if mode == "diffusion":
+            return diffuse_classes(small, cams, regions, sal, self.config.regions_config)
+        if mode == "maps":
+            return region_mean(cams, regions)
+        return cams
 
     def _per_region(self, labels: np.ndarray, cams: np.ndarray, regions: np.ndarray | None, t: float) -> np.ndarray:
         """The ``regions`` stage after the labels: ``vote`` / ``components``; other modes: unchanged."""
