@@ -12,7 +12,9 @@ Algorithm 1 (with and without the CRF after it), ``regions[vote]`` = each superp
 after the CRF, ``components`` = one class (highest mean attention) per connected foreground region,
 after Algorithm 1 + erasing and after the CRF, ``regions[diffusion]`` = per-superpixel attention
 diffused over the superpixel graph (colour + that source's saliency) before Algorithm 1, with and
-without the CRF after it.
+without the CRF after it. With ``--decoder``: the same steps on the class masks of the attention
+decoder (``attention_decoder.py``, TransferNet-style) instead of the Grad-CAM maps; ``decoder`` alone
+= each pixel's most probable class where its probability is at least 0.5.
 Classes = the nodes the dataset's tags map to + background; truth per pixel = the most specific
 of the image's tag nodes that is the pixel's true class or an ancestor of it (Vistas v1.2 ids from
 ``ground_truth/{id}_vistas.png``; front signs refined by the GTSDB class in ``{id}_signs.png``), else
@@ -42,6 +44,7 @@ from training.data.readers import load_dataset  # noqa: E402
 from training.data.readers.base import read_index_png  # noqa: E402
 from training.evaluation.metrics import ConfusionMatrix  # noqa: E402
 from training.labels.pseudo_labels.algorithm1 import Algorithm1Config, algorithm1, cam_only_labels  # noqa: E402
+from training.labels.pseudo_labels.attention_decoder import load_decoder  # noqa: E402
 from training.labels.pseudo_labels.batch import generate_labels, split_ids  # noqa: E402
 from training.labels.pseudo_labels.classifier import load_classifier, tag_node_space  # noqa: E402
 from training.labels.pseudo_labels.crf import CRFConfig, crf_refine  # noqa: E402
@@ -58,6 +61,7 @@ from training.labels.pseudo_labels.regions import (  # noqa: E402
 from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
 from training.labels.tags import tag_nodes  # noqa: E402
 
+DECODER_THRESHOLD = 0.5  # a decoder mask is a probability: "the class is here" above one half
 SCALE = 840  # fractional uniform-tiling counts (1/n, n <= 8) become integers
 
 
@@ -98,6 +102,7 @@ def main() -> int:
     ap.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
     ap.add_argument("--classifier", required=True)
     ap.add_argument("--foreground", default=None, help="learned saliency checkpoint (without: OpenCV sources only)")
+    ap.add_argument("--decoder", default=None, help="attention decoder checkpoint (adds the decoder rows)")
     ap.add_argument("--region-size", type=int, default=RegionConfig().region_size, help="superpixel side, work px")
     ap.add_argument(
         "--results", default=None, help="also record the ablation in this headline JSON (docs/results/weak_labels.json)"
@@ -123,6 +128,7 @@ def main() -> int:
         "spectral_residual": OpenCVSaliency("spectral_residual"),
         "fine_grained": OpenCVSaliency("fine_grained"),
     }
+    decoder = load_decoder(args.decoder) if args.decoder else None
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
     region_cfg = RegionConfig(region_size=args.region_size)
     diffusion_cfg = RegionConfig(mode="diffusion", region_size=args.region_size)
@@ -154,6 +160,11 @@ def main() -> int:
         cams = classifier.attention(small, present, size)
         seconds["gradcam"] += time.perf_counter() - t
         score("cam_only", cam_only_labels(cams, algo.gamma1))
+        if decoder is not None:
+            t = time.perf_counter()
+            dec = decoder.masks(small, cams)
+            seconds["decoder"] += time.perf_counter() - t
+            score("decoder", cam_only_labels(dec, DECODER_THRESHOLD))
         t = time.perf_counter()
         regions = superpixels(small, region_cfg)
         cams_r = region_mean(cams, regions)
@@ -183,6 +194,13 @@ def main() -> int:
             seconds[f"diffusion_{name}"] += time.perf_counter() - t
             score(f"cam+sal+erase+regions[diffusion][{name}]", algorithm1(cams_d, sal_r, algo))
             score(f"cam+sal+erase+regions[diffusion]+crf[{name}]", crf_refine(small, cams_d, sal_r, algo, crf_cfg))
+            if decoder is not None:
+                score(f"decoder+sal+erase[{name}]", algorithm1(dec, sal, algo))
+                score(f"decoder+sal+erase+crf[{name}]", crf_refine(small, dec, sal, algo, crf_cfg))
+                dec_d = diffuse_classes(small, dec, regions, sal, diffusion_cfg)
+                score(
+                    f"decoder+sal+erase+regions[diffusion]+crf[{name}]", crf_refine(small, dec_d, sal_r, algo, crf_cfg)
+                )
         print(f"\r{n_images}/{len(indices)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     results: dict = {
@@ -251,13 +269,22 @@ ABLATION_STEPS = {  # weak_labels.json step name -> variant name (of one salienc
     "diffusion instead of crf": "cam+sal+erase+regions[diffusion][{}]",
     "diffusion + crf": "cam+sal+erase+regions[diffusion]+crf[{}]",
 }
+DECODER_STEPS = {  # measured with --decoder only
+    "decoder (no saliency)": "decoder",
+    "decoder + saliency + erasing": "decoder+sal+erase[{}]",
+    "decoder + crf": "decoder+sal+erase+crf[{}]",
+    "decoder + diffusion + crf": "decoder+sal+erase+regions[diffusion]+crf[{}]",
+}
 
 
 def ablation_entry(variants: dict, source: str) -> dict:
     """``weak_labels.json`` keys of one measurement: the ablation of ``source`` (the learned saliency
     when measured) and, as ``pseudo_label_miou``, its best pipeline that uses saliency."""
-    ablation = {step: variants[name.format(source)]["miou"] for step, name in ABLATION_STEPS.items()}
-    with_saliency = {k: v for k, v in ablation.items() if k not in ("uniform_tiling", "cam_only")}
+    steps = ABLATION_STEPS | ({} if "decoder" not in variants else DECODER_STEPS)
+    ablation = {step: variants[name.format(source)]["miou"] for step, name in steps.items()}
+    with_saliency = {
+        k: v for k, v in ablation.items() if k not in ("uniform_tiling", "cam_only", "decoder (no saliency)")
+    }
     best = max(with_saliency, key=with_saliency.__getitem__)
     return {
         "pseudo_label_miou": with_saliency[best],

@@ -1,4 +1,4 @@
-"""``python -m training.labels.pseudo_labels {train-classifier, train-foreground, generate}``.
+"""``python -m training.labels.pseudo_labels {train-classifier, train-foreground, train-decoder, generate}``.
 
 ``generate`` writes one pseudo label per image of an image-level dataset into ``--out`` using
 several worker processes: each file is written to a temporary name and renamed (a crash never
@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,38 @@ def cmd_train_foreground(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_decoder(args: argparse.Namespace) -> int:
+    from hiseg_ros.hierarchy import load_hierarchy
+    from training.data.readers import load_dataset
+    from training.labels.pseudo_labels.attention_decoder import save_decoder, train_decoder, training_pairs
+    from training.labels.pseudo_labels.generator import GeneratorConfig, load_tag_classifier
+
+    hierarchy = load_hierarchy(args.hierarchy)
+    settings = {"classifier": args.classifier, "stages": {"saliency": False, "erasing": False, "crf": False}}
+    if args.classifier_hierarchy:
+        settings["classifier_hierarchy"] = args.classifier_hierarchy
+    classifier = load_tag_classifier(GeneratorConfig.from_dict(settings), hierarchy, "openscapes")
+    config = _train_config(args)
+    start = time.perf_counter()
+    root = Path(args.data_root)
+    images, pairs = [], []
+    for name, split in (("cityscapes", "train"), ("vistas", "training")):
+        reader = load_dataset(name, root / name, split=split)
+        samples = (reader[i] for i in range(min(len(reader), args.limit)))
+        more_images, more_pairs = training_pairs(samples, hierarchy, classifier, config.input_size, args.exclude)
+        pairs += [replace(p, image=p.image + len(images)) for p in more_pairs]
+        images += more_images
+    nodes = sorted({p.node for p in pairs})
+    print(
+        f"{len(pairs)} attention / mask pairs of {len(images)} images, nodes {nodes}",
+        f"({time.perf_counter() - start:.0f} s)",
+    )
+    model = train_decoder(images, pairs, config)
+    save_decoder(model, args.out, nodes)
+    print(f"trained the attention decoder in {time.perf_counter() - start:.0f} s -> {args.out}")
+    return 0
+
+
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Config file (YAML/JSON, :meth:`GeneratorConfig.from_dict` form) overridden by flags."""
     settings: dict[str, Any] = {}
@@ -122,6 +155,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         sal["checkpoint"] = args.saliency_checkpoint
     if sal:
         settings["saliency"] = sal
+    if args.decoder_checkpoint:
+        settings["decoder"] = {"checkpoint": args.decoder_checkpoint}
     if args.stages is not None:
         chosen = {s.strip() for s in args.stages.split(",") if s.strip()}
         bad = chosen - set(STAGES)
@@ -135,8 +170,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("classifier", "classifier_hierarchy"):
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
-    if settings.get("saliency", {}).get("checkpoint"):
-        settings["saliency"]["checkpoint"] = str(Path(settings["saliency"]["checkpoint"]).resolve())
+    for key in ("saliency", "decoder"):
+        if (settings.get(key) or {}).get("checkpoint"):
+            settings[key]["checkpoint"] = str(Path(settings[key]["checkpoint"]).resolve())
     return settings
 
 
@@ -185,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     training_flags(p, 200)
     p.set_defaults(func=cmd_train_foreground)
 
+    p = sub.add_parser("train-decoder", help="class-conditioned attention decoder (Grad-CAM -> class mask)")
+    p.add_argument("--data-root", required=True, help="folder with cityscapes/ and vistas/")
+    p.add_argument("--classifier", required=True, help="tag classifier checkpoint (the attention source)")
+    p.add_argument("--classifier-hierarchy", default=None, help="hierarchy the classifier was trained with")
+    p.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
+    p.add_argument("--limit", type=int, default=120, help="images per dataset")
+    p.add_argument("--exclude", nargs="*", default=[], help="tag nodes held out of training (transfer tests)")
+    training_flags(p, 400)
+    p.set_defaults(func=cmd_train_decoder, freeze_blocks=99)
+
     p = sub.add_parser("generate", help="pseudo labels for a whole image-level dataset")
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--dataset", default="openscapes")
@@ -201,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--saliency", default=None, help="learned | spectral_residual | fine_grained")
     p.add_argument("--saliency-checkpoint", default=None, help="foreground segmenter checkpoint (learned)")
+    p.add_argument("--decoder-checkpoint", default=None, help="attention decoder checkpoint (decoder stage)")
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
     p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
     p.add_argument("--output", choices=("hard", "soft"), default=None)

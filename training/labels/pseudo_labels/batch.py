@@ -72,6 +72,7 @@ def _init_worker(spec: JobSpec) -> None:
 
     from hiseg_ros.hierarchy import load_hierarchy
     from training.data.readers import load_dataset
+    from training.labels.pseudo_labels.attention_decoder import load_decoder
     from training.labels.pseudo_labels.generator import GeneratorConfig, WeakLabelGenerator, load_tag_classifier
     from training.labels.pseudo_labels.saliency import make_saliency
 
@@ -80,11 +81,14 @@ def _init_worker(spec: JobSpec) -> None:
     config = GeneratorConfig.from_dict(spec.settings)
     hierarchy = load_hierarchy(spec.hierarchy)
     saliency = make_saliency(config.saliency_source, config.saliency_checkpoint) if config.saliency else None
+    decoder = load_decoder(config.decoder_checkpoint) if config.decoder else None
     _STATE.update(
         spec=spec,
         hierarchy=hierarchy,
         reader=load_dataset(spec.dataset, spec.root),
-        generator=WeakLabelGenerator(hierarchy, load_tag_classifier(config, hierarchy, spec.dataset), saliency, config),
+        generator=WeakLabelGenerator(
+            hierarchy, load_tag_classifier(config, hierarchy, spec.dataset), saliency, config, decoder=decoder
+        ),
     )
 
 
@@ -187,6 +191,7 @@ def generate_labels(
     for path, what in (
         (config.classifier, "classifier"),
         (config.saliency_checkpoint, "saliency.checkpoint"),
+        (config.decoder_checkpoint, "decoder.checkpoint"),
         (config.classifier_hierarchy, "classifier_hierarchy"),
     ):
         if path and not Path(path).is_file():

@@ -34,6 +34,7 @@ from training.labels.pseudo_labels.algorithm1 import (
     cam_only_labels,
     combined_map,
 )
+from training.labels.pseudo_labels.attention_decoder import AttentionDecoder
 from training.labels.pseudo_labels.classifier import (
     RetargetedClassifier,
     TagClassifier,
@@ -65,6 +66,7 @@ _TOP_KEYS = {
     "erasing",
     "crf",
     "regions",
+    "decoder",
     "output",
     "work_max_side",
 }
@@ -79,6 +81,9 @@ class GeneratorConfig:
     (:mod:`~training.labels.pseudo_labels.regions`; ``regions_config.mode`` ``maps``, the default:
     maps averaged per superpixel before Algorithm 1 / the CRF; ``vote``: each superpixel's majority
     label after them; ``components``: one class per connected foreground region after them).
+    ``decoder`` (off by default): the Grad-CAM maps go through the class-conditioned attention
+    decoder (:mod:`~training.labels.pseudo_labels.attention_decoder`, checkpoint ``decoder_checkpoint``)
+    and its mask probabilities replace them for every later step.
     ``work_max_side``: the pipeline runs with the image's longer side scaled to this (labels are
     upsampled, nearest, to the full image).
     ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
@@ -93,6 +98,8 @@ class GeneratorConfig:
     erasing: bool = True
     crf: bool = True
     regions: bool = False
+    decoder: bool = False
+    decoder_checkpoint: str | None = None
     algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
     erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
     crf_config: CRFConfig = field(default_factory=CRFConfig)
@@ -109,6 +116,8 @@ class GeneratorConfig:
             raise ValueError(f"saliency.source: expected one of {list(SALIENCY_SOURCES)}, got {self.saliency_source!r}")
         if (self.erasing or self.crf) and not self.saliency:
             raise ValueError("stages: 'erasing' and 'crf' need 'saliency' (Algorithm 1 combines it with attention)")
+        if self.decoder and not self.decoder_checkpoint:
+            raise ValueError("stages.decoder: needs decoder.checkpoint (train one with `train-decoder`)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeneratorConfig:
@@ -121,6 +130,8 @@ class GeneratorConfig:
         for key, value in stages.items():
             if not isinstance(value, bool):
                 raise ValueError(f"stages.{key}: expected true or false, got {value!r}")
+        dec = dict(data.get("decoder") or {})
+        reject_unknown_keys("decoder", dec, ("checkpoint",))
         classifier = data.get("classifier", "")
         if not isinstance(classifier, str):
             raise ValueError(f"classifier: expected a checkpoint path, got {classifier!r}")
@@ -136,6 +147,8 @@ class GeneratorConfig:
             erasing=stages.get("erasing", True),
             crf=stages.get("crf", True),
             regions=stages.get("regions", False),
+            decoder=stages.get("decoder", False),
+            decoder_checkpoint=dec.get("checkpoint"),
             algorithm1=Algorithm1Config.from_dict(data.get("algorithm1") or {}),
             erasing_config=ErasingConfig.from_dict(data.get("erasing") or {}),
             crf_config=CRFConfig.from_dict(data.get("crf") or {}),
@@ -147,21 +160,25 @@ class GeneratorConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested settings (round-trips through :meth:`from_dict`).
 
-        ``classifier_hierarchy`` and the ``regions`` stage (with its settings) appear only when set,
-        so folders written before they existed still compare equal on a resumed run.
+        ``classifier_hierarchy`` and the ``regions`` / ``decoder`` stages (with their settings) appear
+        only when set, so folders written before they existed still compare equal on a resumed run.
         """
         extra = {} if self.classifier_hierarchy is None else {"classifier_hierarchy": self.classifier_hierarchy}
         stages = {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf}
         regions = {"regions": self.regions_config.to_dict()} if self.regions else {}
+        decoder = {"decoder": {"checkpoint": self.decoder_checkpoint}} if self.decoder else {}
         return {
             "classifier": self.classifier,
             **extra,
             "saliency": {"source": self.saliency_source, "checkpoint": self.saliency_checkpoint},
-            "stages": stages | ({"regions": True} if self.regions else {}),
+            "stages": stages
+            | ({"regions": True} if self.regions else {})
+            | ({"decoder": True} if self.decoder else {}),
             "algorithm1": {"gamma1": self.algorithm1.gamma1, "gamma2": self.algorithm1.gamma2},
             "erasing": {"thresholds": list(self.erasing_config.thresholds)},
             "crf": dict(vars(self.crf_config)),
             **regions,
+            **decoder,
             "output": self.output,
             "work_max_side": self.work_max_side,
         }
@@ -194,10 +211,13 @@ class WeakLabelGenerator:
     saliency: SaliencySource | None
     config: GeneratorConfig = field(default_factory=GeneratorConfig)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    decoder: AttentionDecoder | None = None
 
     def __post_init__(self) -> None:
         if self.config.saliency and self.saliency is None:
             raise ValueError("WeakLabelGenerator: stages.saliency is on but no saliency source was given")
+        if self.config.decoder and self.decoder is None:
+            raise ValueError("WeakLabelGenerator: stages.decoder is on but no attention decoder was given")
 
     def _tick(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -223,6 +243,10 @@ class WeakLabelGenerator:
             return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
         cams = self.classifier.attention(small, nodes, size)
         t = self._tick("gradcam", t)
+        if self.config.decoder:  # the class masks the decoder draws from the attention replace it
+            assert self.decoder is not None
+            cams = self.decoder.masks(small, cams)
+            t = self._tick("decoder", t)
         mode = self.config.regions_config.mode if self.config.regions else None
         regions = None
         if mode in ("maps", "vote", "diffusion"):
