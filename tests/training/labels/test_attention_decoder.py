@@ -184,3 +184,41 @@ def test_train_decoder_command(tmp_path, tiny_classifier) -> None:
     assert load_decoder(out).config.input_size == (32, 48)
     missing = ["train-decoder", "--data-root", str(tmp_path / "data"), "--classifier", str(tmp_path / "no.pt")]
     assert main([*missing, "--out", str(out)]) == 2
+
+
+# --------------------------------------------------------------------------- adversarial refinement (P-Net)
+def test_adversarial_decoder_keeps_learning_masks_and_its_critic_learns(hierarchy, tiny_classifier) -> None:
+    from training.labels.pseudo_labels.adversarial import tag_pairs, train_decoder_adversarial
+    from training.labels.pseudo_labels.classifier import load_classifier
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images, pairs, tag_images, unlabelled = [], [], [], []
+    for i in range(16):
+        image, attention, mask, _ = _toy(rng, distractor=False)
+        images.append(image)
+        pairs.append(TrainingPair(i, "car", attention.astype(np.float16), mask))
+        image, attention, _, _ = _toy(rng, distractor=True)  # tag images: attention only, no mask
+        tag_images.append(image)
+        unlabelled.append(TrainingPair(i, "bus", attention.astype(np.float16), None))
+    config = TrainConfig(input_size=SIZE, batch_size=8, iterations=150, lr=0.05, freeze_blocks=99)
+    model, losses = train_decoder_adversarial(images, pairs, tag_images, unlabelled, config, weight=0.1)
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses["critic"] < 2 * np.log(2), losses  # below chance: it tells true masks from the decoder's
+    ious = []
+    for _ in range(4):
+        image, attention, mask, _ = _toy(rng, distractor=False)
+        ious.append(_iou(model.masks(image, attention[None])[0] >= 0.5, mask))
+    assert np.mean(ious) > 0.5, ious
+    with pytest.raises(ValueError, match="tag-image pairs"):
+        train_decoder_adversarial(images, pairs, tag_images, [], config, weight=0.1)
+    with pytest.raises(ValueError, match="weight"):
+        train_decoder_adversarial(images, pairs, tag_images, unlabelled, config, weight=0.0)
+    # tag pairs: one mask-less pair per known tag node of each image
+    sample = Sample("openscapes", "t", images[0], None, tags=("car", "man", "zebra-crossing-unknown"))
+    with pytest.raises(Exception, match="unknown tag"):
+        tag_pairs([sample], hierarchy, load_classifier(tiny_classifier), SIZE)
+    sample = Sample("openscapes", "t", images[0], None, tags=("car", "man"))
+    got_images, got = tag_pairs([sample], hierarchy, load_classifier(tiny_classifier), SIZE)
+    assert len(got_images) == 1 and sorted(p.node for p in got) == ["car", "person"]
+    assert all(p.mask is None and p.attention.shape == SIZE for p in got)

@@ -130,8 +130,18 @@ def cmd_train_decoder(args: argparse.Namespace) -> int:
         f"{len(pairs)} attention / mask pairs of {len(images)} images, nodes {nodes}",
         f"({time.perf_counter() - start:.0f} s)",
     )
-    model = train_decoder(images, pairs, config)
-    save_decoder(model, args.out, nodes)
+    if args.adversarial:
+        from training.labels.pseudo_labels.adversarial import tag_pairs, train_decoder_adversarial
+
+        if not args.tag_data:
+            raise ValueError("--adversarial needs --tag-data (the tag images whose masks the critic judges)")
+        tag_samples = _load_split("openscapes", Path(args.tag_data), args.tag_split, args.tag_limit)
+        tag_images, unlabelled = tag_pairs(tag_samples, hierarchy, classifier, config.input_size)
+        print(f"{len(unlabelled)} tag-image attention maps of {len(tag_images)} images")
+        model, _ = train_decoder_adversarial(images, pairs, tag_images, unlabelled, config, args.adversarial)
+    else:
+        model = train_decoder(images, pairs, config)
+    save_decoder(model, args.out, nodes, adversarial=args.adversarial)
     print(f"trained the attention decoder in {time.perf_counter() - start:.0f} s -> {args.out}")
     return 0
 
@@ -228,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
     p.add_argument("--limit", type=int, default=120, help="images per dataset")
     p.add_argument("--exclude", nargs="*", default=[], help="tag nodes held out of training (transfer tests)")
+    p.add_argument(
+        "--adversarial",
+        type=float,
+        default=0.0,
+        help="P-Net adversarial term weight (0 = off; needs --tag-data)",
+    )
+    p.add_argument("--tag-data", default=None, help="OpenScapes-format root of the tag images (adversarial term)")
+    p.add_argument("--tag-split", default="train")
+    p.add_argument("--tag-limit", type=int, default=None)
     training_flags(p, 400)
     p.set_defaults(func=cmd_train_decoder, freeze_blocks=99)
 
