@@ -222,3 +222,14 @@ def test_adversarial_decoder_keeps_learning_masks_and_its_critic_learns(hierarch
     got_images, got = tag_pairs([sample], hierarchy, load_classifier(tiny_classifier), SIZE)
     assert len(got_images) == 1 and sorted(p.node for p in got) == ["car", "person"]
     assert all(p.mask is None and p.attention.shape == SIZE for p in got)
+
+
+def test_cli_decoder_stage_and_checkpoint() -> None:
+    from training.labels.pseudo_labels.__main__ import build_parser, settings_from_args
+
+    argv = ["generate", "--data", "d", "--out", "o", "--stages", "saliency,crf,decoder"]
+    settings = settings_from_args(build_parser().parse_args([*argv, "--decoder-checkpoint", "dec.pt"]))
+    assert settings["stages"]["decoder"] is True
+    assert settings["decoder"] == {"checkpoint": str(Path("dec.pt").resolve())}
+    plain = settings_from_args(build_parser().parse_args([*argv[:-1], "saliency,crf"]))
+    assert "decoder" not in plain["stages"] and "decoder" not in plain  # opt-in: old folders resume
