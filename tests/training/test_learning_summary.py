@@ -50,14 +50,18 @@ def test_summary_in_the_documented_layout(tmp_path: Path) -> None:
 
 def test_command_updates_only_the_parts_it_is_given(tmp_path: Path) -> None:
     target = tmp_path / "learning.json"
-    target.write_text(json.dumps({"hierarchical": {"cityscapes_miou": 1.0}, "main_job": {"wall_s": 5}}))
+    earlier = {"hierarchical": {"cityscapes_miou": 1.0}, "main_job": {"wall_s": 5}, "commands": ["experiments"]}
+    target.write_text(json.dumps(earlier))
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps(METRICS))
     assert main(["--out", str(target), "--main-job", str(metrics), "--command", "bash scripts/demo.sh"]) == 0
     written = json.loads(target.read_text())
     assert written["hierarchical"] == {"cityscapes_miou": 1.0}  # untouched
     assert written["main_job"]["cityscapes_miou"] == 32.19 and written["main_job"]["wall_s"] is None
-    assert written["commands"] == ["bash scripts/demo.sh"]
+    # the hierarchical figures' command stays beside the new one; a repeated command is listed once
+    assert written["commands"] == ["experiments", "bash scripts/demo.sh"]
+    assert main(["--out", str(target), "--main-job", str(metrics), "--command", "bash scripts/demo.sh"]) == 0
+    assert json.loads(target.read_text())["commands"] == ["experiments", "bash scripts/demo.sh"]
 
 
 def test_experiments_from_several_folders_are_merged(tmp_path: Path) -> None:

@@ -84,8 +84,8 @@ def summarise(
         out["main_job"] = main_job_figures(main_job, main_job_wall_s)
     if head_health is not None:
         out["head_health"] = head_health["rows"]
-    if commands:
-        out["commands"] = list(commands)
+    if commands:  # added to the earlier ones: the figures those made stay in the file
+        out["commands"] = list(dict.fromkeys([*previous.get("commands", []), *commands]))
     if note is not None:
         out["notes"] = note
     out["measured"] = today or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
