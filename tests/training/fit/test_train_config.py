@@ -70,13 +70,13 @@ def test_shipped_variants_differ_from_default_only_where_they_say() -> None:
     default = _leaves(load_config(CONFIGS / "default.yaml", check_data=False)[0].to_dict())
     expected = {
         "demo.yaml": {
-            "augment.crop": [192, 384],
             "augment.base_height": 256,
             "augment.scale": [0.75, 1.5],
-            "schedule.iterations": 500,
+            "schedule.iterations": 250,
             "run.out_dir": "runs/demo/train",
             "run.num_workers": 1,
             "run.device": "cpu",
+            "checkpoint.every": 50,
             "checkpoint.keep": 2,
         },
         "flat_baseline.yaml": {
