@@ -178,3 +178,23 @@ def test_headline_prints_sign_recall_and_class_accuracy():
     text = "\n".join(headline(replace(base, sign_topic="/camera/traffic_signs_gt", signs=signs)))
     assert "signs (all): recall 50.0 %, class accuracy 50.0 %, precision 100.0 % (4 true, 2 detected)" in text
     assert "signs (at_least_24px): recall 50.0 %" in text
+
+
+def test_no_progress_silences_the_data_stage_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``--no-progress`` (CI logs, the documented fresh-clone command) reaches the dataset generator."""
+    import argparse
+
+    from training.jobs import main_job
+
+    seen = {}
+
+    def fake_generate(*args, progress: bool, **kwargs):
+        seen["progress"] = progress
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(main_job, "generate", fake_generate)
+    for no_progress, expected in ((True, False), (False, True)):
+        args = argparse.Namespace(data=tmp_path, preset="large", seed=0, workers=1, no_progress=no_progress)
+        with pytest.raises(RuntimeError, match="stop here"):
+            main_job.stage_data(args)
+        assert seen["progress"] is expected

@@ -145,7 +145,8 @@ def data_settings(data: Path) -> dict[str, Any]:
 
 
 def stage_data(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    summary = generate(args.data, args.preset, args.seed, args.workers, progress=args.preset != "small")
+    progress = args.preset != "small" and not args.no_progress  # the small preset takes seconds
+    summary = generate(args.data, args.preset, args.seed, args.workers, progress=progress)
     print(summary.format())
     return data_settings(args.data), all(d.skipped for d in summary.datasets.values())
 
