@@ -233,3 +233,29 @@ def test_cli_decoder_stage_and_checkpoint() -> None:
     assert settings["decoder"] == {"checkpoint": str(Path("dec.pt").resolve())}
     plain = settings_from_args(build_parser().parse_args([*argv[:-1], "saliency,crf"]))
     assert "decoder" not in plain["stages"] and "decoder" not in plain  # opt-in: old folders resume
+
+
+def test_generator_keeps_attention_for_nodes_the_decoder_never_saw(hierarchy, tiny_classifier, tmp_path) -> None:
+    from training.labels.pseudo_labels.classifier import load_classifier
+
+    save_decoder(AttentionDecoder(TrainConfig(input_size=(32, 48), pretrained=None)), tmp_path / "d.pt", ["car"])
+    decoder = load_decoder(tmp_path / "d.pt")
+    assert decoder.trained_nodes == ("car",)
+    settings = {
+        "classifier": str(tiny_classifier),
+        "stages": {"saliency": False, "erasing": False, "crf": False, "decoder": True},
+        "decoder": {"checkpoint": str(tmp_path / "d.pt"), "unseen": "attention"},
+        "work_max_side": 48,
+    }
+    config = GeneratorConfig.from_dict(settings)
+    assert config.to_dict()["decoder"]["unseen"] == "attention"
+    with pytest.raises(ValueError, match="decoder.unseen"):
+        GeneratorConfig.from_dict({**settings, "decoder": {**settings["decoder"], "unseen": "maybe"}})
+    classifier = load_classifier(tiny_classifier)
+    gen = WeakLabelGenerator(hierarchy, classifier, None, config, decoder=decoder)
+    image = np.random.default_rng(3).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    nodes, maps, _, _ = gen.maps(Sample("openscapes", "s", image, None, tags=("car", "bus")))
+    cams = classifier.attention(image, nodes, (30, 40))
+    car, bus = nodes.index("car"), nodes.index("bus")
+    np.testing.assert_allclose(maps[car], decoder.masks(image, cams)[car], atol=1e-5)  # seen: the decoder's mask
+    np.testing.assert_allclose(maps[bus], cams[bus], atol=1e-6)  # never seen: its Grad-CAM map

@@ -166,7 +166,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if sal:
         settings["saliency"] = sal
     if args.decoder_checkpoint:
-        settings["decoder"] = {"checkpoint": args.decoder_checkpoint}
+        settings["decoder"] = {**(settings.get("decoder") or {}), "checkpoint": args.decoder_checkpoint}
+    if args.decoder_unseen:
+        settings["decoder"] = {**(settings.get("decoder") or {}), "unseen": args.decoder_unseen}
     if args.stages is not None:
         chosen = {s.strip() for s in args.stages.split(",") if s.strip()}
         bad = chosen - set(STAGES)
@@ -267,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saliency", default=None, help="learned | spectral_residual | fine_grained")
     p.add_argument("--saliency-checkpoint", default=None, help="foreground segmenter checkpoint (learned)")
     p.add_argument("--decoder-checkpoint", default=None, help="attention decoder checkpoint (decoder stage)")
+    p.add_argument(
+        "--decoder-unseen",
+        choices=("decoder", "attention"),
+        default=None,
+        help="nodes the decoder was not trained on: its masks (default) or their Grad-CAM maps",
+    )
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
     p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
     p.add_argument("--output", choices=("hard", "soft"), default=None)

@@ -61,6 +61,7 @@ class AttentionDecoder(nn.Module):
         if config.backbone != "mobilenet_v2":
             raise ValueError(f"attention decoder: backbone must be mobilenet_v2 (its taps), got {config.backbone!r}")
         self.config = config
+        self.trained_nodes: tuple[str, ...] | None = None  # set from the checkpoint: the nodes it has seen
         self.backbone = FrozenPrefixBackbone(config.backbone, 16, config.pretrained, frozen=99)
         self.backbone.requires_grad_(False)
         coarse, mid, fine = self.tap_channels = self._tap_channels()
@@ -260,5 +261,6 @@ def load_decoder(path) -> AttentionDecoder:
     config = TrainConfig.from_dict({**payload["config"], "pretrained": None})
     model = AttentionDecoder(config)
     model.load_state_dict(payload["state_dict"])
+    model.trained_nodes = tuple(payload.get("trained_nodes") or ())
     model.eval()
     return model

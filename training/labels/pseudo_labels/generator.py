@@ -57,6 +57,7 @@ from training.labels.pseudo_labels.stages import STAGES
 from training.labels.tags import tag_nodes
 
 Output = Literal["hard", "soft"]
+DECODER_UNSEEN = ("decoder", "attention")  # decoder.unseen: what nodes the decoder was not trained on get
 _TOP_KEYS = {
     "classifier",
     "classifier_hierarchy",
@@ -83,7 +84,9 @@ class GeneratorConfig:
     label after them; ``components``: one class per connected foreground region after them).
     ``decoder`` (off by default): the Grad-CAM maps go through the class-conditioned attention
     decoder (:mod:`~training.labels.pseudo_labels.attention_decoder`, checkpoint ``decoder_checkpoint``)
-    and its mask probabilities replace them for every later step.
+    and its mask probabilities replace them for every later step; ``decoder_unseen="attention"``
+    keeps the Grad-CAM map for nodes the decoder was not trained on (it does not transfer well to
+    classes unlike the ones it saw).
     ``work_max_side``: the pipeline runs with the image's longer side scaled to this (labels are
     upsampled, nearest, to the full image).
     ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
@@ -100,6 +103,7 @@ class GeneratorConfig:
     regions: bool = False
     decoder: bool = False
     decoder_checkpoint: str | None = None
+    decoder_unseen: str = "decoder"
     algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
     erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
     crf_config: CRFConfig = field(default_factory=CRFConfig)
@@ -116,6 +120,8 @@ class GeneratorConfig:
             raise ValueError(f"saliency.source: expected one of {list(SALIENCY_SOURCES)}, got {self.saliency_source!r}")
         if (self.erasing or self.crf) and not self.saliency:
             raise ValueError("stages: 'erasing' and 'crf' need 'saliency' (Algorithm 1 combines it with attention)")
+        if self.decoder_unseen not in DECODER_UNSEEN:
+            raise ValueError(f"decoder.unseen: expected one of {list(DECODER_UNSEEN)}, got {self.decoder_unseen!r}")
         if self.decoder and not self.decoder_checkpoint:
             raise ValueError("stages.decoder: needs decoder.checkpoint (train one with `train-decoder`)")
 
@@ -131,7 +137,7 @@ class GeneratorConfig:
             if not isinstance(value, bool):
                 raise ValueError(f"stages.{key}: expected true or false, got {value!r}")
         dec = dict(data.get("decoder") or {})
-        reject_unknown_keys("decoder", dec, ("checkpoint",))
+        reject_unknown_keys("decoder", dec, ("checkpoint", "unseen"))
         classifier = data.get("classifier", "")
         if not isinstance(classifier, str):
             raise ValueError(f"classifier: expected a checkpoint path, got {classifier!r}")
@@ -149,6 +155,7 @@ class GeneratorConfig:
             regions=stages.get("regions", False),
             decoder=stages.get("decoder", False),
             decoder_checkpoint=dec.get("checkpoint"),
+            decoder_unseen=dec.get("unseen", "decoder"),
             algorithm1=Algorithm1Config.from_dict(data.get("algorithm1") or {}),
             erasing_config=ErasingConfig.from_dict(data.get("erasing") or {}),
             crf_config=CRFConfig.from_dict(data.get("crf") or {}),
@@ -166,7 +173,8 @@ class GeneratorConfig:
         extra = {} if self.classifier_hierarchy is None else {"classifier_hierarchy": self.classifier_hierarchy}
         stages = {"saliency": self.saliency, "erasing": self.erasing, "crf": self.crf}
         regions = {"regions": self.regions_config.to_dict()} if self.regions else {}
-        decoder = {"decoder": {"checkpoint": self.decoder_checkpoint}} if self.decoder else {}
+        unseen = {} if self.decoder_unseen == "decoder" else {"unseen": self.decoder_unseen}
+        decoder = {"decoder": {"checkpoint": self.decoder_checkpoint, **unseen}} if self.decoder else {}
         return {
             "classifier": self.classifier,
             **extra,
@@ -245,7 +253,11 @@ class WeakLabelGenerator:
         t = self._tick("gradcam", t)
         if self.config.decoder:  # the class masks the decoder draws from the attention replace it
             assert self.decoder is not None
-            cams = self.decoder.masks(small, cams)
+            drawn = self.decoder.masks(small, cams)
+            if self.config.decoder_unseen == "attention" and self.decoder.trained_nodes:
+                seen = np.array([n in self.decoder.trained_nodes for n in nodes])
+                drawn = np.where(seen[:, None, None], drawn, cams)
+            cams = drawn
             t = self._tick("decoder", t)
         mode = self.config.regions_config.mode if self.config.regions else None
         regions = None
