@@ -346,3 +346,42 @@ def test_cli_with_worker_processes_as_a_module(tmp_path, tiny_classifier):
     assert run.returncode == 1, run.stderr  # two images cannot be labelled
     assert "labelled 4 images" in run.stdout and "2 without a label" in run.stdout, run.stdout + run.stderr
     assert len(list(out.glob("*.png"))) == 4
+
+
+def test_generator_labels_only_the_configured_nodes(hierarchy, tiny_classifier):
+    """``nodes``: the tag set teaches only what the per-pixel sets cannot; other classes become void."""
+    from training.labels.pseudo_labels.classifier import load_classifier
+
+    model = load_classifier(tiny_classifier)
+    sample = _sample(("car", "bus", "man"))
+    every = WeakLabelGenerator(
+        hierarchy, model, OpenCVSaliency(), GeneratorConfig.from_dict(_settings(tiny_classifier))
+    )
+    nodes, _, _, labels = every.maps(sample)
+    config = GeneratorConfig.from_dict({**_settings(tiny_classifier), "nodes": ["car"]})
+    assert (
+        config.to_dict()["nodes"] == ["car"]
+        and "nodes" not in GeneratorConfig.from_dict(_settings(tiny_classifier)).to_dict()
+    )
+    only_car = WeakLabelGenerator(hierarchy, model, OpenCVSaliency(), config)
+    same_nodes, _, _, restricted = only_car.maps(sample)
+    car = nodes.index("car")
+    assert same_nodes == nodes and (labels == car).any() and ((labels != car) & (labels != -1)).any()
+    np.testing.assert_array_equal(restricted, np.where(labels == car, car, -1))  # the car pixels stay, the rest void
+    with pytest.raises(ValueError, match="'zebra' is not a node"):
+        WeakLabelGenerator(
+            hierarchy,
+            model,
+            OpenCVSaliency(),
+            GeneratorConfig.from_dict({**_settings(tiny_classifier), "nodes": ["zebra"]}),
+        )
+    with pytest.raises(ValueError, match="nodes: expected a list"):
+        GeneratorConfig.from_dict({**_settings(tiny_classifier), "nodes": "bus"})
+
+
+def test_cli_nodes_flag():
+    from training.labels.pseudo_labels.__main__ import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["generate", "--data", "d", "--out", "o", "--nodes", "truck, bus,train"])
+    assert settings_from_args(args)["nodes"] == ["truck", "bus", "train"]
+    assert "nodes" not in settings_from_args(build_parser().parse_args(["generate", "--data", "d", "--out", "o"]))

@@ -177,6 +177,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings["stages"] = {s: s in chosen for s in STAGES if s not in OPT_IN_STAGES or s in chosen}
     if args.regions:
         settings["regions"] = {**(settings.get("regions") or {}), "mode": args.regions}
+    if args.nodes:
+        settings["nodes"] = [n.strip() for n in args.nodes.split(",") if n.strip()]
     if args.output:
         settings["output"] = args.output
     for key in ("classifier", "classifier_hierarchy"):
@@ -277,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
     p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
+    p.add_argument("--nodes", default=None, help="comma-separated: label only these nodes (others void)")
     p.add_argument("--output", choices=("hard", "soft"), default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="only the first N selected images (trying settings)")

@@ -68,6 +68,7 @@ _TOP_KEYS = {
     "crf",
     "regions",
     "decoder",
+    "nodes",
     "output",
     "work_max_side",
 }
@@ -87,6 +88,9 @@ class GeneratorConfig:
     and its mask probabilities replace them for every later step; ``decoder_unseen="attention"``
     keeps the Grad-CAM map for nodes the decoder was not trained on (it does not transfer well to
     classes unlike the ones it saw).
+    ``nodes`` (default: all): label only these nodes; pixels of the image's other tag classes become
+    void, so a tag set teaches only what the per-pixel sets cannot (their classes keep per-pixel
+    targets alone instead of also getting noisy pseudo labels).
     ``work_max_side``: the pipeline runs with the image's longer side scaled to this (labels are
     upsampled, nearest, to the full image).
     ``classifier_hierarchy``: the hierarchy the tag classifier was trained with, for checkpoints that
@@ -104,6 +108,7 @@ class GeneratorConfig:
     decoder: bool = False
     decoder_checkpoint: str | None = None
     decoder_unseen: str = "decoder"
+    nodes: tuple[str, ...] | None = None
     algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
     erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
     crf_config: CRFConfig = field(default_factory=CRFConfig)
@@ -144,7 +149,11 @@ class GeneratorConfig:
         classifier_hierarchy = data.get("classifier_hierarchy")
         if classifier_hierarchy is not None and not isinstance(classifier_hierarchy, str):
             raise ValueError(f"classifier_hierarchy: expected a hierarchy YAML path, got {classifier_hierarchy!r}")
+        nodes = data.get("nodes")
+        if nodes is not None and (not isinstance(nodes, list | tuple) or not all(isinstance(n, str) for n in nodes)):
+            raise ValueError(f"nodes: expected a list of hierarchy node names, got {nodes!r}")
         return cls(
+            nodes=None if nodes is None else tuple(nodes),
             classifier=classifier,
             classifier_hierarchy=classifier_hierarchy,
             saliency_source=sal.get("source", "learned"),
@@ -187,6 +196,7 @@ class GeneratorConfig:
             "crf": dict(vars(self.crf_config)),
             **regions,
             **decoder,
+            **({} if self.nodes is None else {"nodes": list(self.nodes)}),
             "output": self.output,
             "work_max_side": self.work_max_side,
         }
@@ -226,6 +236,10 @@ class WeakLabelGenerator:
             raise ValueError("WeakLabelGenerator: stages.saliency is on but no saliency source was given")
         if self.config.decoder and self.decoder is None:
             raise ValueError("WeakLabelGenerator: stages.decoder is on but no attention decoder was given")
+        known = {c.name for c in self.hierarchy.classes}
+        for name in self.config.nodes or ():
+            if name not in known:
+                raise ValueError(f"nodes: {name!r} is not a node of hierarchy {self.hierarchy.name!r}")
 
     def _tick(self, stage: str, start: float) -> float:
         now = time.perf_counter()
@@ -233,6 +247,15 @@ class WeakLabelGenerator:
         return now
 
     def maps(self, sample: Sample) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None, np.ndarray]:
+        """(nodes, attention ``C x h x w``, saliency ``h x w`` or None, labels ``h x w``) at work size;
+        labels of nodes outside ``config.nodes`` (when set) are background (void for training)."""
+        nodes, cams, sal, labels = self._maps(sample)
+        if self.config.nodes is not None and nodes:
+            dropped = [i for i, n in enumerate(nodes) if n not in self.config.nodes]
+            labels = np.where(np.isin(labels, dropped), BACKGROUND, labels)
+        return nodes, cams, sal, labels
+
+    def _maps(self, sample: Sample) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None, np.ndarray]:
         """(nodes, attention ``C x h x w``, saliency ``h x w`` or None, labels ``h x w``) at work size.
 
         Raises :class:`PseudoLabelError` for an empty image or tags the hierarchy does not know;
