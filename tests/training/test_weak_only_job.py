@@ -136,6 +136,11 @@ def test_arm_configs_are_thin_files_over_the_shipped_ones(data: tuple[Path, Path
     ]
     assert [d.name for d in pixel.datasets] == ["cityscapes", "vistas"]
     assert uniform.augment.crop == (64, 128) and uniform.loss.weights == pixel.loss.weights
+    assert uniform.run.seed == 0  # the default seed; another one reaches the trainer's config
+    path.write_text(
+        json.dumps(weak_only.arm_config(weak_only.ARMS["pixel_only"], data_root, None, 7, (64, 128), tmp_path, seed=3))
+    )
+    assert load_config(path, check_data=False)[0].run.seed == 3
     raw = weak_only.arm_config(weak_only.ARMS["pseudo"], data_root, view, 7, (64, 128), tmp_path, tmp_path / "labels")
     assert raw["pseudo_labels"] == {"precomputed": {"openscapes": {"dir": str(tmp_path / "labels"), "output": "hard"}}}
     with pytest.raises(ValueError, match="needs the precomputed pseudo-label folder"):

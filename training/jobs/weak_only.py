@@ -78,8 +78,10 @@ def arm_config(
     crop: tuple[int, int],
     out: Path,
     pseudo_labels: Path | None = None,
+    seed: int = 0,
 ) -> dict:
-    """A thin config over the arm's shipped file: data paths, schedule, output; pseudo labels for ``pseudo``.
+    """A thin config over the arm's shipped file: data paths, schedule, output, seed (run-to-run
+    variation: the data order, crops and initialisation of the new layers); pseudo labels for ``pseudo``.
 
     ``datasets`` is a list, which ``base:`` replaces whole, so it is the shipped (merged) list with
     the tag set's root pointed at ``tags_view`` (absolute, so not joined with ``data_root``).
@@ -99,7 +101,7 @@ def arm_config(
         "datasets": datasets,
         "augment": {"crop": list(crop)},
         "schedule": {"iterations": iterations},
-        "run": {"out_dir": str(out), "num_workers": 0, "log_every": 10},
+        "run": {"out_dir": str(out), "num_workers": 0, "log_every": 10, "seed": seed},
         "checkpoint": {"every": iterations, "keep": 1},
     }
     if arm.precomputed:
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--crop", type=int, nargs=2, default=(192, 384), metavar=("H", "W"))
     ap.add_argument("--limit", type=int, default=None, help="score at most N images per set")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every arm (run-to-run variation)")
     ap.add_argument("--results", type=Path, default=None, help=f"also write the headline JSON (e.g. {RESULTS})")
     args = ap.parse_args(argv)
     data, tags, out, pseudo = (p.resolve() for p in (args.data, args.tags, args.out, args.pseudo_labels))
@@ -219,13 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         arm = ARMS[name]
         start = time.perf_counter()
         raw = arm_config(
-            arm, data, view if arm.uses_tags else None, args.iterations, tuple(args.crop), out / name, pseudo
+            arm, data, view if arm.uses_tags else None, args.iterations, tuple(args.crop), out / name, pseudo, args.seed
         )
         checkpoint = train_arm(arm, raw, out / name)
         seconds = results.get(name, {}).get("train_seconds") or time.perf_counter() - start
         print(f"[{name}] trained ({seconds:.0f} s), scoring", flush=True)
         scores = evaluate_arm(checkpoint, data, tags, args.limit)
-        results[name] = {"scores": scores, "train_seconds": seconds, "iterations": args.iterations, "crop": args.crop}
+        results[name] = {
+            "scores": scores,
+            "train_seconds": seconds,
+            "iterations": args.iterations,
+            "crop": args.crop,
+            "seed": args.seed,
+        }
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())
         tags_score = scores["tags"]
