@@ -40,8 +40,9 @@ Schema (defaults in the dataclasses)::
     pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root, box_core: 0..1,
                     precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
     loss: {weights: {classifier: weight},  # unspecified: root 1.0, others 0.1
-           trunk_weights: {classifier: weight}}  # what reaches the shared trunk (training.fit.trunk_gradient)
-    optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay,
+           trunk_weights: {classifier: weight},  # what reaches the shared trunk (training.fit.trunk_gradient)
+           class_weights: {classifier: {class: weight}}}  # per-class pixel weights (training.fit.loss)
+    optimizer: {lr, momentum, nesterov, weight_decay, sub_weight_decay, kind: sgd | adamw,
                 head_lr: {classifier: multiplier}, clip_grad_norm: null | max norm}
     schedule: {iterations, poly_power, warmup_iterations}
     run: {seed, out_dir, amp, num_workers, log_every, device}
@@ -82,6 +83,7 @@ from training.labels.targets import PseudoLabelConfig
 __all__ = ["ConfigError", "TrainConfig", "check_datasets", "load_config", "open_datasets", "parse_config"]
 
 MERGE_DEPTH = 2  # ``base:`` merges the top level and each section key by key; deeper values replace whole
+OPTIMIZERS = ("sgd", "adamw")  # optimizer.kind (training.fit.optim)
 PRECOMPUTED = "pseudo_labels.precomputed"  # YAML key of TrainConfig.precomputed_labels
 
 
@@ -115,6 +117,8 @@ class LossConfig:
     # classifier name -> the weight of its loss as the shared trunk sees it; unspecified: root its
     # weight, sub-classifiers min(weight, 0.1) (training.fit.trunk_gradient)
     trunk_weights: dict = field(default_factory=dict)
+    # classifier name -> {class name: weight of its pixels}; unlisted classes 1 (training.fit.loss)
+    class_weights: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class OptimizerConfig:
     sub_weight_decay: float = 1.7e-4  # every sub-classifier head (IV 2018)
     head_lr: dict = field(default_factory=dict)  # classifier name -> learning-rate multiplier of its head (1)
     clip_grad_norm: float | None = None  # clip the global gradient norm to this (null: no clipping)
+    kind: str = "sgd"  # "sgd" (the IV 2018 recipe) or "adamw" (Adam's step sizes: training.fit.optim)
 
 
 @dataclass(frozen=True)
@@ -349,8 +354,13 @@ def validate_config(config: TrainConfig) -> Hierarchy:
     _check_classifier_table(config, hierarchy, "loss.weights", config.loss.weights, positive=False)
     _check_classifier_table(config, hierarchy, "loss.trunk_weights", config.loss.trunk_weights, positive=False)
     _check_classifier_table(config, hierarchy, "optimizer.head_lr", config.optimizer.head_lr, positive=True)
+    _check_class_weights(config, hierarchy)
 
     o = config.optimizer
+    if o.kind not in OPTIMIZERS:
+        raise fail("optimizer.kind", f"expected one of {', '.join(OPTIMIZERS)}, got {o.kind!r}")
+    if o.kind == "adamw" and not o.momentum < 1:
+        raise fail("optimizer.momentum", f"adamw: Adam's beta1, expected < 1, got {o.momentum}")
     if o.lr <= 0:
         raise fail("optimizer.lr", f"expected > 0, got {o.lr}")
     if o.clip_grad_norm is not None and not o.clip_grad_norm > 0:
@@ -401,6 +411,24 @@ def _check_classifier_table(
             )
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (positive and value == 0):
             raise config.where.error(where, f"expected a number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _check_class_weights(config: TrainConfig, hierarchy: Hierarchy) -> None:
+    """``loss.class_weights``: a classifier table whose values are ``{class of that classifier: weight > 0}``."""
+    table = config.loss.class_weights
+    for name, weights in table.items():
+        _check_classifier_table(config, hierarchy, "loss.class_weights", {name: 1.0}, positive=True)
+        where = f"loss.class_weights.{name}"
+        if not isinstance(weights, Mapping):
+            raise config.where.error(where, f"expected a mapping class name -> weight, got {weights!r}")
+        classes = list(next(c for c in hierarchy.classifiers if c.name == name).classes)
+        for cls, value in weights.items():
+            if cls not in classes:
+                raise config.where.error(
+                    f"{where}.{cls}", f"not a class of classifier {name!r} (its classes: {', '.join(classes)})"
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise config.where.error(f"{where}.{cls}", f"expected a number > 0, got {value!r}")
 
 
 def open_datasets(config: TrainConfig) -> list:

@@ -88,7 +88,9 @@ def fit(
     scaler = accelerator.grad_scaler()
     if resumed is not None:
         restore_training_state(resumed.training, optimizer, scheduler, scaler)
-    criterion = HierarchicalLoss(hierarchy, config.loss.weights, config.pseudo_labels.min_mass)
+    criterion = HierarchicalLoss(
+        hierarchy, config.loss.weights, config.pseudo_labels.min_mass, config.loss.class_weights
+    )
     attach_trunk_gradient(model, trunk_gradient_factors(hierarchy, criterion.weights, config.loss.trunk_weights))
     step = Step(
         wrap(model, info), criterion, optimizer, scheduler, scaler, accelerator, config.optimizer.clip_grad_norm

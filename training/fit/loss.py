@@ -32,6 +32,13 @@ Hard weak targets ("fill" boxes, hard pseudo-label maps) use ``q`` one-hot. Each
 its set is non-empty, so an empty set adds exactly 0 (no NaN, no gradient). Total: ``sum_j w_j L^j``
 with the paper's weights root 1.0, every other classifier 0.1.
 
+Class weights (``loss.class_weights``, optional, per classifier and class): each pixel's term is
+multiplied by the weight of its target class (of a soft target: the ``q``-weighted mean of its
+classes' weights) and each average divides by the sum of the weights instead of the count, as
+PyTorch's weighted cross entropy does. A short schedule's mIoU is held down by thin and small
+classes (pole, traffic light, person, bicycle) that the unweighted average barely sees; weighting
+them is the usual remedy (ENet / SegNet class balancing, mmsegmentation's ``class_weight``).
+
 Memory: logits arrive at feature resolution and are upsampled bilinearly (``align_corners=False``)
 to the target size, but only the labelled pixels are gathered (``N x C``) before ``log_softmax``, so
 the full-resolution ``B x C x H x W`` tensor of a classifier is transient (neither the gather nor
@@ -77,14 +84,16 @@ class _Term:
     """Running sum and count of one of the two averages of ``L^j``."""
 
     total: torch.Tensor | None = None
-    count: int = 0
+    count: int = 0  # pixels (logged)
+    mass: torch.Tensor | float = 0.0  # the denominator: the pixels' summed class weights (without weights: count)
 
-    def add(self, value: torch.Tensor, count: int) -> None:
+    def add(self, value: torch.Tensor, count: int, mass: torch.Tensor | float | None = None) -> None:
         self.total = value if self.total is None else self.total + value
         self.count += count
+        self.mass = self.mass + (count if mass is None else mass)
 
     def mean(self) -> torch.Tensor | None:
-        return None if self.total is None else self.total / self.count
+        return None if self.total is None else self.total / self.mass
 
 
 class HierarchicalLoss(nn.Module):
@@ -93,12 +102,17 @@ class HierarchicalLoss(nn.Module):
     ``weights`` overrides the default weights per classifier (others keep 1.0 root / 0.1);
     ``min_mass`` drops soft targets whose pseudo-label mass under the classifier is smaller
     (targets already apply it when built; a stricter value here takes precedence).
+    ``class_weights``: per classifier, class name -> weight of its pixels (others 1; module docstring).
     Weak root targets exist only with ``supervise_root`` (flat baselines): box-derived ones count
     unconditionally, tag-derived ones where the root already decides a tagged class (module docstring).
     """
 
     def __init__(
-        self, hierarchy: Hierarchy, weights: Mapping[str, float] | None = None, min_mass: float = DEFAULT_MIN_MASS
+        self,
+        hierarchy: Hierarchy,
+        weights: Mapping[str, float] | None = None,
+        min_mass: float = DEFAULT_MIN_MASS,
+        class_weights: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         super().__init__()
         self.hierarchy = hierarchy
@@ -120,6 +134,7 @@ class HierarchicalLoss(nn.Module):
             c.name: None if c.node == ROOT else hierarchy.path(c.node)[-1] for c in hierarchy.classifiers
         }
         self._parent_names = {p[0] for p in self.parents.values() if p is not None}
+        self.class_weights = class_weight_vectors(hierarchy, class_weights or {})
 
     # ------------------------------------------------------------------ validation
     def _validate(self, logits: Mapping[str, torch.Tensor], batch: TargetBatch) -> None:
@@ -184,29 +199,31 @@ class HierarchicalLoss(nn.Module):
                     path_ok[name] = on_path
                 boxed_here, tagged_here = boxed & parent_ok, tagged & on_path
             p1, p2 = _Term(), _Term()
+            cw = self.class_weights.get(name)
+            cw = None if cw is None else cw.to(device)
             hard = batch.hard.get(name)
             if hard is not None:
                 labelled = hard != IGNORE
                 sure = ~weak
                 if parent is None and batch.sure_root is not None and bool(batch.sure_root.any()):
                     sure = sure | batch.sure_root[:, None, None]  # box cores: pooled with per-pixel labels
-                _hard_ce(up, hard, labelled & sure, p1)
+                _hard_ce(up, hard, labelled & sure, p1, cw)
                 if any_weak:
-                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2)
+                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2, cw)
                 if any_tagged:
                     if parent is None:  # the root: only where it already decides the tagged class
                         tagged_here = tagged & (decisions[name] == hard)
-                    _hard_ce(up, hard, labelled & tagged_here, p2)
+                    _hard_ce(up, hard, labelled & tagged_here, p2, cw)
             soft = batch.soft.get(name)
             if soft is not None and any_weak:
                 row_ok = soft.mass >= self.min_mass - 1e-6
                 valid = (soft.index >= 0) & row_ok[soft.index.clamp(min=0)] if row_ok.numel() else soft.index >= 0
-                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2)
+                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2, cw)
                 if any_tagged and parent is None:
                     decided = decisions[name]
-                    _hard_ce(up, decided, valid & tagged & _has_mass(soft.index, soft.table, decided), p2)
+                    _hard_ce(up, decided, valid & tagged & _has_mass(soft.index, soft.table, decided), p2, cw)
                 elif any_tagged:
-                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2)
+                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2, cw)
             terms = [t for t in (p1.mean(), p2.mean()) if t is not None]
             loss = torch.stack(terms).sum() if terms else torch.zeros((), device=device)
             per_classifier[name] = loss.detach()
@@ -235,14 +252,54 @@ def _pixels(up: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return up.permute(0, 2, 3, 1)[mask].float()
 
 
-def _hard_ce(up: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, term: _Term) -> None:
-    count = int(mask.sum())
-    if count:
-        term.add(functional.cross_entropy(_pixels(up, mask), target[mask], reduction="sum"), count)
+def class_weight_vectors(hierarchy: Hierarchy, table: Mapping[str, Mapping[str, float]]) -> dict[str, torch.Tensor]:
+    """``{classifier: {class name: weight}}`` -> per classifier a ``C`` float vector (unlisted classes 1)."""
+    out: dict[str, torch.Tensor] = {}
+    by_name = {c.name: c for c in hierarchy.classifiers}
+    for name, weights in table.items():
+        if name not in by_name:
+            raise ValueError(f"class weights: unknown classifier {name!r} (hierarchy {hierarchy.name!r})")
+        classes = list(by_name[name].classes)
+        vector = torch.ones(len(classes))
+        for cls, weight in weights.items():
+            if cls not in classes:
+                raise ValueError(f"class weights of {name!r}: {cls!r} is not one of its classes {classes}")
+            if not weight > 0:
+                raise ValueError(f"class weights of {name!r}: {cls!r} must be > 0, got {weight!r}")
+            vector[classes.index(cls)] = float(weight)
+        out[name] = vector
+    return out
 
 
-def _soft_ce(up: torch.Tensor, index: torch.Tensor, table: torch.Tensor, mask: torch.Tensor, term: _Term) -> None:
+def _hard_ce(
+    up: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, term: _Term, weights: torch.Tensor | None = None
+) -> None:
     count = int(mask.sum())
-    if count:
-        q = table[index[mask]]
-        term.add(-(q * functional.log_softmax(_pixels(up, mask), dim=1)).sum(), count)
+    if not count:
+        return
+    chosen = target[mask]
+    if weights is None:
+        term.add(functional.cross_entropy(_pixels(up, mask), chosen, reduction="sum"), count)
+        return
+    w = weights[chosen]
+    term.add((w * functional.cross_entropy(_pixels(up, mask), chosen, reduction="none")).sum(), count, w.sum())
+
+
+def _soft_ce(
+    up: torch.Tensor,
+    index: torch.Tensor,
+    table: torch.Tensor,
+    mask: torch.Tensor,
+    term: _Term,
+    weights: torch.Tensor | None = None,
+) -> None:
+    count = int(mask.sum())
+    if not count:
+        return
+    q = table[index[mask]]
+    per_pixel = -(q * functional.log_softmax(_pixels(up, mask), dim=1)).sum(1)
+    if weights is None:
+        term.add(per_pixel.sum(), count)
+        return
+    w = q @ weights / q.sum(1).clamp(min=1e-12)  # the target's mean class weight
+    term.add((w * per_pixel).sum(), count, w.sum())

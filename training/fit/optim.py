@@ -1,11 +1,11 @@
-"""The optimiser and learning-rate schedule of the IV 2018 recipe: SGD whose sub-classifier heads
-get their own weight decay, linear warm-up, then poly decay.
+"""The optimiser and learning-rate schedule: SGD (the IV 2018 recipe) or AdamW, whose
+sub-classifier heads get their own weight decay, linear warm-up, then poly decay.
 
-Parameter groups: ``main`` (backbone, shared reduction, the decoder's skip reduction) and one
-``head:<classifier>`` per classifier head, whose learning rate is ``lr * optimizer.head_lr[name]``
-(default 1). Heads start from random weights while the backbone starts from ImageNet: the usual
-remedy (DeepLab's 10x on new layers) is a larger rate for the heads, settable per head. The root's
-head has ``weight_decay``, every other head ``sub_weight_decay``.
+``optimizer.kind: adamw`` is the alternative for schedules where SGD's single step size fits
+neither the randomly initialised heads nor the pretrained trunk: Adam scales each parameter's step
+by its own gradient statistics. ``momentum`` is then Adam's beta1; the weight decay is decoupled
+(AdamW), so its values are not SGD's. On the main job's short schedule it did not beat SGD
+(docs/RESULTS.md, "The main job").
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from hiseg_ros.model import HierarchicalSegNet
 from training.fit.config import TrainConfig
 
 
-def build_optimizer(model: HierarchicalSegNet, config: TrainConfig, hierarchy: Hierarchy) -> torch.optim.SGD:
-    """SGD over the ``main`` group and one group per head (module docstring)."""
+def build_optimizer(model: HierarchicalSegNet, config: TrainConfig, hierarchy: Hierarchy) -> torch.optim.Optimizer:
+    """SGD or AdamW over the ``main`` group and one group per head (module docstring)."""
     o = config.optimizer
     root = hierarchy.classifiers[0].name
     main: list[torch.nn.Parameter] = []
@@ -31,6 +31,8 @@ def build_optimizer(model: HierarchicalSegNet, config: TrainConfig, hierarchy: H
         decay = o.weight_decay if name == root else o.sub_weight_decay
         lr = o.lr * float(o.head_lr.get(name, 1.0))
         groups.append({"params": params, "weight_decay": decay, "lr": lr, "name": f"head:{name}"})
+    if o.kind == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.momentum, 0.999))
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
 
 

@@ -193,6 +193,36 @@ def test_weights_default_and_override(tiny: Hierarchy):
         HierarchicalLoss(tiny, weights={"rider": 1.0})
 
 
+def test_class_weights_weigh_pixels_by_their_target_class(tiny: Hierarchy):
+    # root targets road, vehicle, road; vehicle weighted 3: (1 ce0 + 3 ce1 + 1 ce2) / (1 + 3 + 1)
+    px = ([2, 0, 0], [0, 1, 0], [0, 0, 1])
+    batch = collate_targets([targets(tiny, "pixel", (1, 3), root=[[0, 2, 0]])])
+    out = HierarchicalLoss(tiny, class_weights={"root": {"vehicle": 3.0}})(logits(tiny, 1, 1, 3, root=row(*px)), batch)
+    expected = (ce(px[0], 0) + 3 * ce(px[1], 2) + ce(px[2], 0)) / 5
+    assert out.per_classifier["root"].item() == pytest.approx(expected, rel=1e-6)
+    assert out.pixels["root"] == (3, 0)  # pixels are still counted, not weighted
+    plain = HierarchicalLoss(tiny)(logits(tiny, 1, 1, 3, root=row(*px)), batch)
+    assert plain.per_classifier["root"].item() == pytest.approx(
+        sum(ce(p, k) for p, k in zip(px, (0, 2, 0), strict=True)) / 3
+    )
+
+
+def test_class_weights_of_a_soft_target_are_its_mean_class_weight(tiny: Hierarchy):
+    # one weak pixel whose front target is 0.25 stop + 0.75 yield, yield weighted 5: weight 0.25 + 3.75 = 4;
+    # with one pixel the weighted average is the plain soft cross entropy, with two the weights matter
+    soft = {"front": ([[0, 1]], [[0.25, 0.75], [1.0, 0.0]], [1.0, 1.0])}
+    batch = collate_targets([targets(tiny, "weak", (1, 2), soft=soft)])
+    lg = logits(tiny, 1, 1, 2, sign=row([2, 0], [2, 0]), front=row([1, 3], [0, 2]))
+    out = HierarchicalLoss(tiny, class_weights={"front": {"yield": 5.0}})(lg, batch)
+    first = 0.25 * ce([1, 3], 0) + 0.75 * ce([1, 3], 1)
+    second = ce([0, 2], 0)
+    assert out.per_classifier["front"].item() == pytest.approx((4 * first + 1 * second) / 5, rel=1e-6)
+    with pytest.raises(ValueError, match="'lorry' is not one of its classes"):
+        HierarchicalLoss(tiny, class_weights={"vehicle": {"lorry": 2.0}})
+    with pytest.raises(ValueError, match="must be > 0"):
+        HierarchicalLoss(tiny, class_weights={"vehicle": {"bus": 0}})
+
+
 # --------------------------------------------------------------------------- empty sets, gradients
 def test_empty_sets_give_zero_loss_and_finite_gradients(tiny: Hierarchy):
     batch = collate_targets([targets(tiny, "pixel", (2, 2)), targets(tiny, "weak", (2, 2))])

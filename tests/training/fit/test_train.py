@@ -227,6 +227,21 @@ def _trained_params(data_root: Path, tmp_path: Path, name: str, **sections) -> t
     return before, {k: v.detach() for k, v in result.model.named_parameters()}
 
 
+def test_adamw_first_step_moves_every_trained_weight_by_the_learning_rate(data_root: Path, tmp_path: Path) -> None:
+    """Adam's first update is lr * g / (|g| + eps): about lr for every weight with a gradient, whatever
+    its scale, where SGD's is lr * g (the reason it suits the short schedules of the main job)."""
+    plain = {"weight_decay": 0.0, "sub_weight_decay": 0.0, "lr": 1e-3}
+    before, adam = _trained_params(data_root, tmp_path, "adamw", optimizer={**plain, "kind": "adamw"})
+    _, sgd = _trained_params(data_root, tmp_path, "sgd", optimizer=plain)
+    adam_steps = torch.cat([(adam[k] - before[k]).abs().flatten() for k in before])
+    moved = adam_steps[adam_steps > 0]
+    assert moved.numel() > 0.5 * adam_steps.numel()
+    assert torch.quantile(moved, 0.5) == pytest.approx(1e-3, rel=0.05)
+    assert moved.max() <= 1e-3 * 1.001
+    sgd_steps = torch.cat([(sgd[k] - before[k]).abs().flatten() for k in before])
+    assert torch.quantile(sgd_steps[sgd_steps > 0], 0.5) < 0.5e-3  # SGD: proportional to the gradient
+
+
 def test_trunk_weights_of_zero_keep_the_trunk_out_of_sub_classifier_losses(data_root: Path, tmp_path: Path) -> None:
     subs = ["drivable", "rider", "traffic_sign", "traffic_sign_front"]
     before, after = _trained_params(

@@ -119,6 +119,12 @@ def test_head_learning_rates_per_group_follow_the_schedule(tmp_path: Path) -> No
         ("optimizer", {"head_lr": {"root": 0}}, r"optimizer\.head_lr\.root: expected a number > 0"),
         ("optimizer", {"head_lr": {"stop": 2}}, r"optimizer\.head_lr\.stop: unknown classifier"),
         ("optimizer", {"clip_grad_norm": 0}, r"optimizer\.clip_grad_norm: expected a norm > 0"),
+        ("loss", {"class_weights": {"root": {"lorry": 2}}}, r"loss\.class_weights\.root\.lorry: not a class of"),
+        ("loss", {"class_weights": {"root": {"pole": 0}}}, r"loss\.class_weights\.root\.pole: expected a number > 0"),
+        ("loss", {"class_weights": {"roots": {"pole": 2}}}, r"loss\.class_weights\.roots: unknown classifier"),
+        ("loss", {"class_weights": {"root": [2]}}, r"loss\.class_weights\.root: expected a mapping"),
+        ("optimizer", {"kind": "adam"}, r"optimizer\.kind: expected one of sgd, adamw, got 'adam'"),
+        ("optimizer", {"kind": "adamw", "momentum": 1.0}, r"optimizer\.momentum: adamw: Adam's beta1, expected < 1"),
     ],
 )
 def test_bad_safeguard_settings_name_file_and_key(tmp_path: Path, section: str, value: dict, message: str) -> None:
