@@ -73,3 +73,15 @@ def test_experiments_from_several_folders_are_merged(tmp_path: Path) -> None:
     assert main(["--out", str(target), "--experiments", str(hier), "--experiments", str(flat)]) == 0
     written = json.loads(target.read_text())
     assert written["hierarchical"]["cityscapes_miou"] == 35.0 and written["flat"]["cityscapes_miou"] == 28.0
+
+
+def test_main_job_variants_are_kept_by_name(tmp_path: Path) -> None:
+    target = tmp_path / "learning.json"
+    target.write_text(json.dumps({"main_job_variants": {"old": {"cityscapes_miou": 1.0}, "a": {"x": 1}}}))
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({**METRICS, "evaluation": {**METRICS["evaluation"], "classifiers": {"root": 0.5}}}))
+    assert main(["--out", str(target), "--main-job-variant", f"a={metrics}"]) == 0
+    written = json.loads(target.read_text())["main_job_variants"]
+    assert written["old"] == {"cityscapes_miou": 1.0}  # another variant stays
+    assert written["a"]["cityscapes_miou"] == 32.19 and written["a"]["classifiers_miou"] == {"root": 50.0}
+    assert written["a"]["sign_recall"] == 57.14 and written["a"]["wall_s"] is None

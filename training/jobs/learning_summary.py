@@ -3,7 +3,9 @@
 Built from the files the runs wrote, never typed in: the experiments' ``results.json``
 (:mod:`training.jobs.experiments`; ``hierarchical`` = its ``pixel_boxes_tags`` variant, ``flat`` =
 ``flat``), the main job's replay ``metrics.json`` (``OUT/live`` or ``OUT/offline``) with the wall
-time it printed, and the head-health sweep's rows (``bench/head_health.py``). Each source given
+time it printed, the replays of main-job variants (``--main-job-variant NAME=metrics.json``, repeatable:
+the recipe's ablation, ``main_job_variants``; a name given again replaces its entry), and the
+head-health sweep's rows (``bench/head_health.py``). Each source given
 replaces its part of an existing file; the others are kept. ``--experiments`` may be repeated
 (variants trained side by side, each into its own folder): the files are merged, a later file's
 variant replacing an earlier one's. Percentages are numbers 0-100, null
@@ -61,6 +63,10 @@ def main_job_figures(metrics: dict[str, Any], wall_s: float | None) -> dict[str,
         "sign_truth": subset.get("truth"),
         "sign_recall_all_sizes": _pct(every.get("recall")),
         "frames": (metrics.get("frames") or {}).get("with_outputs"),
+        "classifiers_miou": {
+            name: _pct(value.get("miou") if isinstance(value, dict) else value)
+            for name, value in (metrics["evaluation"].get("classifiers") or {}).items()
+        },
     }
 
 
@@ -73,6 +79,7 @@ def summarise(
     commands: list[str] | None = None,
     note: str | None = None,
     today: str | None = None,
+    main_job_variants: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``previous`` with the parts of the given sources replaced."""
     out = dict(previous)
@@ -82,6 +89,11 @@ def summarise(
                 out[key] = network_figures(experiments[variant])
     if main_job is not None:
         out["main_job"] = main_job_figures(main_job, main_job_wall_s)
+    if main_job_variants:
+        out["main_job_variants"] = {
+            **previous.get("main_job_variants", {}),
+            **{name: main_job_figures(metrics, None) for name, metrics in main_job_variants.items()},
+        }
     if head_health is not None:
         out["head_health"] = head_health["rows"]
     if commands:  # added to the earlier ones: the figures those made stay in the file
@@ -104,11 +116,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--main-job", type=Path, help="metrics.json of the main job's replay")
     ap.add_argument("--main-job-wall-s", type=float, help="the main job's total wall time as it printed it")
+    ap.add_argument(
+        "--main-job-variant",
+        action="append",
+        default=[],
+        metavar="NAME=METRICS",
+        help="metrics.json of a main-job variant's replay (repeatable)",
+    )
     ap.add_argument("--head-health", type=Path, help="head_health.json of bench/head_health.py")
     ap.add_argument("--command", action="append", dest="commands", help="a command behind the figures (repeat)")
     ap.add_argument("--note", help="how and where the runs were made (machine, load)")
     args = ap.parse_args(argv)
     previous = _read(args.out) if args.out.is_file() else {}
+    variants = {}
+    for item in args.main_job_variant:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--main-job-variant: expected NAME=PATH, got {item!r}")
+        variants[name] = _read(Path(path))
     experiments = None
     for path in args.experiments or []:
         experiments = {**(experiments or {}), **_read(path)}
@@ -120,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         _read(args.head_health),
         args.commands,
         args.note,
+        main_job_variants=variants,
     )
     atomic_write_bytes(args.out, (json.dumps(summary, indent=2) + "\n").encode())
     print(json.dumps({k: v for k, v in summary.items() if k != "head_health"}, indent=2))
