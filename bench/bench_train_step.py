@@ -6,9 +6,9 @@ data pipeline, the network or the loss can be weighed against the part it touche
 no loader workers: ``--batches`` batches of the config's schedule are produced one after the other
 (the figure is per batch, what a loader worker has to keep up with), then the network (built as the
 config says, pretrained weights included) runs ``--warmup`` + ``--repeats`` optimisation steps on
-them, each part timed on its own; medians are printed. The loss is also timed with the decisions
-of its gates taken by ``argmax(1)`` instead of ``max(1).indices`` (same indices), which was the
-largest single cost of the loss on the CPU.
+them, each part timed on its own; medians are printed. Also timed: the root's gate decision at
+crop size by ``argmax(1)`` and by ``max(1).indices`` (the same indices; the loss uses the second,
+the first was the largest single cost of the loss on the CPU).
 
     .venv/bin/python bench/bench_train_step.py [--config config/training/demo.yaml] [--threads 2]
 

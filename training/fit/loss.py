@@ -190,7 +190,7 @@ class HierarchicalLoss(nn.Module):
             if any_weak and (name in self._parent_names or (parent is None and any_tagged)):
                 with torch.no_grad():
                     # max(1).indices: the same first-maximum index as argmax(1), whose channel
-                    # reduction on the CPU is several times slower (bench/bench_loss.py)
+                    # reduction on the CPU is several times slower (bench/bench_train_step.py)
                     decisions[name] = up.detach().max(1).indices
             boxed_here, tagged_here = boxed, tagged  # the root: boxes unconditional, tags see below
             if parent is not None and any_weak:

@@ -6,6 +6,12 @@ neither the randomly initialised heads nor the pretrained trunk: Adam scales eac
 by its own gradient statistics. ``momentum`` is then Adam's beta1; the weight decay is decoupled
 (AdamW), so its values are not SGD's. On the main job's short schedule it did not beat SGD
 (docs/RESULTS.md, "The main job").
+
+Parameter groups: ``main`` (backbone, shared reduction, the decoder's skip reduction) and one
+``head:<classifier>`` per classifier head, whose learning rate is ``lr * optimizer.head_lr[name]``
+(default 1). Heads start from random weights while the backbone starts from ImageNet: the usual
+remedy (DeepLab's 10x on new layers) is a larger rate for the heads, settable per head. The root's
+head has ``weight_decay``, every other head ``sub_weight_decay``.
 """
 
 from __future__ import annotations
