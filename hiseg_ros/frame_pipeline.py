@@ -321,6 +321,7 @@ class FramePipeline:
             wanted | ({"colored"} if compressed_out else set()),
             sign_lut=seg.sign_lut,
             min_sign_area=p["min_sign_area"],
+            sign_split=p["sign_split"],
             overlay_alpha=p["overlay_alpha"],
             colored_classifiers=tuple(clf_colored),
             remap=remap,

@@ -23,7 +23,7 @@ from .engines import BACKENDS, PRECISIONS, InputConstraints, InputShapeError
 from .engines.bindings import ShapeProfile
 from .engines.select import parse_device
 from .imaging import DEFAULT_MAX_PIXELS
-from .outputs import OUTPUTS
+from .outputs import OUTPUTS, SIGN_SPLITS
 
 __all__ = [
     "EXIT_MODEL_ERROR",
@@ -141,6 +141,14 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("overlay_alpha", 0.5, "Weight of the colour mask in ~/overlay", float_range=(0.0, 1.0), dynamic=True),
     Param("min_sign_area", 16, "Smallest traffic-sign region in pixels", int_range=(1, 1 << 30), dynamic=True),
+    Param(
+        "sign_split",
+        "leaf",
+        "How ~/traffic_signs cuts sign pixels into instances: leaf = one per sign class within a touching "
+        "region (stacked signs apart), region = one per touching region, class = its majority",
+        SIGN_SPLITS,
+        dynamic=True,
+    ),
     Param(
         "sign_class",
         "",

@@ -13,8 +13,11 @@ tested without DDS:
   :func:`colorize_classifier`: one classifier's mask -> RGB (each class in its colour, black
   outside the classifier's parent class), what RViz can show where a mono8 index image looks black;
 - :func:`find_signs`: traffic-sign instances, i.e. 8-connected regions of pixels whose leaf lies under
-  the traffic-sign classes (declared in the hierarchy: ``traffic-sign-front`` in iv2018), class =
-  majority leaf inside the region (the finest classifier's decision), score = that majority's fraction of the region;
+  the traffic-sign classes (declared in the hierarchy: ``traffic-sign-front`` in iv2018) and, by
+  default (:data:`SIGN_SPLITS` ``leaf``), is the same leaf: signs of different classes that touch
+  (a post with two signs, a sign stack) are separate instances; ``region`` keeps a touching group
+  as one, class = majority leaf inside the region; score = the instance's share of its region (``region``:
+  the majority leaf's), so a low score marks a fragment;
 - :func:`overlay`: the input blended with the colour mask, sign boxes and class names drawn;
 - :func:`confidence_mono8`: the per-pixel confidence (0..1 float) as 0..255 bytes;
 - :func:`render`: one frame's wanted outputs (:data:`OUTPUTS`) from its decisions, each computed
@@ -35,6 +38,7 @@ from .label_remap import LabelRemap
 
 __all__ = [
     "OUTPUTS",
+    "SIGN_SPLITS",
     "FitTransform",
     "FrameOutputs",
     "SignDetection",
@@ -55,6 +59,7 @@ __all__ = [
 #: The output kinds (the node's ``outputs`` parameter): ``masks`` = every ``~/<classifier>/mask``,
 #: ``mask`` = the leaf map, ``colored``, ``overlay``, ``traffic_signs`` (sign instances).
 OUTPUTS = ("masks", "mask", "colored", "overlay", "traffic_signs")
+SIGN_SPLITS = ("leaf", "region")  # how find_signs cuts sign pixels into instances
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ class SignDetection:
     area: int  # pixels in the region
     leaf_id: int  # majority leaf of the region
     class_name: str  # that leaf's name (also the Detection2D class_id the node publishes)
-    score: float  # fraction of the region's pixels with the majority leaf
+    score: float  # the instance's share of its sign region (split "region": the majority leaf's)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -218,29 +223,47 @@ def find_signs(
     leaf: np.ndarray,
     sign_lut: np.ndarray,
     min_area: int = 1,
+    split: str = "leaf",
 ) -> list[SignDetection]:
     """Traffic-sign instances in a leaf map: 8-connected regions of sign pixels of at least ``min_area``.
 
-    ``sign_lut`` comes from :func:`sign_leaf_lut`. Detections are sorted by area, largest first.
+    ``sign_lut`` comes from :func:`sign_leaf_lut`. ``split`` (:data:`SIGN_SPLITS`): ``leaf`` makes
+    a region of one leaf (sign class) an instance, ``region`` a region of any sign leaves (class =
+    its majority leaf); ``score`` is the instance's share of its region (``region``: the majority
+    leaf's share), so a fragment of a region scores low. Why ``leaf`` is the default: a semantic map
+    has no instance boundaries, and at output stride 8 signs a few pixels apart on one post merge
+    into one region whose box matches none of them; where the classes differ, the class boundary is
+    the instance boundary. ``region`` suits a model whose sign sub-classifier is too noisy to split
+    by (one sign would break into several). Detections are sorted by area, largest first.
     """
+    if split not in SIGN_SPLITS:
+        raise ValueError(f"find_signs: unknown split {split!r}; expected one of {', '.join(SIGN_SPLITS)}")
     sign = sign_lut[leaf]
     if not sign.any():
         return []
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(sign.view(np.uint8), connectivity=8)
     names = {c.id: c.name for c in hierarchy.leaves}
     out = []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(sign.view(np.uint8), connectivity=8)
     for label in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[label])
         if area < min_area:
             continue
-        box_labels = labels[y : y + h, x : x + w]
-        values = leaf[y : y + h, x : x + w][box_labels == label]
-        ids, counts = np.unique(values, return_counts=True)
-        best = int(np.argmax(counts))
-        leaf_id = int(ids[best])
-        out.append(
-            SignDetection(x, y, w, h, area, leaf_id, names.get(leaf_id, str(leaf_id)), float(counts[best]) / area)
-        )
+        inside = labels[y : y + h, x : x + w] == label
+        box = leaf[y : y + h, x : x + w]
+        ids, counts = np.unique(box[inside], return_counts=True)
+        if split == "region" or len(ids) == 1:
+            best = int(np.argmax(counts))
+            leaf_id = int(ids[best])
+            score = float(counts[best]) / area
+            out.append(SignDetection(x, y, w, h, area, leaf_id, names.get(leaf_id, str(leaf_id)), score))
+            continue
+        for leaf_id in (int(v) for v in ids):  # the region's parts of one leaf each, in its box only
+            part = (inside & (box == leaf_id)).view(np.uint8)
+            n, _, part_stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
+            name = names.get(leaf_id, str(leaf_id))
+            for px, py, pw, ph, part_area in (tuple(int(v) for v in row) for row in part_stats[1:n]):
+                if part_area >= min_area:
+                    out.append(SignDetection(x + px, y + py, pw, ph, part_area, leaf_id, name, part_area / area))
     out.sort(key=lambda d: (-d.area, d.y, d.x))
     return out
 
@@ -314,6 +337,7 @@ def render(
     *,
     sign_lut: np.ndarray | None = None,
     min_sign_area: int = 1,
+    sign_split: str = "leaf",
     overlay_alpha: float = 0.5,
     colored_classifiers: Collection[str] = (),
     remap: LabelRemap | None = None,
@@ -322,7 +346,8 @@ def render(
     """The ``wanted`` outputs (any of :data:`OUTPUTS`) of one frame, each computed only when wanted.
 
     ``per_classifier`` / ``leaf`` are the decisions at the resolution of ``image`` (the RGB input
-    the overlay is drawn on); ``sign_lut`` from :func:`sign_leaf_lut`, None = no sign detection.
+    the overlay is drawn on); ``sign_lut`` from :func:`sign_leaf_lut`, None = no sign detection;
+    ``min_sign_area`` / ``sign_split``: :func:`find_signs`'s ``min_area`` / ``split``.
     ``colored_classifiers``: the classifiers whose mask is wanted in colour (the node's
     ``~/<classifier>/colored``, part of output kind ``masks``). ``remap``: a loaded label remap
     table (:mod:`hiseg_ros.label_remap`) whose label space is wanted too (the node's
@@ -358,7 +383,7 @@ def render(
     remapped = ready("remapped", remap.apply(leaf) if remap is not None else None)
     signs = None
     if "traffic_signs" in wanted or "overlay" in wanted:
-        signs = find_signs(hierarchy, leaf, sign_lut, min_sign_area) if sign_lut is not None else []
+        signs = find_signs(hierarchy, leaf, sign_lut, min_sign_area, sign_split) if sign_lut is not None else []
     ready("signs", signs)
     colored = over = None
     if "colored" in wanted or "overlay" in wanted:

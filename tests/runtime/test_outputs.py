@@ -79,11 +79,46 @@ def _sign_scene(h):
     return leaf, s30, stop
 
 
-def test_find_signs_boxes_classes_scores(iv2018):
+def test_find_signs_splits_touching_signs_of_different_classes(iv2018):
+    """The default split: one instance per leaf within a sign region, so region A (a speed limit 30
+    with a speed limit 50 strip on top) gives two signs, each with its own box and its share of A."""
+    leaf, _, _ = _sign_scene(iv2018)
+    lut = outputs.sign_leaf_lut(iv2018, "traffic-sign-front")
+    signs = outputs.find_signs(iv2018, leaf, lut, min_area=10)
+    assert [(d.x, d.y, d.width, d.height, d.area, d.class_name) for d in signs] == [
+        (50, 30, 20, 20, 399, iv2018.descendant_leaves("traffic-sign-front")[14].name),
+        (10, 5, 12, 10, 100, "sign-speed-limit-30"),
+        (10, 5, 10, 2, 20, "sign-speed-limit-50"),
+    ]
+    assert [d.score for d in signs] == pytest.approx([1.0, 100 / 120, 20 / 120])
+    assert len(outputs.find_signs(iv2018, leaf, lut, min_area=21)) == 2  # the area minimum applies per part
+
+
+def test_find_signs_stacked_signs_each_get_their_box(iv2018):
+    """Two signs on one post, 2 px apart at input resolution, touch in a stride-8 decision map: as
+    one region the box (24 x 52) matches neither sign (box IoU < 0.5); split by class, both."""
+    h = iv2018
+    leaf = np.full((80, 60), _leaf(h, "building"), np.uint8)
+    front = h.descendant_leaves("traffic-sign-front")
+    leaf[10:34, 20:44] = front[14].id  # stop, 24 x 24
+    leaf[34:62, 20:44] = front[1].id  # speed limit 30 right below, 24 x 28
+    lut = outputs.sign_leaf_lut(h)
+    (one,) = outputs.find_signs(h, leaf, lut, 16, split="region")
+    assert (one.x, one.y, one.width, one.height, one.class_name) == (20, 10, 24, 52, "sign-speed-limit-30")
+    signs = outputs.find_signs(h, leaf, lut, 16)
+    assert [(d.x, d.y, d.width, d.height, d.class_name) for d in signs] == [
+        (20, 34, 24, 28, "sign-speed-limit-30"),
+        (20, 10, 24, 24, front[14].name),
+    ]
+    with pytest.raises(ValueError, match="unknown split 'blob'"):
+        outputs.find_signs(h, leaf, lut, 16, split="blob")
+
+
+def test_find_signs_region_split_boxes_classes_scores(iv2018):
     leaf, s30, stop = _sign_scene(iv2018)
     lut = outputs.sign_leaf_lut(iv2018, "traffic-sign-front")
     assert not lut[_leaf(iv2018, "traffic-sign-back")] and lut[s30]
-    signs = outputs.find_signs(iv2018, leaf, lut, min_area=10)
+    signs = outputs.find_signs(iv2018, leaf, lut, min_area=10, split="region")
     assert len(signs) == 2
     big, small = signs
     assert (big.x, big.y, big.width, big.height, big.area) == (50, 30, 20, 20, 399)
@@ -94,7 +129,7 @@ def test_find_signs_boxes_classes_scores(iv2018):
     assert small.leaf_id == s30 and small.class_name == "sign-speed-limit-30"
     assert small.score == pytest.approx(100 / 120)
     # the tiny region appears once the minimum area allows it
-    assert len(outputs.find_signs(iv2018, leaf, lut, min_area=4)) == 3
+    assert len(outputs.find_signs(iv2018, leaf, lut, min_area=4, split="region")) == 3
     assert outputs.find_signs(iv2018, np.full((H, W), 27, np.uint8), lut, 1) == []
 
 
@@ -172,7 +207,7 @@ def test_render_equals_the_chain_of_output_functions(iv2018):
     colored = outputs.colorize(iv2018, leaf)
     np.testing.assert_array_equal(got.colored, colored)
     signs = outputs.find_signs(iv2018, leaf, lut, 10)
-    assert got.signs == signs and len(signs) == 2
+    assert got.signs == signs and len(signs) == 3
     np.testing.assert_array_equal(got.overlay, outputs.overlay(rgb, colored, 0.3, signs, iv2018.palette))
 
 

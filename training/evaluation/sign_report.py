@@ -97,6 +97,7 @@ def build_report(
         "sign_instances": {
             "signs": e.sign_source,
             "min_sign_area": e.min_sign_area,
+            "sign_split": e.sign_split,
             "box_iou": BOX_IOU,
             "min_side": MIN_SIDE,
             "size": "longer side of the box",
@@ -158,7 +159,8 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         f"model {report['model']}: {report['engine']}, hierarchy {report['hierarchy']}",
         f"{report['images']} GTSDB test scenes of {report['data']} (limit {report['limit']}), "
         f"test scale {scale} ({default}; 1.0 = native size, the node's resize.policy none)",
-        f"sign instances: the node's find_signs over {s['signs']}, min_sign_area {s['min_sign_area']} px; "
+        f"sign instances: the node's find_signs over {s['signs']}, min_sign_area {s['min_sign_area']} px, "
+        f"split by {s['sign_split']}; "
         f"found = box IoU >= {s['box_iou']}; sizes by the {s['size']} (>= {s['min_side']} px)",
     ]
     for mode, scores in report["modes"].items():

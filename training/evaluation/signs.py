@@ -26,7 +26,7 @@ Scores per mode (GTSDB class ids 0..42; conventions of :mod:`training.evaluation
   root's argmax restricted to the 43 sign leaves, so the rule compares both kinds of network.
   Needs the logits (checkpoint);
 - *detection*: the node's sign instances (:func:`hiseg_ros.outputs.find_signs` with the node's
-  ``sign_class`` and ``min_sign_area`` from config/hiseg.yaml) matched to the true sign boxes (the
+  ``sign_class``, ``min_sign_area`` and ``sign_split`` from config/hiseg.yaml) matched to the true sign boxes (the
   boxes of gt.txt): precision / recall at box IoU >= 0.5 with the right class, and by location
   alone, for all signs and for signs of at least 16 px (:mod:`training.evaluation.sign_instances`);
 - what the root decides on true sign pixels (also on Cityscapes ``val`` signs, deployed mode).
@@ -60,7 +60,7 @@ from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import decide, normalize_image
 from hiseg_ros.node_params import read_params_file
-from hiseg_ros.outputs import FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
+from hiseg_ros.outputs import SIGN_SPLITS, FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
 from training import REPO
 from training.data.synthetic import Scene, gtsdb_boxed, iter_scenes
 from training.evaluation.metrics import ConfusionMatrix
@@ -108,13 +108,14 @@ def training_decisions(
     return per_classifier, hierarchy.flatten(per_classifier)
 
 
-def node_sign_parameters(path: Path = NODE_CONFIG) -> tuple[str, int]:
-    """The node's ``sign_class`` and ``min_sign_area`` from its parameter file (config/hiseg.yaml)."""
+def node_sign_parameters(path: Path = NODE_CONFIG) -> tuple[str, int, str]:
+    """The node's ``sign_class``, ``min_sign_area`` and ``sign_split`` from its parameter file
+    (config/hiseg.yaml)."""
     params = read_params_file(path)
     try:
-        return str(params["sign_class"]), int(params["min_sign_area"])
+        return str(params["sign_class"]), int(params["min_sign_area"]), str(params["sign_split"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: no usable sign_class / min_sign_area parameter ({exc})") from None
+        raise ValueError(f"{path}: no usable sign_class / min_sign_area / sign_split parameter ({exc})") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,6 +186,7 @@ class ModeResult:
         given: np.ndarray | None,
         min_sign_area: int,
         unboxed: Sequence[SignBox] = (),
+        sign_split: str = "leaf",
     ) -> None:
         """One image at native size: ``truth`` GTSDB id per pixel (IGNORE off the front signs),
         ``true_boxes`` / ``unboxed`` its boxed and unboxed front signs, ``root`` / ``leaf`` the
@@ -195,7 +197,7 @@ class ModeResult:
         self.root_counts += np.bincount(root[truth != IGNORE], minlength=256)[:256]
         if self.given_location is not None and given is not None:
             self.given_location.update(truth, given)
-        found = find_signs(hierarchy, leaf, tables.sign_lut, min_sign_area)
+        found = find_signs(hierarchy, leaf, tables.sign_lut, min_sign_area, sign_split)
         detections = [SignBox.from_detection(d, tables.native_of_leaf) for d in found]
         self.detection.add(true_boxes, detections, unboxed)
 
@@ -207,6 +209,7 @@ class SignEvaluation:
     test_scale: float
     sign_source: str
     min_sign_area: int
+    sign_split: str = "leaf"
     images: int = 0
     modes: dict[str, ModeResult | None] = field(default_factory=dict)  # None: the mode needs logits
     differing_pixels: int = 0  # pixels whose leaf differs between the modes (both modes present)
@@ -273,23 +276,25 @@ def evaluate_signs(
     modes: Sequence[str] = DECISION_MODES,
     sign_class: str | None = None,
     min_sign_area: int | None = None,
+    sign_split: str | None = None,
 ) -> SignEvaluation:
     """All scores of the decision modes ``modes`` in one pass over the first ``limit`` GTSDB test scenes.
 
-    ``sign_class`` / ``min_sign_area`` default to the node's (:func:`node_sign_parameters`). The
+    ``sign_class`` / ``min_sign_area`` / ``sign_split`` default to the node's (:func:`node_sign_parameters`). The
     ``training`` mode and the given-location scores need the logits, i.e. a :class:`TorchEngine`
     (a checkpoint); for another engine they are None (``modes["training"]``, ``given_location``).
     """
     unknown = [m for m in modes if m not in DECISION_MODES]
     if unknown:
         raise ValueError(f"unknown decision modes {unknown}; expected any of {DECISION_MODES}")
-    defaults = node_sign_parameters() if sign_class is None or min_sign_area is None else None
+    defaults = node_sign_parameters() if None in (sign_class, min_sign_area, sign_split) else None
     sign_class = sign_class if sign_class is not None else defaults[0]
     min_sign_area = min_sign_area if min_sign_area is not None else defaults[1]
+    sign_split = sign_split if sign_split is not None else defaults[2]
     hierarchy = engine.hierarchy
     tables = SignTables.of(hierarchy, sign_class)
     net = engine.checkpoint.net if isinstance(engine, TorchEngine) else None
-    result = SignEvaluation(test_scale, tables.sign_source, min_sign_area)
+    result = SignEvaluation(test_scale, tables.sign_source, min_sign_area, sign_split)
     with_logits = net is not None
     result.modes = {m: ModeResult.empty(tables, with_logits) if m == "deployed" or with_logits else None for m in modes}
     for scene in _gtsdb_test_scenes(data_root, limit):
@@ -315,7 +320,9 @@ def evaluate_signs(
                 given = tables.natives[restore_decisions(picked, leaf, fit)[0]["given"]]
             per_classifier, leaf = restore_decisions(per_classifier, leaf, fit)
             root = per_classifier["root"]
-            scores.add(tables, hierarchy, scene.truth, scene.boxes, root, leaf, given, min_sign_area, scene.unboxed)
+            scores.add(
+                tables, hierarchy, scene.truth, scene.boxes, root, leaf, given, min_sign_area, scene.unboxed, sign_split
+            )
             leaves[mode] = leaf
         if len(leaves) == 2:
             differ = leaves["deployed"] != leaves["training"]
@@ -368,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     node = f"default: the node's, {NODE_CONFIG.relative_to(REPO)}"
     ap.add_argument("--sign-class", help=f"class whose leaves are signs ({node})")
     ap.add_argument("--min-sign-area", type=int, help=f"smallest sign region in pixels ({node})")
+    ap.add_argument("--sign-split", choices=SIGN_SPLITS, help=f"how sign pixels become instances ({node})")
     ap.add_argument("--json", type=Path, help="also write every score to this JSON file (atomically)")
     args = ap.parse_args(argv)
     if not args.test_scale > 0:
@@ -380,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         test_scale=args.test_scale,
         sign_class=args.sign_class,
         min_sign_area=args.min_sign_area,
+        sign_split=args.sign_split,
     )
     cityscapes = root_on_cityscapes_signs(engine, args.data, args.limit, args.test_scale)
     report = build_report(

@@ -61,6 +61,7 @@ def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> 
                 wanted,
                 sign_lut=sign_lut,
                 min_sign_area=opts.min_sign_area,
+                sign_split=opts.sign_split,
                 overlay_alpha=opts.overlay_alpha,
             )
             if sign_lut is not None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hiseg_ros.outputs import SIGN_SPLITS
 from training import REPO
 
 from .read import DEFAULT_CAMERA_TOPIC, DEFAULT_LABEL_TOPIC, DEFAULT_SIGN_TOPIC
@@ -43,6 +44,7 @@ class EvaluateOptions:
     output_bag: bool = True
     overlay_alpha: float = 0.5  # offline overlay weight (the node's default)
     min_sign_area: int = 16  # offline sign detection (the node's default)
+    sign_split: str = "leaf"  # offline sign instances (the node's default, hiseg_ros.outputs.find_signs)
     sign_class: str = "traffic-sign-front"  # '' = no traffic_signs
     overwrite: bool = False
     progress: bool = True
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-output-bag", action="store_true")
     ap.add_argument("--overlay-alpha", type=float, default=0.5, help="offline overlay weight (the node's default)")
     ap.add_argument("--min-sign-area", type=int, default=16, help="offline sign detection (the node's default)")
+    ap.add_argument(
+        "--sign-split", choices=SIGN_SPLITS, default="leaf", help="offline sign instances (the node's default)"
+    )
     ap.add_argument("--sign-class", default="traffic-sign-front", help="'' = no traffic_signs")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
@@ -111,6 +116,7 @@ def parse_options(argv: Sequence[str] | None = None) -> EvaluateOptions:
         output_bag=not args.no_output_bag,
         overlay_alpha=args.overlay_alpha,
         min_sign_area=args.min_sign_area,
+        sign_split=args.sign_split,
         sign_class=args.sign_class,
         overwrite=args.overwrite,
         progress=not args.no_progress,
