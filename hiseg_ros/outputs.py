@@ -208,7 +208,7 @@ class SignDetection:
     width: int
     height: int
     area: int  # pixels in the region
-    leaf_id: int  # majority leaf of the region
+    leaf_id: int  # its leaf (split "region": the majority leaf of the region)
     class_name: str  # that leaf's name (also the Detection2D class_id the node publishes)
     score: float  # the instance's share of its sign region (split "region": the majority leaf's)
 
