@@ -17,6 +17,7 @@ import pytest
 
 from hiseg_ros.hierarchy import load_hierarchy
 from hiseg_ros.messages import stamp_ns, time_msg
+from hiseg_ros.node_params import SPEC
 from hiseg_ros.outputs import SignDetection
 from training import REPO
 from training.data.readers.cityscapes import CityscapesDataset
@@ -398,6 +399,12 @@ def test_options_are_parsed_once_into_a_frozen_object(tmp_path, monkeypatch):
     assert parse_options(["b", "--model", "m", "--out", "o", "--out-storage", "sqlite3"]).storage("mcap") == "sqlite3"
     with pytest.raises(SystemExit):
         parse_options(["b", "--model", "m", "--out", "o", "--rate-scale", "0"])
+
+
+def test_offline_rendering_options_default_to_the_nodes_parameters():
+    opts = parse_options(["b", "--model", "m", "--out", "o"])
+    for name in ("overlay_alpha", "min_sign_area", "sign_split"):
+        assert getattr(opts, name) == SPEC[name].default, name
 
 
 def _result(mode: str):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from hiseg_ros.node_params import SPEC
 from hiseg_ros.outputs import SIGN_SPLITS
 from training import REPO
 
@@ -42,9 +43,9 @@ class EvaluateOptions:
     samples: int = 4  # sample overlays in the report
     out_storage: str = "same"  # output bag storage; same = the input bag's
     output_bag: bool = True
-    overlay_alpha: float = 0.5  # offline overlay weight (the node's default)
-    min_sign_area: int = 16  # offline sign detection (the node's default)
-    sign_split: str = "leaf"  # offline sign instances (the node's default, hiseg_ros.outputs.find_signs)
+    overlay_alpha: float = SPEC["overlay_alpha"].default  # offline overlay weight
+    min_sign_area: int = SPEC["min_sign_area"].default  # offline sign detection
+    sign_split: str = SPEC["sign_split"].default  # offline sign instances (hiseg_ros.outputs.find_signs)
     sign_class: str = "traffic-sign-front"  # '' = no traffic_signs
     overwrite: bool = False
     progress: bool = True
@@ -78,11 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--samples", type=int, default=4, help="sample overlays in the report")
     ap.add_argument("--out-storage", choices=OUT_STORAGES, default="same")
     ap.add_argument("--no-output-bag", action="store_true")
-    ap.add_argument("--overlay-alpha", type=float, default=0.5, help="offline overlay weight (the node's default)")
-    ap.add_argument("--min-sign-area", type=int, default=16, help="offline sign detection (the node's default)")
-    ap.add_argument(
-        "--sign-split", choices=SIGN_SPLITS, default="leaf", help="offline sign instances (the node's default)"
-    )
+    # Offline rendering follows the node: its parameters' defaults (hiseg_ros.node_params).
+    d = {f.name: f for f in fields(EvaluateOptions)}
+    ap.add_argument("--overlay-alpha", type=float, default=d["overlay_alpha"].default, help="offline overlay weight")
+    ap.add_argument("--min-sign-area", type=int, default=d["min_sign_area"].default, help="offline sign detection")
+    ap.add_argument("--sign-split", choices=SIGN_SPLITS, default=d["sign_split"].default, help="offline sign instances")
     ap.add_argument("--sign-class", default="traffic-sign-front", help="'' = no traffic_signs")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
