@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -68,8 +69,12 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def test_shipped_variants_differ_from_default_only_where_they_say() -> None:
     default = _leaves(load_config(CONFIGS / "default.yaml", check_data=False)[0].to_dict())
+    demo_datasets = copy.deepcopy(default["datasets"])
+    assert demo_datasets[2]["name"] == "gtsdb"
+    demo_datasets[2]["crops"]["tiles"] = [3, 6]  # the demo's only dataset change: denser sign mosaics
     expected = {
         "demo.yaml": {
+            "datasets": demo_datasets,
             "model.decoder": "deconv_skip",
             "augment.base_height": 256,
             "augment.scale": [0.75, 1.5],
@@ -79,6 +84,7 @@ def test_shipped_variants_differ_from_default_only_where_they_say() -> None:
                     **{"traffic-sign": 3, "bicycle": 8, "motorcycle": 8},
                 }
             },
+            "loss.trunk_weights": {"traffic_sign_front": 1.0},
             "optimizer.head_lr": {"traffic_sign_front": 5},
             "schedule.iterations": 400,
             "run.out_dir": "runs/demo/train",
