@@ -153,7 +153,7 @@ def test_offline_metrics_equal_training_evaluate_and_output_bag(model, cityscape
     truth = deserialize_message(topics["/camera/traffic_signs_gt"][0][1], Detection2DArray)
     assert stamp_ns(truth.header.stamp) == START and decode_signs(truth) == first.signs
     # the scores are the node's detections in the output bag against its truth, frame by frame
-    scoring = SignScoring()
+    scoring = SignScoring(rule={"sign_split": "leaf", "min_sign_area": 16})  # the node's defaults
     for (_, det_raw), (_, gt_raw) in zip(
         topics[f"{NS}/traffic_signs"], topics["/camera/traffic_signs_gt"], strict=True
     ):
@@ -170,6 +170,7 @@ def _check_sign_scores(metrics: dict, drive: Path) -> None:
     assert metrics["sign_topic"] == "/camera/traffic_signs_gt"
     signs = metrics["signs"]
     assert (signs["box_iou"], signs["min_side"], signs["frames"]) == (0.5, 24, 6)
+    assert signs["rule"] == {"sign_split": "leaf", "min_sign_area": 16}  # what the detections were made with
     truth = [f.signs for f in iter_frames(drive, decode=False)]
     n_true = sum(len(t) for t in truth)
     assert n_true > 0
@@ -292,6 +293,7 @@ def test_live_every_frame_through_the_node(model, drive, tmp_path):
     assert metrics["input_rate_hz"] == pytest.approx(10.0, rel=0.2)
     assert metrics["fps"] > 0 and metrics["node"]["exit_code"] == 0
     assert (out / "node.log").is_file() and (out / "report.html").is_file()
+    assert "Detections made with sign_split = leaf." in (out / "report.html").read_text()  # the node's rule
 
     # the per-dataset view of the node's masks equals the engine's offline result (exact view)
     code, offline = evaluate_bag(

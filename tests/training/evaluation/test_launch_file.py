@@ -132,6 +132,26 @@ def test_launcher_defaults_and_extra_items():
     assert node_process.node_command(["-r", "x:=y"])[1:] == ["-m", "hiseg_ros.node", "--ros-args", "-r", "x:=y"]
 
 
+def test_effective_parameters_resolve_as_rcl_the_last_item_winning(tmp_path):
+    names = ("sign_split", "min_sign_area", "overlay_alpha")
+    assert node_process.effective_parameters([], names) == {
+        "sign_split": "leaf",
+        "min_sign_area": 16,
+        "overlay_alpha": 0.5,
+    }
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    sign_split: region\n    min_sign_area: 40\n")
+    args = ["-p", "min_sign_area:=25", "--params-file", str(params), "-p", "other:=1", "-p", "overlay_alpha:=0.2"]
+    # the last item naming a parameter wins (here the file over the first -p); unnamed ones are not read
+    assert node_process.effective_parameters(args, names) == {
+        "sign_split": "region",
+        "min_sign_area": 40,
+        "overlay_alpha": 0.2,
+    }
+    launched = node_process.launch_ros_args("m.onnx", "/cam", params, extra=["-p", "sign_split:=leaf"])
+    assert node_process.effective_parameters(launched, names[:2]) == {"sign_split": "leaf", "min_sign_area": 40}
+
+
 def test_launch_arguments_for_a_multi_camera_vehicle():
     args = _arguments()
     assert set(args) == {

@@ -26,12 +26,13 @@ from hiseg_ros.messages import NODE_NAME, NS_PER_S
 
 from .live_client import LiveClient
 from .live_startup import NODE_LOG, bring_up, start_node
-from .node_process import NodeProcess, ensure_loopback_env
+from .node_process import NodeProcess, effective_parameters, ensure_loopback_env
 from .options import EvaluateOptions
 from .output_bag import OutputBag, cdr_stamp, output_topics, restamp_cdr, restamp_detections
 from .read import IMAGE, BagError, BagFrame, FrameReader, decode_label
 from .result import BagResult, LatencyStats, LiveDetails, NodeDetails
 from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
+from .sign_scores import SIGN_RULE
 from .sign_truth import decode_signs
 from .vision_types import DETECTIONS, output_typestore
 
@@ -121,6 +122,7 @@ class LiveRun:
         bar = progress_bar(len(self.reader), opts.progress, "live")
         try:
             self.node = start_node(opts, info, state.folder)
+            state.sign_rule = effective_parameters(self.node.command, SIGN_RULE)
             self.client = LiveClient(info.camera_topic, info.compressed, topics, self.events)
             self.warm_up_frames = bring_up(
                 self.node, self.client, self.reader, topics, self.events, opts.startup_timeout, state.notes

@@ -25,6 +25,7 @@ from .write import image_cdr
 
 def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> BagResult:
     """Infer every frame of ``reader``; metrics, samples and the output bag go into ``state.folder``."""
+    state.sign_rule = {"sign_split": opts.sign_split, "min_sign_area": opts.min_sign_area}  # SIGN_RULE
     engine, why = create_engine(str(opts.model), backend=opts.backend)
     h = engine.hierarchy
     metrics = SegmentationMetrics(h, opts.dataset)

@@ -286,10 +286,13 @@ def write_report(
         for name, res in evaluation.datasets.items():
             parts.append(f"<h3>Per class, dataset {html.escape(name)}</h3>" + class_table(res, f"classes-{name}"))
     if result.signs is not None:
+        rule = result.signs.get("rule") or {}
         parts.append(f"<h2>Traffic signs ({result.signs['frames']} frames with sign ground truth)</h2>")
         parts.append(
             f"<p>A detection matches a true sign at box IoU &gt;= {result.signs['box_iou']}; class accuracy = "
-            "matched signs whose detection names the right class.</p>"
+            "matched signs whose detection names the right class."
+            + "".join(f" Detections made with {html.escape(k)} = {html.escape(str(v))}." for k, v in rule.items())
+            + "</p>"
         )
         parts += sign_tables(result.signs)
     parts.append("<h2>Charts</h2>")

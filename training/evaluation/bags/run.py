@@ -124,6 +124,7 @@ class RunState:
     samples: list[SampleFigure] = field(default_factory=list)
     sign_figures: list[SampleFigure] = field(default_factory=list)
     signs: SignScoring | None = None
+    sign_rule: dict[str, Any] = field(default_factory=dict)  # SIGN_RULE values of the run's detections
 
     def fail(self, reason: str) -> None:
         """Record why the result is incomplete (the first reason wins)."""
@@ -135,7 +136,7 @@ class RunState:
         if truth is None:
             return
         if self.signs is None:
-            self.signs = SignScoring()
+            self.signs = SignScoring(rule=self.sign_rule)
         self.signs.add(truth, detections)
 
     def save_sample(

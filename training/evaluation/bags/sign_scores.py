@@ -26,6 +26,7 @@ from training.evaluation.sign_instances import BOX_IOU, SignBox, match_signs
 
 MIN_SIDE = 24
 SUBSETS = ("all", f"at_least_{MIN_SIDE}px")
+SIGN_RULE = ("sign_split", "min_sign_area")  # the node parameters that decide what a detection is
 
 
 def _box(sign: SignDetection) -> SignBox:
@@ -83,6 +84,7 @@ class SubsetScores:
 class SignScoring:
     """Accumulates frames (:meth:`add`); :meth:`to_json` is the ``signs`` object of metrics.json."""
 
+    rule: dict[str, Any] = field(default_factory=dict)  # the node parameters of SIGN_RULE the detections came from
     frames: int = 0
     subsets: dict[str, SubsetScores] = field(default_factory=lambda: {s: SubsetScores() for s in SUBSETS})
 
@@ -115,6 +117,7 @@ class SignScoring:
         return {
             "box_iou": BOX_IOU,
             "min_side": MIN_SIDE,
+            "rule": dict(self.rule),
             "frames": self.frames,
             **{name: self.subsets[name].to_json() for name in SUBSETS},
         }
