@@ -30,7 +30,9 @@ label topic holds the ``--dataset``'s native label ids, e.g. Cityscapes labelIds
 p50 / p95 / p99, fps, achieved input rate, frame counts, and, when the bag has sign ground truth
 (``--sign-topic``), the scores of the signs the node finds (offline: the node's
 ``hiseg_ros.outputs.find_signs``; live: its ``~/traffic_signs``) against it, per class and overall,
-for all signs and those of at least 24 px (:mod:`~training.evaluation.bags.sign_scores`). Offline,
+for all signs and those of at least 24 px (:mod:`~training.evaluation.bags.sign_scores`), with the
+rule they were found by (``signs.rule``: ``sign_split`` and ``min_sign_area``; offline the options,
+live the node's parameters as its command line sets them). Offline,
 the per-classifier view uses the engine's raw decisions (identical to
 ``training.evaluation.evaluate``); live, it uses the node's ``~/<classifier>/mask`` where a pixel
 not routed to the classifier (255) counts as a "no class" prediction (a false negative); the
