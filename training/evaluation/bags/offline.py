@@ -19,13 +19,14 @@ from .output_bag import OutputBag, detections_cdr, output_topics
 from .read import IMAGE, BagError, FrameReader
 from .result import BagResult, OfflineDetails
 from .run import RunState, SegmentationMetrics, finish, progress_bar, sample_indices
+from .sign_scores import SIGN_RULE
 from .vision_types import DETECTIONS, output_typestore
 from .write import image_cdr
 
 
 def run_offline(opts: EvaluateOptions, reader: FrameReader, state: RunState) -> BagResult:
     """Infer every frame of ``reader``; metrics, samples and the output bag go into ``state.folder``."""
-    state.sign_rule = {"sign_split": opts.sign_split, "min_sign_area": opts.min_sign_area}  # SIGN_RULE
+    state.sign_rule = {name: getattr(opts, name) for name in SIGN_RULE}  # the options the detections use
     engine, why = create_engine(str(opts.model), backend=opts.backend)
     h = engine.hierarchy
     metrics = SegmentationMetrics(h, opts.dataset)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from hiseg_ros.node_params import SPEC
@@ -80,10 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out-storage", choices=OUT_STORAGES, default="same")
     ap.add_argument("--no-output-bag", action="store_true")
     # Offline rendering follows the node: its parameters' defaults (hiseg_ros.node_params).
-    d = {f.name: f for f in fields(EvaluateOptions)}
-    ap.add_argument("--overlay-alpha", type=float, default=d["overlay_alpha"].default, help="offline overlay weight")
-    ap.add_argument("--min-sign-area", type=int, default=d["min_sign_area"].default, help="offline sign detection")
-    ap.add_argument("--sign-split", choices=SIGN_SPLITS, default=d["sign_split"].default, help="offline sign instances")
+    ap.add_argument("--overlay-alpha", type=float, default=SPEC["overlay_alpha"].default, help="offline overlay weight")
+    ap.add_argument("--min-sign-area", type=int, default=SPEC["min_sign_area"].default, help="offline sign detection")
+    ap.add_argument("--sign-split", choices=SIGN_SPLITS, default=SPEC["sign_split"].default, help="offline sign split")
     ap.add_argument("--sign-class", default="traffic-sign-front", help="'' = no traffic_signs")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
