@@ -8,6 +8,10 @@ hiseg_ros.node`` with config/hiseg.yaml), then backend onnxruntime with its defa
 resize policy none, ``input_qos.reliability`` from ``--input-reliability``, default the node's own
 best_effort, ``cpu_spin_wait`` from ``--cpu-spin-wait``, default off like the node; this process
 publishes ``rgb8`` images (``--height`` x ``--width``, a synthetic street) and subscribes to the outputs.
+With ``--client serialized`` (default) it publishes the image already serialized (re-stamped before
+the clock starts) and takes the outputs serialized (``raw=True``), reading only their header stamps,
+so that rclpy's message conversions in this process are not counted as the node's cost;
+``--client messages`` uses Python messages both ways, as a Python subscriber would.
 
 1. engine only: ``create_engine(model, backend="onnxruntime").infer`` in this process, with the
    node's engine options, median of ``--repeats`` (the node is not running).
@@ -55,9 +59,11 @@ from vision_msgs.msg import Detection2DArray
 from bench.bench_decisions import synthetic_street
 from hiseg_ros import outputs
 from hiseg_ros.imaging import image_to_rgb, mono8_msg, mono16_msg, rgb8_msg
+from hiseg_ros.memory import retain_freed_memory
 from hiseg_ros.messages import NODE_NAME, NS_PER_S, set_stamp, stamp_ns
 from training import REPO
 from training.evaluation.bags.node_process import NodeProcess, launch_ros_args
+from training.evaluation.bags.output_bag import cdr_stamp, restamp_cdr
 from training.evaluation.bags.ros_client import RosClient
 
 NS = f"/{NODE_NAME}"
@@ -152,8 +158,9 @@ def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats:
 class Bench(RosClient):
     """An rclpy node in this process, spun in a thread: publishes images, records output arrivals."""
 
-    def __init__(self) -> None:
+    def __init__(self, serialized: bool = True) -> None:
         super().__init__("hiseg_bench_client")
+        self.serialized = serialized
         self.lock = threading.Lock()
         self.arrivals: dict[int, dict[str, float]] = {}  # header stamp (ns) -> topic -> arrival
         self.diagnostics: dict[str, str] = {}
@@ -176,11 +183,12 @@ class Bench(RosClient):
 
             def callback(msg: Any, topic: str = topic) -> None:
                 now = time.perf_counter()
-                key = stamp_ns(msg.header.stamp)
+                key = cdr_stamp(msg) if self.serialized else stamp_ns(msg.header.stamp)
                 with self.lock:
                     self.arrivals.setdefault(key, {})[topic] = now
 
-            self.subs.append(self.node.create_subscription(kind, topic, callback, 10))
+            sub = self.node.create_subscription(kind, topic, callback, 10, raw=self.serialized)
+            self.subs.append(sub)
 
 
 def output_topics(kind: str, classifiers: list[str]) -> list[str]:
@@ -211,15 +219,20 @@ class Frames:
         self.bench = bench
         self.msg = rgb8_msg(image)
         self.msg.header.frame_id = "bench"
+        self.raw = rgb8_msg(image, self.msg.header, serialized=True) if bench.serialized else None
         self.sent: dict[int, float] = {}
         self.count = 0
 
     def publish(self) -> int:
         self.count += 1
         key = frame_stamp(self.count)
-        set_stamp(self.msg.header, key)
+        if self.raw is not None:  # re-stamped before the clock starts: the camera's cost, not the node's
+            out = restamp_cdr(self.raw, key)
+        else:
+            set_stamp(self.msg.header, key)
+            out = self.msg
         self.sent[key] = time.perf_counter()
-        self.bench.publisher.publish(self.msg)
+        self.bench.publisher.publish(out)
         return key
 
 
@@ -370,6 +383,14 @@ def main() -> int:
         help="the node's cpu_spin_wait (ONNX Runtime threads busy-wait between runs; node default: off)",
     )
     parser.add_argument(
+        "--client",
+        choices=("serialized", "messages"),
+        default="serialized",
+        help="serialized (default): this process publishes the camera image already serialized and takes "
+        "the outputs serialized, reading only their stamps, so that rclpy's conversions here are not "
+        "counted as the node's; messages: Python messages both ways (what a Python subscriber pays)",
+    )
+    parser.add_argument(
         "--delivery-probe",
         type=int,
         default=0,
@@ -380,6 +401,7 @@ def main() -> int:
     if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
         raise SystemExit("source scripts/ros_env.sh first (DDS must stay on loopback)")
 
+    retain_freed_memory()  # this process allocates images every frame too, like the node (its default)
     node_params = {
         "input_qos.reliability": args.input_reliability,
         "cpu_spin_wait": "true" if args.cpu_spin_wait else "false",
@@ -400,7 +422,7 @@ def main() -> int:
         breakdown = output_breakdown(image, decisions, hierarchy, args.repeats)
         classifiers = list(hierarchy.classifier_names)
 
-        bench = Bench()
+        bench = Bench(serialized=args.client == "serialized")
         frames = Frames(bench, image)
         if args.delivery_probe:
             proc, _ = node_session(bench, model, ["mask"], classifiers, tmp, node_params)

@@ -53,6 +53,7 @@ from .imaging import (
     rgb8_msg,
 )
 from .label_remap import VOID
+from .memory import retain_freed_memory
 from .messages import DetectionTypes, detection_array, stamp_ns
 from .node_params import EXIT_PARAMETER_ERROR, ConfigurationError, input_problem
 from .segmenter import Segmenter
@@ -106,6 +107,10 @@ class FramePipeline:
         self._sub: Any = None
         self._timer: Any = None
         self._worker: threading.Thread | None = None
+        if params["memory.retain_freed"]:
+            why_not = retain_freed_memory()
+            if why_not:
+                node.get_logger().warning(f"memory.retain_freed: not applied: {why_not}")
         try:
             self._build()
         except BaseException:
@@ -296,20 +301,22 @@ class FramePipeline:
         def publish(field: str, value: Any) -> None:  # each output leaves as soon as it is drawn
             if field == "masks":
                 for name, pub in masks.items():
-                    pub.publish(mono8_msg(value[name], header))
+                    pub.publish(mono8_msg(value[name], header, serialized=True))
             elif field == "classifier_colored":
                 for name, pub in clf_colored.items():
-                    pub.publish(rgb8_msg(value[name], header))
+                    pub.publish(rgb8_msg(value[name], header, serialized=True))
             elif field == "leaf":
-                self._leaf_pub.publish((mono8_msg if value.dtype == np.uint8 else mono16_msg)(value, header))
+                self._leaf_pub.publish(
+                    (mono8_msg if value.dtype == np.uint8 else mono16_msg)(value, header, serialized=True)
+                )
             elif field == "remapped":
-                self._remap_pub.publish(mono8_msg(value, header))
+                self._remap_pub.publish(mono8_msg(value, header, serialized=True))
             elif field == "signs" and "traffic_signs" in wanted:
                 self._signs_pub.publish(detection_array(value, header, DETECTION_TYPES))
             elif field == "colored" and "colored" in wanted:  # not when drawn only for ~/colored/compressed
-                self._colored_pub.publish(rgb8_msg(value, header))
+                self._colored_pub.publish(rgb8_msg(value, header, serialized=True))
             elif field == "overlay":
-                self._overlay_pub.publish(rgb8_msg(value, header))
+                self._overlay_pub.publish(rgb8_msg(value, header, serialized=True))
 
         if publish_conf and confidence is not None:  # ready already: leaves before the drawn outputs
             self._publish_confidence(confidence, header)
@@ -334,9 +341,9 @@ class FramePipeline:
 
     def _publish_confidence(self, confidence: np.ndarray, header: Any) -> None:
         if self._params["confidence.encoding"] == "mono8":
-            self._conf_pub.publish(mono8_msg(outputs.confidence_mono8(confidence), header))
+            self._conf_pub.publish(mono8_msg(outputs.confidence_mono8(confidence), header, serialized=True))
         else:
-            self._conf_pub.publish(float32_msg(np.ascontiguousarray(confidence), header))
+            self._conf_pub.publish(float32_msg(np.ascontiguousarray(confidence), header, serialized=True))
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

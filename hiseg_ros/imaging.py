@@ -53,7 +53,10 @@ Outputs (network -> ROS)
 ------------------------
 ``mono8_msg``, ``mono16_msg``, ``float32_msg`` (``32FC1``) and ``rgb8_msg`` build
 ``sensor_msgs/Image`` messages from arrays, filling ``height``, ``width``, ``step``, ``encoding``
-and ``is_bigendian``; the pixels are copied once, at memcpy speed. ``compressed_rgb_msg`` encodes an
+and ``is_bigendian``; the pixels are copied once, at memcpy speed. With ``serialized=True`` they
+return the message's serialized form instead (:mod:`hiseg_ros.image_wire`), for
+``Publisher.publish(bytes)``: the node publishes its output images that way, skipping rclpy's two
+further copies of every image. ``compressed_rgb_msg`` encodes an
 RGB array as a ``sensor_msgs/CompressedImage`` (JPEG or PNG) with image_transport's ``format``
 string (``"rgb8; jpeg compressed bgr8"``), which image_transport's compressed subscriber and
 :func:`compressed_to_rgb` read.
@@ -73,6 +76,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from .image_wire import serialize_image
 from .pixel_formats import ALIASES, FORMATS, PixelFormat, decode
 
 #: Anything np.frombuffer accepts: bytes, bytearray, memoryview, array.array('B'), numpy arrays.
@@ -356,9 +360,11 @@ def _plane(array_in: Any, name: str, dtype: np.dtype, channels: int) -> np.ndarr
     return arr
 
 
-def _build(arr: np.ndarray, header: Any, encoding: str, is_bigendian: int) -> Any:
-    msg = _new_image(header)
+def _build(arr: np.ndarray, header: Any, encoding: str, is_bigendian: int, serialized: bool) -> Any:
     arr = np.ascontiguousarray(arr)
+    if serialized:
+        return serialize_image(arr, header, encoding, is_bigendian)
+    msg = _new_image(header)
     msg.height = arr.shape[0]
     msg.width = arr.shape[1]
     msg.step = arr.strides[0]
@@ -368,13 +374,13 @@ def _build(arr: np.ndarray, header: Any, encoding: str, is_bigendian: int) -> An
     return msg
 
 
-def mono8_msg(array_in: Any, header: Any = None) -> Any:
+def mono8_msg(array_in: Any, header: Any = None, *, serialized: bool = False) -> Any:
     """``sensor_msgs/Image`` (``mono8``) from an ``HxW`` (or ``HxWx1``) uint8 array."""
     arr = _plane(array_in, "mono8", np.dtype(np.uint8), 1)
-    return _build(arr, header, "mono8", 0)
+    return _build(arr, header, "mono8", 0, serialized)
 
 
-def mono16_msg(array_in: Any, header: Any = None) -> Any:
+def mono16_msg(array_in: Any, header: Any = None, *, serialized: bool = False) -> Any:
     """``sensor_msgs/Image`` (``mono16``) from an ``HxW`` (or ``HxWx1``) uint16 array.
 
     Data is written in this machine's byte order and ``is_bigendian`` set to match; an array of
@@ -382,20 +388,20 @@ def mono16_msg(array_in: Any, header: Any = None) -> Any:
     """
     arr = _plane(array_in, "mono16", np.dtype(np.uint16), 1)
     arr = np.ascontiguousarray(arr, dtype=np.dtype(np.uint16).newbyteorder("="))
-    return _build(arr, header, "mono16", int(sys.byteorder == "big"))
+    return _build(arr, header, "mono16", int(sys.byteorder == "big"), serialized)
 
 
-def rgb8_msg(array_in: Any, header: Any = None) -> Any:
+def rgb8_msg(array_in: Any, header: Any = None, *, serialized: bool = False) -> Any:
     """``sensor_msgs/Image`` (``rgb8``) from an ``HxWx3`` uint8 RGB array."""
     arr = _plane(array_in, "rgb8", np.dtype(np.uint8), 3)
-    return _build(arr, header, "rgb8", 0)
+    return _build(arr, header, "rgb8", 0, serialized)
 
 
-def float32_msg(array_in: Any, header: Any = None) -> Any:
+def float32_msg(array_in: Any, header: Any = None, *, serialized: bool = False) -> Any:
     """``sensor_msgs/Image`` (``32FC1``) from an ``HxW`` float32 array, in this machine's byte order."""
     arr = _plane(array_in, "32FC1", np.dtype(np.float32), 1)
     arr = np.ascontiguousarray(arr, dtype=np.dtype(np.float32).newbyteorder("="))
-    return _build(arr, header, "32FC1", int(sys.byteorder == "big"))
+    return _build(arr, header, "32FC1", int(sys.byteorder == "big"), serialized)
 
 
 COMPRESSED_FORMATS = ("jpeg", "png")

@@ -104,6 +104,12 @@ PARAMETERS: tuple[Param, ...] = (
         False,
         "ONNX Runtime CPU threads busy-wait between frames (faster alone; false leaves the cores to DDS and outputs)",
     ),
+    Param(
+        "memory.retain_freed",
+        True,
+        "Keep freed image buffers mapped for reuse (glibc malloc thresholds raised): no page faults per "
+        "frame; the process keeps its peak heap",
+    ),
     Param("resize.policy", "none", "none: infer at input size; fit: scale keeping aspect + pad", RESIZE_POLICIES),
     Param("resize.width", 1024, "Network input width for resize.policy fit", int_range=(16, 16384)),
     Param("resize.height", 512, "Network input height for resize.policy fit", int_range=(16, 16384)),
