@@ -21,7 +21,10 @@ so that rclpy's message conversions in this process are not counted as the node'
    median of ``--repeats`` frames. Right before each frame the engine of step 1 runs once here
    while the node is idle ("engine alone, same frames"); node overhead = median over the frames of
    (end-to-end - engine alone), so that slow drift of the machine cancels. The node's own
-   ``inference_p50_ms`` (from /diagnostics) is reported next to it.
+   ``inference_p50_ms`` (from /diagnostics) is reported next to it, and its ``latency_p50_ms``
+   (message arrival -> the last output published, in the node): their difference is the node's own
+   work beyond inference (hand-off to the worker, conversion, outputs, publishing), end-to-end minus
+   that latency is DDS both ways (the camera image in, the outputs out, and their dispatch).
 3. in-process breakdown: the cost of each output step (``hiseg_ros.outputs`` + message building)
    on the engine's decisions for the same image, medians, without DDS.
 4. soak: all outputs, images at twice the node's inference rate (1 / its inference p50) for
@@ -383,6 +386,13 @@ def main() -> int:
         help="the node's cpu_spin_wait (ONNX Runtime threads busy-wait between runs; node default: off)",
     )
     parser.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="one more node parameter for every session, e.g. memory.retain_freed:=false (repeatable)",
+    )
+    parser.add_argument(
         "--client",
         choices=("serialized", "messages"),
         default="serialized",
@@ -406,6 +416,11 @@ def main() -> int:
         "input_qos.reliability": args.input_reliability,
         "cpu_spin_wait": "true" if args.cpu_spin_wait else "false",
     }
+    for item in args.node_param:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise SystemExit(f"--node-param: expected NAME:=VALUE, got {item!r}")
+        node_params[name] = value
     image = synthetic_street(args.height, args.width)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
@@ -457,11 +472,23 @@ def main() -> int:
                     time.sleep(1.2)  # one more /diagnostics period
                     with bench.lock:
                         node_inf = float(bench.diagnostics.get("inference_p50_ms", "nan"))
+                        node_lat = float(bench.diagnostics.get("latency_p50_ms", "nan"))
                     e2e = statistics.median(samples)
                     eng_k = statistics.median(engine_samples)
                     paired = statistics.median(s - e for s, e in zip(samples, engine_samples, strict=True))
                     rows.append(
-                        (kind, e2e, min(samples), pct(samples, 95), node_inf, eng_k, paired, load_before, load1())
+                        (
+                            kind,
+                            e2e,
+                            min(samples),
+                            pct(samples, 95),
+                            node_inf,
+                            node_lat,
+                            eng_k,
+                            paired,
+                            load_before,
+                            load1(),
+                        )
                     )
                     print(
                         f"  {kind:14s} end-to-end median {e2e:7.1f} ms, engine alone {eng_k:7.1f} ms, "
@@ -491,14 +518,16 @@ def main() -> int:
     print(
         "| outputs | end-to-end median ms | min ms | p95 ms | engine alone, same frames: median ms | "
         "node overhead (median of per-frame differences) | node inference p50 ms | "
-        "end-to-end - node inference | load 1-min before -> after |"
+        "end-to-end - node inference | of which in the node (latency p50 - inference p50) | "
+        "of which DDS both ways (end-to-end - node latency p50) | load 1-min before -> after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for kind, e2e, best, p95, node_inf, eng_k, paired, lb, la in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind, e2e, best, p95, node_inf, node_lat, eng_k, paired, lb, la in rows:
         print(
             f"| {kind} | {e2e:.1f} | {best:.1f} | {p95:.1f} | {eng_k:.1f} | "
             f"{paired:+.1f} ms ({100 * paired / eng_k:+.1f} %) | {node_inf:.1f} | "
-            f"{e2e - node_inf:+.1f} ms ({100 * (e2e - node_inf) / node_inf:+.1f} %) | {lb:.2f} -> {la:.2f} |"
+            f"{e2e - node_inf:+.1f} ms ({100 * (e2e - node_inf) / node_inf:+.1f} %) | "
+            f"{node_lat - node_inf:+.1f} ms | {e2e - node_lat:+.1f} ms | {lb:.2f} -> {la:.2f} |"
         )
     print()
     print("| step after inference (in process, no DDS) | median ms | % of engine-only |")

@@ -307,3 +307,26 @@ def test_render_remaps_the_leaf_map_when_given_a_table(iv2018):
     np.testing.assert_array_equal(got.remapped, remap.lut[leaf])  # cv2 fast path == the table
     assert got.remapped.dtype == np.uint8 and got.masks is None
     assert outputs.render(iv2018, per, leaf, rgb, ("mask",)).remapped is None
+
+
+@pytest.mark.parametrize("split", ["leaf", "region"])
+def test_find_signs_same_for_uint8_and_uint16_maps(iv2018, split):
+    """uint8 maps take cv2.LUT and a search box around the sign pixels, uint16 ones numpy indexing:
+    the detections, in full-frame coordinates, must not depend on which."""
+    leaf, _, _ = _sign_scene(iv2018)
+    lut = outputs.sign_leaf_lut(iv2018, "traffic-sign-front")
+    shifted = np.full((H + 40, W + 30), leaf[0, 0], np.uint8)
+    shifted[40:, 30:] = leaf  # every sign away from the origin: the search box does not start at 0
+    for scene in (leaf, shifted):
+        wide = outputs.find_signs(iv2018, scene.astype(np.uint16), _pad(lut), 4, split)
+        assert outputs.find_signs(iv2018, scene, lut, 4, split) == wide
+    moved = outputs.find_signs(iv2018, shifted, lut, 4, split)
+    assert [(d.x - 30, d.y - 40) for d in moved] == [
+        (d.x, d.y) for d in outputs.find_signs(iv2018, leaf, lut, 4, split)
+    ]
+
+
+def _pad(lut):
+    out = np.zeros(65536, bool)
+    out[: lut.size] = lut
+    return out
