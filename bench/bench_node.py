@@ -131,17 +131,23 @@ def output_breakdown(image: np.ndarray, decisions: Any, hierarchy: Any, repeats:
     _, fit = outputs.fit_input(image, None, (0, 0, 0))
     per_clf, leaf = outputs.restore_decisions(decisions.per_classifier, decisions.leaf, fit)
     lut = outputs.sign_leaf_lut(hierarchy, "traffic-sign-front")
-    colored = outputs.colorize(hierarchy, leaf)
     leaf_msg = mono8_msg if leaf.dtype == np.uint8 else mono16_msg
-    steps = {
+    steps = {  # messages serialized, as the node publishes them
         "input conversion (image_to_rgb)": lambda: image_to_rgb(msg_in),
         "masks (classifier_masks + mono8 msgs)": lambda: [
-            mono8_msg(m) for m in outputs.classifier_masks(hierarchy, per_clf, leaf).values()
+            mono8_msg(m, serialized=True) for m in outputs.classifier_masks(hierarchy, per_clf, leaf).values()
         ],
-        "mask (leaf msg)": lambda: leaf_msg(leaf),
-        "colored (colorize + rgb8 msg)": lambda: rgb8_msg(outputs.colorize(hierarchy, leaf)),
+        "mask (leaf msg)": lambda: leaf_msg(leaf, serialized=True),
+        "colored (colorize + rgb8 msg)": lambda: rgb8_msg(outputs.colorize(hierarchy, leaf), serialized=True),
         "overlay (find_signs + colorize + overlay + rgb8 msg)": lambda: rgb8_msg(
-            outputs.overlay(image, colored, 0.5, outputs.find_signs(hierarchy, leaf, lut, 16), hierarchy.palette)
+            outputs.overlay(
+                image,
+                outputs.colorize(hierarchy, leaf),
+                0.5,
+                outputs.find_signs(hierarchy, leaf, lut, 16),
+                hierarchy.palette,
+            ),
+            serialized=True,
         ),
         "traffic_signs (find_signs)": lambda: outputs.find_signs(hierarchy, leaf, lut, 16),
     }
