@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from hiseg_ros.atomic import atomic_folder
 from hiseg_ros.hierarchy import Hierarchy, load_hierarchy
+from hiseg_ros.image_wire import serialize_image
 from hiseg_ros.messages import NS_PER_S, time_msg
 from hiseg_ros.outputs import SignDetection
 from training import REPO
@@ -80,22 +81,9 @@ def _header(stamp: int, frame_id: str) -> Any:
 
 def image_cdr(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> bytes:
     """Serialized ``sensor_msgs/msg/Image``: ``HxW`` uint8 (mono8), ``HxWx3`` uint8 (rgb8) or ``HxW``
-    uint16 (mono16, little endian) array."""
-    ts = typestore()
-    if encoding == "mono16":
-        arr = np.ascontiguousarray(array, dtype="<u2").view(np.uint8).reshape(array.shape[0], -1)
-    else:
-        arr = np.ascontiguousarray(array, dtype=np.uint8)
-    msg = ts.types[IMAGE](
-        header=_header(stamp, frame_id),
-        height=arr.shape[0],
-        width=array.shape[1],
-        encoding=encoding,
-        is_bigendian=0,
-        step=arr.strides[0],
-        data=arr.reshape(-1),
-    )
-    return bytes(ts.serialize_cdr(msg, IMAGE))
+    uint16 (mono16, little endian) array; the node's own serializer, so bag and topic bytes agree."""
+    dtype = "<u2" if encoding == "mono16" else np.uint8
+    return serialize_image(np.ascontiguousarray(array, dtype=dtype), _header(stamp, frame_id), encoding, 0)
 
 
 def compressed_cdr(rgb: np.ndarray, fmt: str, stamp: int, frame_id: str, jpeg_quality: int = 90) -> bytes:
