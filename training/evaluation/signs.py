@@ -59,13 +59,15 @@ from hiseg_ros.engines import BACKENDS, PAD_VALUE_RGB, PRECISIONS, Engine, creat
 from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import decide, normalize_image
-from hiseg_ros.node_params import read_params_file
+from hiseg_ros.node_params import SPEC, read_params_file
 from hiseg_ros.outputs import SIGN_SPLITS, FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
 from training import REPO
 from training.data.synthetic import Scene, gtsdb_boxed, iter_scenes
 from training.evaluation.metrics import ConfusionMatrix
 from training.evaluation.sign_instances import DetectionScores, SignBox
 from training.evaluation.sign_report import build_report, format_report
+
+NODE_SIGN_SPLIT: str = SPEC["sign_split"].default  # the node's default, declared once in its parameter table
 
 __all__ = [
     "DECISION_MODES",
@@ -186,7 +188,7 @@ class ModeResult:
         given: np.ndarray | None,
         min_sign_area: int,
         unboxed: Sequence[SignBox] = (),
-        sign_split: str = "leaf",
+        sign_split: str = NODE_SIGN_SPLIT,
     ) -> None:
         """One image at native size: ``truth`` GTSDB id per pixel (IGNORE off the front signs),
         ``true_boxes`` / ``unboxed`` its boxed and unboxed front signs, ``root`` / ``leaf`` the
@@ -209,7 +211,7 @@ class SignEvaluation:
     test_scale: float
     sign_source: str
     min_sign_area: int
-    sign_split: str = "leaf"
+    sign_split: str = NODE_SIGN_SPLIT
     images: int = 0
     modes: dict[str, ModeResult | None] = field(default_factory=dict)  # None: the mode needs logits
     differing_pixels: int = 0  # pixels whose leaf differs between the modes (both modes present)
