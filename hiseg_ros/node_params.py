@@ -12,8 +12,9 @@ The parameter file is keyed ``/**`` (every node), so a renamed or namespaced nod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "Param",
     "check_value",
+    "effective_parameters",
     "input_problem",
     "problems",
     "read_params_file",
@@ -303,6 +305,21 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: no {PARAMS_FILE_KEY}: ros__parameters: section ({exc})") from None
     return _flatten(section)
+
+
+def effective_parameters(ros_args: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
+    """The values of the node parameters ``names`` that ``ros_args`` give it, as rcl resolves them:
+    the declared default, then every ``--params-file`` and ``-p name:=value`` in command-line order,
+    the last one naming a parameter winning (rcl combines both kinds into one override table)."""
+    values = {name: SPEC[name].default for name in names}
+    for flag, value in pairwise(ros_args):
+        if flag == "--params-file":
+            values.update({k: v for k, v in read_params_file(value).items() if k in values})
+        elif flag in ("-p", "--param"):
+            name, sep, raw = value.partition(":=")
+            if sep and name in values:
+                values[name] = yaml.safe_load(raw)
+    return values
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

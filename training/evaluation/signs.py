@@ -59,7 +59,7 @@ from hiseg_ros.engines import BACKENDS, PAD_VALUE_RGB, PRECISIONS, Engine, creat
 from hiseg_ros.engines.torch_engine import TorchEngine
 from hiseg_ros.hierarchy import IGNORE, Hierarchy
 from hiseg_ros.model import decide, normalize_image
-from hiseg_ros.node_params import SPEC, read_params_file
+from hiseg_ros.node_params import SPEC, effective_parameters
 from hiseg_ros.outputs import SIGN_SPLITS, FitTransform, find_signs, fit_input, restore_decisions, sign_leaf_lut
 from training import REPO
 from training.data.synthetic import Scene, gtsdb_boxed, iter_scenes
@@ -111,13 +111,10 @@ def training_decisions(
 
 
 def node_sign_parameters(path: Path = NODE_CONFIG) -> tuple[str, int, str]:
-    """The node's ``sign_class``, ``min_sign_area`` and ``sign_split`` from its parameter file
-    (config/hiseg.yaml)."""
-    params = read_params_file(path)
-    try:
-        return str(params["sign_class"]), int(params["min_sign_area"]), str(params["sign_split"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: no usable sign_class / min_sign_area / sign_split parameter ({exc})") from None
+    """The node's ``sign_class``, ``min_sign_area`` and ``sign_split`` with its parameter file
+    (config/hiseg.yaml), resolved as the node resolves them (declared defaults, then the file)."""
+    values = effective_parameters(["--params-file", str(path)], ("sign_class", "min_sign_area", "sign_split"))
+    return str(values["sign_class"]), int(values["min_sign_area"]), str(values["sign_split"])
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ import re
 import pytest
 
 from hiseg_ros import node as node_module
+from hiseg_ros.node_params import effective_parameters
 from training import REPO
 from training.evaluation.bags import node_process
 
@@ -134,7 +135,7 @@ def test_launcher_defaults_and_extra_items():
 
 def test_effective_parameters_resolve_as_rcl_the_last_item_winning(tmp_path):
     names = ("sign_split", "min_sign_area", "overlay_alpha")
-    assert node_process.effective_parameters([], names) == {
+    assert effective_parameters([], names) == {
         "sign_split": "leaf",
         "min_sign_area": 16,
         "overlay_alpha": 0.5,
@@ -143,13 +144,13 @@ def test_effective_parameters_resolve_as_rcl_the_last_item_winning(tmp_path):
     params.write_text("/**:\n  ros__parameters:\n    sign_split: region\n    min_sign_area: 40\n")
     args = ["-p", "min_sign_area:=25", "--params-file", str(params), "-p", "other:=1", "-p", "overlay_alpha:=0.2"]
     # the last item naming a parameter wins (here the file over the first -p); unnamed ones are not read
-    assert node_process.effective_parameters(args, names) == {
+    assert effective_parameters(args, names) == {
         "sign_split": "region",
         "min_sign_area": 40,
         "overlay_alpha": 0.2,
     }
     launched = node_process.launch_ros_args("m.onnx", "/cam", params, extra=["-p", "sign_split:=leaf"])
-    assert node_process.effective_parameters(launched, names[:2]) == {"sign_split": "leaf", "min_sign_area": 40}
+    assert effective_parameters(launched, names[:2]) == {"sign_split": "leaf", "min_sign_area": 40}
 
 
 def test_launch_arguments_for_a_multi_camera_vehicle():

@@ -23,10 +23,11 @@ from hiseg_ros.engines import create_engine
 from hiseg_ros.engines.metadata import read_onnx_metadata
 from hiseg_ros.hierarchy import Hierarchy
 from hiseg_ros.messages import NODE_NAME, NS_PER_S
+from hiseg_ros.node_params import effective_parameters
 
 from .live_client import LiveClient
 from .live_startup import NODE_LOG, bring_up, start_node
-from .node_process import NodeProcess, effective_parameters, ensure_loopback_env
+from .node_process import NodeProcess, ensure_loopback_env
 from .options import EvaluateOptions
 from .output_bag import OutputBag, cdr_stamp, output_topics, restamp_cdr, restamp_detections
 from .read import IMAGE, BagError, BagFrame, FrameReader, decode_label

@@ -23,14 +23,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from hiseg_ros.messages import NODE_NAME
-from hiseg_ros.node_params import SPEC, read_params_file
 from training import REPO
 
 PROFILE = REPO / "config" / "dds" / "fastdds_loopback.xml"
@@ -85,21 +80,6 @@ def launch_ros_args(
     ros += ["-p", f"model_path:={model}", "-p", f"use_compressed:={_bool(compressed)}"]
     ros += ["-p", f"use_sim_time:={_bool(use_sim_time)}", "-r", f"image:={image_topic}"]
     return ros + list(extra)
-
-
-def effective_parameters(ros_args: Sequence[str], names: Sequence[str]) -> dict[str, Any]:
-    """The values of the node parameters ``names`` that ``ros_args`` give it, as rcl resolves them:
-    the declared default, then every ``--params-file`` and ``-p name:=value`` in command-line order,
-    the last one naming a parameter winning (rcl combines both kinds into one override table)."""
-    values = {name: SPEC[name].default for name in names}
-    for flag, value in pairwise(ros_args):
-        if flag == "--params-file":
-            values.update({k: v for k, v in read_params_file(value).items() if k in values})
-        elif flag in ("-p", "--param"):
-            name, sep, raw = value.partition(":=")
-            if sep and name in values:
-                values[name] = yaml.safe_load(raw)
-    return values
 
 
 def _bool(value: bool) -> str:
