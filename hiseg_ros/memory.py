@@ -7,7 +7,7 @@ dynamically) with a fresh ``mmap`` and returns it with ``munmap``; freed memory 
 heap above the trim threshold (128 KiB) goes back to the OS too. Either way the next frame's
 buffers are page-faulted in again, one 4 KiB page at a time, and on this project's 2-core machine
 those faults, not the copies, were most of the cost of moving an image through DDS (the numbers
-are in docs/BENCHMARKS.md, "Page faults").
+are in docs/BENCHMARKS.md, node section, "Serialized outputs, retained buffers").
 
 :func:`retain_freed_memory` raises both thresholds, so freed buffers stay mapped and the next
 frame reuses them: the practice of real-time ROS 2 set-ups (which also lock memory; this does
@@ -18,7 +18,6 @@ of large frames. It only applies to glibc (``mallopt``); elsewhere it reports th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 __all__ = ["MMAP_THRESHOLD", "retain_freed_memory"]
 
@@ -33,8 +32,7 @@ _NEVER_TRIM = 2**31 - 1  # mallopt takes an int: the largest, 2 GiB of free heap
 def retain_freed_memory() -> str | None:
     """Apply the settings to this process; ``None`` when applied, else why not (no glibc ``mallopt``)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this interpreter runs on
     except (OSError, AttributeError) as exc:
         return f"no mallopt in this C library ({exc})"
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
