@@ -5,7 +5,7 @@ received image (in DDS, in rcl, in Python), each output array, each serialized o
 DDS's copies of it. glibc serves an allocation above its mmap threshold (128 KiB at start, raised
 dynamically) with a fresh ``mmap`` and returns it with ``munmap``; freed memory at the top of a
 heap above the trim threshold (128 KiB) goes back to the OS too. Either way the next frame's
-buffers are page-faulted in again, one 4 KiB page at a time: with every output on, about a third
+buffers are page-faulted in again, one 4 KiB page at a time: with every output on, about a quarter
 of the node's own per-frame work beyond inference on the project's 2-core machine (the numbers
 are in docs/BENCHMARKS.md, node section, "Serialized outputs, retained buffers").
 
