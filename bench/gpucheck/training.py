@@ -15,18 +15,27 @@ wall time, i.e. the share of the time the GPU sat idle for want of data. The syn
 keeps the loop from queuing the next step while the GPU still computes; ``sync=False`` leaves it
 out (images/s as the loop runs on its own; the wait is then CPU time blocked, not GPU idle time).
 
+Host synchronisations are counted, not assumed: on CUDA the run is under
+``torch.cuda.set_sync_debug_mode("warn")``, which makes every call that blocks the host on the
+device (a ``.item()``, a boolean gather, a copy from pageable memory) raise a warning; the timed
+iterations' warnings are counted per step and by the line of code that caused them (the wrapper's
+own ``synchronize`` runs with the mode off).
+
 Precision is read, not assumed: a global forward pre-hook records whether autocast was on and its
 dtype during the loop's forward (the loop decides its mixed precision on CUDA from ``run.amp``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import importlib.util
 import math
 import statistics
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +68,16 @@ class LoaderTiming:
 
     asked: list[float] = field(default_factory=list)
     waited: list[float] = field(default_factory=list)
+    syncs: list[int] = field(default_factory=list)  # host-sync warnings seen so far, at each ask
 
 
 class TimedLoader:
     """The loop's DataLoader, its ``next()`` timed after the device finished the previous step."""
 
-    def __init__(self, loader: Any, timing: LoaderTiming, sync: Callable[[], None]) -> None:
-        self.loader, self.timing, self.sync = loader, timing, sync
+    def __init__(
+        self, loader: Any, timing: LoaderTiming, sync: Callable[[], None], syncs: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.loader, self.timing, self.sync, self.syncs = loader, timing, sync, syncs
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -74,6 +86,7 @@ class TimedLoader:
         batches = iter(self.loader)
         while True:
             self.sync()
+            self.timing.syncs.append(self.syncs())
             asked = time.perf_counter()
             try:
                 batch = next(batches)
@@ -115,6 +128,16 @@ def scaled_composition(per_batch: Sequence[int], batch: int) -> list[int]:
     return counts
 
 
+def quiet_synchronize() -> None:
+    """``torch.cuda.synchronize`` with the sync debug mode off: the wrapper's wait is not the loop's."""
+    mode = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(0)
+    try:
+        torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
+
+
 def missing_modules() -> list[str]:
     return [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
 
@@ -140,7 +163,7 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
     info["synthetic_s"] = time.perf_counter() - start
     config, hierarchy = load_config(settings.config, check_data=False)
     info |= {"base_height": config.augment.base_height, "scale": list(config.augment.scale), "amp": config.run.amp}
-    sync = torch.cuda.synchronize if cuda and settings.sync else _no_sync
+    sync = quiet_synchronize if cuda and settings.sync else _no_sync
     original = loop.batch_loader
     for row in rows:
         counts = scaled_composition([d.per_batch for d in config.datasets], row.batch)
@@ -161,21 +184,29 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
             checkpoint={"every": 10**9, "keep": 1, "init": None},
         )
         timing, probe = LoaderTiming(), PrecisionProbe()
+        caught: list[str] = []  # where each host synchronisation happened (CUDA)
 
-        def timed_loader(*args: Any, timing: LoaderTiming = timing, **kwargs: Any) -> TimedLoader:
-            return TimedLoader(original(*args, **kwargs), timing, sync)
+        def timed_loader(
+            *args: Any, timing: LoaderTiming = timing, caught: list[str] = caught, **kwargs: Any
+        ) -> TimedLoader:
+            return TimedLoader(original(*args, **kwargs), timing, sync, lambda: len(caught))
 
         hook = torch.nn.modules.module.register_module_forward_pre_hook(probe)
         try:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            with mock.patch.object(loop, "batch_loader", timed_loader):
+            with mock.patch.object(loop, "batch_loader", timed_loader), _sync_warnings(cuda, caught):
                 result = train(run, hierarchy, progress=False)
             if cuda:
                 row.peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20
                 row.extra["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
             del result
             _fill(row, timing, settings, probe.amp or "fp32", "/".join(str(n) for n in counts))
+            if cuda:
+                try:  # a count that fails must not cost the throughput figures
+                    _count_syncs(row, timing, settings, caught)
+                except Exception as exc:
+                    row.extra["host_syncs_error"] = f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:
             _not_run(row, FAILED, f"{type(exc).__name__}: {exc}"[:300])
         finally:
@@ -188,6 +219,40 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
 
 def _no_sync() -> None:
     pass
+
+
+@contextlib.contextmanager
+def _sync_warnings(cuda: bool, caught: list[str]) -> Iterator[None]:
+    """On CUDA: the place (file:line) of every host synchronisation of the loop appended to ``caught``
+    while it runs (module docstring); other warnings are shown as usual."""
+    if not cuda:
+        yield
+        return
+    with warnings.catch_warnings():  # restores the filters and ``showwarning`` afterwards
+        shown = warnings.showwarning
+
+        def record(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            if "synchroniz" in str(message):
+                caught.append(f"{Path(filename).name}:{lineno}")
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+def _count_syncs(row: Row, timing: LoaderTiming, settings: TrainSettings, caught: list[str]) -> None:
+    """Host synchronisations per timed step, and the lines that caused them (most frequent first)."""
+    first, last = settings.warmup, settings.warmup + settings.iterations
+    per_step = [timing.syncs[i + 1] - timing.syncs[i] for i in range(first, last)]
+    where = Counter(caught[timing.syncs[first] : timing.syncs[last]])
+    row.extra |= {"host_syncs_per_step": statistics.median(per_step), "host_syncs_at": dict(where.most_common(8))}
+    row.note += f", {statistics.median(per_step):g} host syncs per step"
 
 
 def _fill(row: Row, timing: LoaderTiming, settings: TrainSettings, precision: str, composition: str) -> None:

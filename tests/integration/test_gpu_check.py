@@ -175,3 +175,18 @@ def test_targets_take_the_best_row_and_their_thresholds() -> None:
     assert check_targets([skipped], True)[1].measured is None
     table = format_table([skipped]).splitlines()
     assert len(table) == 3 and table[2].count("|") == table[0].count("|")  # a | in a note cannot add a column
+
+
+def test_host_syncs_are_counted_per_timed_step() -> None:
+    """The count itself (the warnings come from ``torch.cuda.set_sync_debug_mode``, which needs CUDA:
+    here the recorded places are given)."""
+    from bench.gpucheck.training import TrainSettings, _count_syncs
+
+    settings = TrainSettings("cuda", Path("c.yaml"), (8, 8), (1,), warmup=1, iterations=3, num_workers=0)
+    timing = LoaderTiming(syncs=[0, 5, 5, 7, 8, 9])  # at each ask: syncs recorded so far
+    caught = ["x.py:1"] * 5 + ["loss.py:3", "loss.py:3", "loop.py:9", "ckpt.py:1"]
+    row = Row("train", "t", 8, 8, 1, "bf16 AMP", note="n")
+    _count_syncs(row, timing, settings, caught)
+    assert row.extra["host_syncs_per_step"] == 1  # steps 2-4 saw 0, 2 and 1
+    assert row.extra["host_syncs_at"] == {"loss.py:3": 2, "loop.py:9": 1}  # the warm-up step's 5 left out
+    assert row.note == "n, 1 host syncs per step"

@@ -42,9 +42,9 @@ class Batch:
     datasets: tuple[str, ...]
 
     def pin_memory(self) -> Batch:
-        """What the loader calls with ``pin_memory=True`` (on CUDA): the images in page-locked memory,
-        so their copy to the GPU can run asynchronously (the targets stay in pageable memory)."""
-        return replace(self, images=self.images.pin_memory())
+        """What the loader calls with ``pin_memory=True`` (on CUDA): images and targets in page-locked
+        memory, so their copies to the GPU run asynchronously and the host never waits for them."""
+        return replace(self, images=self.images.pin_memory(), targets=self.targets.pin_memory())
 
 
 def make_sample(

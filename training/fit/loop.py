@@ -157,12 +157,12 @@ class Step:
     def __call__(self, batch: Batch) -> tuple[LossOutput, float]:
         """The losses of ``batch`` (still on the device) and the learning rate the update used."""
         images = normalize_tensor(self.accelerator.images(batch.images))
-        targets = batch.targets.to(self.accelerator.device)
         with self.accelerator.autocast():
             logits = self.net(images)
         # The loss in float32; it keeps every head in the graph (DDP needs a gradient for every
-        # parameter, also of a classifier without a labelled pixel in this batch).
-        out = self.criterion({k: v.float() for k, v in logits.items()}, targets)
+        # parameter, also of a classifier without a labelled pixel in this batch). It gets the
+        # targets on the host: it reads their flags there and copies them (pinned: asynchronously).
+        out = self.criterion({k: v.float() for k, v in logits.items()}, batch.targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.total).backward()
         if self.clip_grad_norm is not None:
@@ -182,7 +182,7 @@ class StepRecord:
 
     iteration: int  # counted from 1
     losses: torch.Tensor  # on the device: the total, then one per classifier (:func:`loss_vector`)
-    pixels: list[int]  # labelled pixels per classifier in this rank's batch
+    pixels: torch.Tensor  # float, per classifier the labelled pixels in this rank's batch (on the device)
     lr: float
     seconds: float
 
@@ -191,8 +191,14 @@ def loss_vector(out: LossOutput, names: Sequence[str]) -> torch.Tensor:
     return torch.stack([out.total.detach().float(), *[out.per_classifier[n].float() for n in names]])
 
 
-def pixel_counts(out: LossOutput, names: Sequence[str]) -> list[int]:
-    return [out.pixels[n][0] + out.pixels[n][1] for n in names]
+def pixel_counts(out: LossOutput, names: Sequence[str]) -> torch.Tensor:
+    """The loss's counts (ints, or device tensors in its dense form) as one vector on the loss's device."""
+    device = out.total.device
+    counts = [out.pixels[n][0] + out.pixels[n][1] for n in names]
+    # an int (nothing counted) becomes a filled scalar: a copy from the host would wait for the device
+    return torch.stack(
+        [c.float() if isinstance(c, torch.Tensor) else torch.full((), float(c), device=device) for c in counts]
+    )
 
 
 def fetch_metrics(
@@ -201,7 +207,7 @@ def fetch_metrics(
     """Per record: ``loss`` and ``loss/<classifier>`` averaged over the ranks, and the labelled
     pixels per classifier summed over them; one all-reduce and one copy to the host for all."""
     values = torch.stack([r.losses for r in records])
-    counts = torch.tensor([[float(c) for c in r.pixels] for r in records], device=values.device)
+    counts = torch.stack([r.pixels for r in records])
     values, counts = reduce_metrics(values.flatten(), counts.flatten(), info)
     rows = values.view(len(records), -1).cpu().tolist()
     pixels = counts.view(len(records), -1).cpu().tolist()

@@ -46,6 +46,13 @@ the interpolation keeps it for backward). Soft targets stay palette encoded (an 
 a ``K x C`` table, :class:`training.labels.collate.SoftBatch`) until the gathered pixels are expanded to
 ``N x C``. The decisions are kept as one int64 map per parent classifier (and the root's when tags
 reach it), the path agreement as one bool map per parent classifier.
+
+On a GPU (``dense``, the default off the CPU) the same sums are computed over every pixel with the
+mask as a 0/1 factor instead: a boolean gather has a data-dependent size, so the host would wait for
+the device at every one of them (a dozen times per step), while the dense form queues the whole
+loss without a synchronisation; its pixel counts stay device tensors until the loop logs them. What
+branches on the batch (any weak, tag or box-core sample) is read on the host before the batch moves.
+The CPU keeps the gather: it computes only the labelled pixels, and there is no device to wait for.
 """
 
 from __future__ import annotations
@@ -84,16 +91,20 @@ class _Term:
     """Running sum and count of one of the two averages of ``L^j``."""
 
     total: torch.Tensor | None = None
-    count: int = 0  # pixels (logged)
+    count: int | torch.Tensor = 0  # pixels (logged); a device tensor in the dense form
     mass: torch.Tensor | float = 0.0  # the denominator: the pixels' summed class weights (without weights: count)
 
-    def add(self, value: torch.Tensor, count: int, mass: torch.Tensor | float | None = None) -> None:
+    def add(self, value: torch.Tensor, count: int | torch.Tensor, mass: torch.Tensor | float | None = None) -> None:
         self.total = value if self.total is None else self.total + value
-        self.count += count
+        self.count = self.count + count
         self.mass = self.mass + (count if mass is None else mass)
 
     def mean(self) -> torch.Tensor | None:
-        return None if self.total is None else self.total / self.mass
+        """The average; in the dense form an empty set has total 0 and mass 0, and adds exactly 0."""
+        if self.total is None:
+            return None
+        mass = self.mass.clamp(min=1e-12) if isinstance(self.mass, torch.Tensor) else self.mass
+        return self.total / mass
 
 
 class HierarchicalLoss(nn.Module):
@@ -105,6 +116,7 @@ class HierarchicalLoss(nn.Module):
     ``class_weights``: per classifier, class name -> weight of its pixels (others 1; module docstring).
     Weak root targets exist only with ``supervise_root`` (flat baselines): box-derived ones count
     unconditionally, tag-derived ones where the root already decides a tagged class (module docstring).
+    ``dense``: the masked sums over every pixel (no host synchronisation; None: dense off the CPU).
     """
 
     def __init__(
@@ -113,8 +125,10 @@ class HierarchicalLoss(nn.Module):
         weights: Mapping[str, float] | None = None,
         min_mass: float = DEFAULT_MIN_MASS,
         class_weights: Mapping[str, Mapping[str, float]] | None = None,
+        dense: bool | None = None,
     ) -> None:
         super().__init__()
+        self.dense = dense
         self.hierarchy = hierarchy
         self.weights = default_weights(hierarchy)
         for name, weight in (weights or {}).items():
@@ -172,10 +186,11 @@ class HierarchicalLoss(nn.Module):
     def forward(self, logits: Mapping[str, torch.Tensor], batch: TargetBatch) -> LossOutput:
         self._validate(logits, batch)
         device = next(iter(logits.values())).device
-        batch = batch.to(device)
+        dense = device.type != "cpu" if self.dense is None else self.dense
+        any_weak, any_tagged, any_sure = batch.flags()  # on the host, before the batch moves
+        batch = batch.to(device, non_blocking=True)
         size = batch.size
         tagged = batch.from_tags if batch.from_tags is not None else torch.zeros_like(batch.weak)
-        any_weak, any_tagged = bool(batch.weak.any()), bool(tagged.any())
         weak = batch.weak[:, None, None]  # B x 1 x 1
         boxed, tagged = weak & ~tagged[:, None, None], tagged[:, None, None]
         decisions: dict[str, torch.Tensor] = {}
@@ -207,25 +222,26 @@ class HierarchicalLoss(nn.Module):
             if hard is not None:
                 labelled = hard != IGNORE
                 sure = ~weak
-                if parent is None and batch.sure_root is not None and bool(batch.sure_root.any()):
+                if parent is None and any_sure:
                     sure = sure | batch.sure_root[:, None, None]  # box cores: pooled with per-pixel labels
-                _hard_ce(up, hard, labelled & sure, p1, cw)
+                _hard_ce(up, hard, labelled & sure, p1, cw, dense)
                 if any_weak:
-                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2, cw)
+                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2, cw, dense)
                 if any_tagged:
                     if parent is None:  # the root: only where it already decides the tagged class
                         tagged_here = tagged & (decisions[name] == hard)
-                    _hard_ce(up, hard, labelled & tagged_here, p2, cw)
+                    _hard_ce(up, hard, labelled & tagged_here, p2, cw, dense)
             soft = batch.soft.get(name)
             if soft is not None and any_weak:
                 row_ok = soft.mass >= self.min_mass - 1e-6
                 valid = (soft.index >= 0) & row_ok[soft.index.clamp(min=0)] if row_ok.numel() else soft.index >= 0
-                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2, cw)
+                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2, cw, dense)
                 if any_tagged and parent is None:
                     decided = decisions[name]
-                    _hard_ce(up, decided, valid & tagged & _has_mass(soft.index, soft.table, decided), p2, cw)
+                    mask = valid & tagged & _has_mass(soft.index, soft.table, decided)
+                    _hard_ce(up, decided, mask, p2, cw, dense)
                 elif any_tagged:
-                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2, cw)
+                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2, cw, dense)
             terms = [t for t in (p1.mean(), p2.mean()) if t is not None]
             loss = torch.stack(terms).sum() if terms else torch.zeros((), device=device)
             per_classifier[name] = loss.detach()
@@ -274,8 +290,23 @@ def class_weight_vectors(hierarchy: Hierarchy, table: Mapping[str, Mapping[str, 
 
 
 def _hard_ce(
-    up: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, term: _Term, weights: torch.Tensor | None = None
+    up: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    term: _Term,
+    weights: torch.Tensor | None = None,
+    dense: bool = False,
 ) -> None:
+    if dense:
+        chosen = torch.where(mask, target, 0)  # masked-out pixels may hold IGNORE
+        keep = mask.to(up.dtype)
+        per_pixel = functional.cross_entropy(up, chosen, reduction="none") * keep
+        if weights is None:
+            term.add(per_pixel.sum(), keep.sum())
+            return
+        w = weights[chosen] * keep
+        term.add((w * per_pixel).sum(), keep.sum(), w.sum())
+        return
     count = int(mask.sum())
     if not count:
         return
@@ -294,7 +325,20 @@ def _soft_ce(
     mask: torch.Tensor,
     term: _Term,
     weights: torch.Tensor | None = None,
+    dense: bool = False,
 ) -> None:
+    if dense:
+        if not table.shape[0]:  # no soft target in the batch (a shape: known on the host)
+            return
+        keep = mask.to(up.dtype)
+        q = table[torch.where(mask, index, 0)] * keep[..., None]  # B x H x W x C, 0 where not counted
+        per_pixel = -(q * functional.log_softmax(up, dim=1).permute(0, 2, 3, 1)).sum(-1)
+        if weights is None:
+            term.add(per_pixel.sum(), keep.sum())
+            return
+        w = (q @ weights) / q.sum(-1).clamp(min=1e-12)
+        term.add((w * per_pixel).sum(), keep.sum(), w.sum())
+        return
     count = int(mask.sum())
     if not count:
         return

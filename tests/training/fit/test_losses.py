@@ -403,3 +403,54 @@ def test_training_crops_of_tag_images_reach_the_loss_as_tag_derived(tmp_path: Pa
         assert target.kind == "weak" and target.from_tags, generators
     boxes = TargetBuilder(h)(Sample("gtsdb", "g", np.zeros((4, 4, 3), np.uint8), None, boxes=(Box(0, 0, 1, 1, 14),)))
     assert not boxes.from_tags
+
+
+# --------------------------------------------------------------------------- dense form (GPU)
+def _both_forms(hierarchy: Hierarchy, batch, shapes: dict[str, tuple], **kwargs) -> None:
+    """The dense form (every pixel, mask as a factor: what a GPU runs) equals the gathered one:
+    total, per-classifier losses, pixel counts and every gradient."""
+    torch.manual_seed(0)
+    values = {n: 3 * torch.randn(*s) for n, s in shapes.items()}  # decisions vary from pixel to pixel
+    results = []
+    for dense in (False, True):
+        lg = {n: v.clone().requires_grad_() for n, v in values.items()}
+        out = HierarchicalLoss(hierarchy, dense=dense, **kwargs)(lg, batch)
+        out.total.backward()
+        results.append((out, lg))
+    (gathered, lg0), (dense, lg1) = results
+    assert gathered.total.item() > 0
+    assert dense.total.item() == pytest.approx(gathered.total.item(), rel=1e-5)
+    for name in hierarchy.classifier_names:
+        assert dense.per_classifier[name].item() == pytest.approx(
+            gathered.per_classifier[name].item(), rel=1e-5, abs=1e-7
+        )
+        assert tuple(int(c) for c in dense.pixels[name]) == gathered.pixels[name], name
+        torch.testing.assert_close(lg1[name].grad, lg0[name].grad, rtol=1e-4, atol=1e-7)
+
+
+def test_dense_form_equals_the_gathered_one(tiny: Hierarchy):
+    builder = TargetBuilder(tiny, PseudoLabelConfig(box_mode="fill", box_core=0.3))
+    image = np.zeros((6, 8, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 8, (6, 8)).astype(np.uint8)
+    label[0] = 7  # a void row (id 7: null)
+    pixel = builder(Sample("px", "p", image, label))
+    tag = builder(Sample("tg", "t", image, None, tags=("stop sign", "car")))
+    core = builder(Sample("bx", "b", image, None, boxes=(Box(1, 1, 6, 4, 0), Box(0, 0, 2, 2, 1))))
+    soft = TargetBuilder(tiny)(Sample("bx", "b", image, None, boxes=(Box(2, 1, 7, 5, 1), Box(0, 3, 3, 5, 0))))
+    batch = collate_targets([pixel, tag, core, soft])
+    assert batch.flags() == (True, True, True)
+    shapes = {n: (4, c, 3, 4) for n, c in tiny.classifier_sizes}  # upsampled 2x to the targets
+    _both_forms(tiny, batch, shapes)
+    _both_forms(tiny, batch, shapes, class_weights={"root": {"sign": 4.0}, "front": {"yield": 0.5}})
+    _both_forms(tiny, collate_targets([pixel]), shapes | {n: (1, *s[1:]) for n, s in shapes.items()})
+
+
+def test_dense_form_equals_the_gathered_one_for_tags_on_a_flat_root(tiny: Hierarchy):
+    flat = flatten_hierarchy(tiny, "tiny_flat")
+    builder = TargetBuilder(flat, PseudoLabelConfig(supervise_root=True))
+    image = np.zeros((4, 6, 3), np.uint8)
+    tags = builder(Sample("tg", "t", image, None, tags=("stop sign", "car")))
+    boxes = builder(Sample("bx", "b", image, None, boxes=(Box(0, 0, 3, 2, 0),)))
+    shapes = {n: (2, c, 4, 6) for n, c in flat.classifier_sizes}
+    _both_forms(flat, collate_targets([tags, boxes]), shapes, class_weights={"root": {"car": 2.0}})

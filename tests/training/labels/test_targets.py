@@ -263,13 +263,19 @@ def test_collate_shapes_dtypes_and_offsets(tiny: Hierarchy):
     assert batch.weak.tolist() == [False, True, True] and batch.weak.dtype == torch.bool
     assert batch.size == (2, 3) and batch.batch_size == 3
     assert set(batch.hard) == set(tiny.classifier_names)
-    for t in batch.hard.values():
-        assert t.dtype == torch.int64 and t.shape == (3, 2, 3)
+    for t in batch.hard.values():  # compact as collated (what the loader hands over and copies)
+        assert t.dtype == torch.uint8 and t.shape == (3, 2, 3)
+    moved = batch.to("cpu")  # on the device: int64, as the loss indexes with them
+    assert all(t.dtype == torch.int64 for t in moved.hard.values())
+    assert all(s.index.dtype == torch.int64 for s in moved.soft.values())
+    assert torch.equal(moved.hard["root"], batch.hard["root"].long())
+    assert torch.equal(moved.soft["vehicle"].index, batch.soft["vehicle"].index.long())
+    assert batch.flags() == (True, True, False)  # weak, tags, box cores: read on the host
     assert batch.hard["root"][0].tolist() == [[0, 1, IGNORE], [2, 2, 1]]
     assert (batch.hard["root"][1:] == IGNORE).all()
     assert set(batch.soft) == {"vehicle", "sign", "front"}  # soft only where some sample has any
     vehicle = batch.soft["vehicle"]
-    assert vehicle.index.dtype == torch.int64 and vehicle.index.shape == (3, 2, 3)
+    assert vehicle.index.dtype == torch.int32 and vehicle.index.shape == (3, 2, 3)
     assert vehicle.table.dtype == torch.float32 and vehicle.table.shape == (2, 2)  # tags row, box row
     assert (vehicle.index[0] == -1).all() and (vehicle.index[1] == 0).all()
     assert vehicle.index[2].tolist() == [[1, -1, -1], [-1, -1, -1]]  # offset by the tags sample's table
