@@ -50,9 +50,13 @@ def normalize_tensor(image: torch.Tensor, channels_last: bool = False) -> torch.
     (or ``B x H x W x 3`` with ``channels_last``); returns float32 NCHW."""
     if channels_last:
         image = image.permute(0, 3, 1, 2)
-    mean = torch.tensor(IMAGENET_MEAN_RGB, device=image.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD_RGB, device=image.device).view(1, 3, 1, 1) * 255.0
-    return (image.float() - mean) / std
+    # Per channel with Python scalars: a constant tensor made on the host would be copied to the
+    # device at every call, and that copy makes the host wait for the device (a training step).
+    x = image.float()
+    out = torch.empty_like(x)
+    for c, (mean, std) in enumerate(zip(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, strict=True)):
+        out[:, c] = (x[:, c] - mean * 255.0) / (std * 255.0)
+    return out
 
 
 class NormalizeInput(nn.Module):

@@ -5,8 +5,9 @@
   The loss is always computed in float32.
 * ``channels_last`` weights and images: the layout cuDNN's convolutions (and tensor cores) are
   fastest with.
-* Pinned host memory for the loader's images (:meth:`training.fit.batches.Batch.pin_memory`), so
-  their copy to the GPU can overlap compute.
+* ``cudnn.benchmark`` (fixed crop size: cuDNN picks its fastest algorithms once).
+* Pinned host memory for the loader's images and targets (:meth:`training.fit.batches.Batch.pin_memory`), so
+  their copies to the GPU overlap compute and the host never waits for them.
 
 On the CPU none of this applies: the loop runs in float32 with contiguous tensors, exactly as
 without this module (training on the CPU is bit-reproducible across resumes, which tests check).
@@ -54,7 +55,11 @@ class Accelerator:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """``model`` on the device, in the memory layout used for training (in place)."""
+        """``model`` on the device, in the memory layout used for training (in place). On CUDA also
+        ``cudnn.benchmark``: every step has the same crop size, so cuDNN's search for the fastest
+        convolution algorithms runs once, in the first steps, and pays for itself after that."""
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)

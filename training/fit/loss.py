@@ -47,12 +47,22 @@ a ``K x C`` table, :class:`training.labels.collate.SoftBatch`) until the gathere
 ``N x C``. The decisions are kept as one int64 map per parent classifier (and the root's when tags
 reach it), the path agreement as one bool map per parent classifier.
 
-On a GPU (``dense``, the default off the CPU) the same sums are computed over every pixel with the
-mask as a 0/1 factor instead: a boolean gather has a data-dependent size, so the host would wait for
-the device at every one of them (a dozen times per step), while the dense form queues the whole
-loss without a synchronisation; its pixel counts stay device tensors until the loop logs them. What
-branches on the batch (any weak, tag or box-core sample) is read on the host before the batch moves.
-The CPU keeps the gather: it computes only the labelled pixels, and there is no device to wait for.
+On a GPU (``dense``, the default off the CPU) two things change, not the values:
+
+* the sums run over every pixel with the mask as a 0/1 factor: a boolean gather has a
+  data-dependent size, so the host would wait for the device at every one of them (a dozen times
+  per step), while the dense form queues the whole loss without a synchronisation; its pixel
+  counts stay device tensors until the loop logs them. What branches on the batch (any weak, tag
+  or box-core sample) is read on the host before the batch moves. One full-resolution log-softmax
+  per classifier serves all of its terms (up to three), each of which then only gathers or weighs.
+* the bilinear upsampling is two matrix products (``A_h @ logits @ A_w^T``, the interpolation
+  matrices of ``interpolate`` itself): CUDA's ``interpolate`` backward scatters every
+  full-resolution gradient into the few feature cells with atomic adds (about a thousand per cell
+  and channel at output stride 16, all contending for the same addresses); the product's backward
+  is two more products, which tensor hardware is built for.
+
+The CPU keeps the gather and ``interpolate``: it computes only the labelled pixels, there is no
+device to wait for, and there the products are not faster for the whole loss.
 """
 
 from __future__ import annotations
@@ -200,7 +210,9 @@ class HierarchicalLoss(nn.Module):
         pixels: dict[str, tuple[int, int]] = {}
         for clf in self.hierarchy.classifiers:  # breadth first: parents before children
             name = clf.name
-            up = _upsample(logits[name], size)
+            up = upsample_matmul(logits[name], size) if dense else _upsample(logits[name], size)
+            # the dense form's log-probabilities, once per classifier for all of its terms
+            logp = functional.log_softmax(up, dim=1) if dense and (name in batch.hard or name in batch.soft) else None
             parent = self.parents[name]
             if any_weak and (name in self._parent_names or (parent is None and any_tagged)):
                 with torch.no_grad():
@@ -224,24 +236,24 @@ class HierarchicalLoss(nn.Module):
                 sure = ~weak
                 if parent is None and any_sure:
                     sure = sure | batch.sure_root[:, None, None]  # box cores: pooled with per-pixel labels
-                _hard_ce(up, hard, labelled & sure, p1, cw, dense)
+                _hard_ce(up, hard, labelled & sure, p1, cw, logp)
                 if any_weak:
-                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2, cw, dense)
+                    _hard_ce(up, hard, labelled & boxed_here & ~sure, p2, cw, logp)
                 if any_tagged:
                     if parent is None:  # the root: only where it already decides the tagged class
                         tagged_here = tagged & (decisions[name] == hard)
-                    _hard_ce(up, hard, labelled & tagged_here, p2, cw, dense)
+                    _hard_ce(up, hard, labelled & tagged_here, p2, cw, logp)
             soft = batch.soft.get(name)
             if soft is not None and any_weak:
                 row_ok = soft.mass >= self.min_mass - 1e-6
                 valid = (soft.index >= 0) & row_ok[soft.index.clamp(min=0)] if row_ok.numel() else soft.index >= 0
-                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2, cw, dense)
+                _soft_ce(up, soft.index, soft.table, valid & boxed_here, p2, cw, logp)
                 if any_tagged and parent is None:
                     decided = decisions[name]
                     mask = valid & tagged & _has_mass(soft.index, soft.table, decided)
-                    _hard_ce(up, decided, mask, p2, cw, dense)
+                    _hard_ce(up, decided, mask, p2, cw, logp)
                 elif any_tagged:
-                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2, cw, dense)
+                    _soft_ce(up, soft.index, soft.table, valid & tagged_here, p2, cw, logp)
             terms = [t for t in (p1.mean(), p2.mean()) if t is not None]
             loss = torch.stack(terms).sum() if terms else torch.zeros((), device=device)
             per_classifier[name] = loss.detach()
@@ -263,6 +275,25 @@ def _upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def interpolation_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``n_out x n_in``: linear interpolation (``align_corners=False``) as ``interpolate`` does it,
+    read off by interpolating the identity (made on the device: nothing is copied from the host)."""
+    eye = torch.eye(n_in, device=device, dtype=dtype)[None]  # 1 x n_in (channels) x n_in
+    return functional.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T
+
+
+def upsample_matmul(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=False``) of ``B x C x h x w`` to ``size`` as
+    ``A_h @ logits @ A_w^T``: equal to :func:`_upsample` up to rounding, with a backward made of matrix
+    products instead of atomic scatters (module docstring)."""
+    h, w = logits.shape[-2:]
+    if (h, w) == tuple(size):
+        return logits
+    a_h = interpolation_matrix(h, size[0], logits.device, logits.dtype)
+    a_w = interpolation_matrix(w, size[1], logits.device, logits.dtype)
+    return a_h @ logits @ a_w.T
 
 
 def _pixels(up: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -295,12 +326,14 @@ def _hard_ce(
     mask: torch.Tensor,
     term: _Term,
     weights: torch.Tensor | None = None,
-    dense: bool = False,
+    logp: torch.Tensor | None = None,
 ) -> None:
-    if dense:
+    """Adds the cross entropy of ``target`` over ``mask`` to ``term``: gathered from ``up``, or, in the
+    dense form (``logp``: the log-softmax of ``up``), over every pixel with the mask as a factor."""
+    if logp is not None:
         chosen = torch.where(mask, target, 0)  # masked-out pixels may hold IGNORE
-        keep = mask.to(up.dtype)
-        per_pixel = functional.cross_entropy(up, chosen, reduction="none") * keep
+        keep = mask.to(logp.dtype)
+        per_pixel = -logp.gather(1, chosen[:, None])[:, 0] * keep
         if weights is None:
             term.add(per_pixel.sum(), keep.sum())
             return
@@ -325,14 +358,15 @@ def _soft_ce(
     mask: torch.Tensor,
     term: _Term,
     weights: torch.Tensor | None = None,
-    dense: bool = False,
+    logp: torch.Tensor | None = None,
 ) -> None:
-    if dense:
+    """Adds the soft cross entropy of the palette targets over ``mask`` to ``term`` (as :func:`_hard_ce`)."""
+    if logp is not None:
         if not table.shape[0]:  # no soft target in the batch (a shape: known on the host)
             return
-        keep = mask.to(up.dtype)
+        keep = mask.to(logp.dtype)
         q = table[torch.where(mask, index, 0)] * keep[..., None]  # B x H x W x C, 0 where not counted
-        per_pixel = -(q * functional.log_softmax(up, dim=1).permute(0, 2, 3, 1)).sum(-1)
+        per_pixel = -(q * logp.permute(0, 2, 3, 1)).sum(-1)
         if weights is None:
             term.add(per_pixel.sum(), keep.sum())
             return

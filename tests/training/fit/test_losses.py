@@ -454,3 +454,21 @@ def test_dense_form_equals_the_gathered_one_for_tags_on_a_flat_root(tiny: Hierar
     boxes = builder(Sample("bx", "b", image, None, boxes=(Box(0, 0, 3, 2, 0),)))
     shapes = {n: (2, c, 4, 6) for n, c in flat.classifier_sizes}
     _both_forms(flat, collate_targets([tags, boxes]), shapes, class_weights={"root": {"car": 2.0}})
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((2, 5, 3, 4), (6, 8)), ((1, 3, 12, 24), (192, 384)), ((2, 4, 7, 5), (30, 17)), ((1, 2, 4, 4), (4, 9))],
+)
+def test_upsampling_as_matrix_products_is_interpolate(shape: tuple, size: tuple):
+    """The GPU form's upsampling (two products with interpolate's own matrices) is interpolate's,
+    forward and backward, also for sizes that are no multiple of the input."""
+    from training.fit.loss import _upsample, upsample_matmul
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(shape[0], shape[1], *size, dtype=torch.float64)
+    a, b = upsample_matmul(x, size), _upsample(x, size)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    (ga,) = torch.autograd.grad(a, x, grad)
+    (gb,) = torch.autograd.grad(b, x, grad)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-11)
