@@ -87,6 +87,18 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="synchronise CUDA before each batch fetch, so the data wait is GPU idle time (default)",
     )
+    p.add_argument(
+        "--profile-steps",
+        type=int,
+        default=5,
+        help="warm-up steps of the first training run under torch.profiler on CUDA: the top ops (0: none)",
+    )
+    p.add_argument(
+        "--loss-form",
+        choices=("auto", "gathered"),
+        default="auto",
+        help="gathered: the loss's CPU form (boolean gathers, interpolate) on the GPU too, to compare",
+    )
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="(default: not --tiny)")
     p.add_argument("--skip-train", action="store_true")
@@ -178,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.iterations,
                 args.num_workers,
                 args.train_sync,
+                args.profile_steps,
+                args.loss_form,
             )
             start = time.monotonic()
             train_rows, train_info = measure_training(settings, Path(tmp))

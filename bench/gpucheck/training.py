@@ -21,6 +21,10 @@ device (a ``.item()``, a boolean gather, a copy from pageable memory) raise a wa
 iterations' warnings are counted per step and by the line of code that caused them (the wrapper's
 own ``synchronize`` runs with the mode off).
 
+With ``profile_steps``, that many warm-up iterations just before the timed ones run under
+``torch.profiler`` (CPU and CUDA activity), and the operations that took the most device time per
+step are printed and kept in the row: where the step's time goes, on the machine that measured it.
+
 Precision is read, not assumed: a global forward pre-hook records whether autocast was on and its
 dtype during the loop's forward (the loop decides its mixed precision on CUDA from ``run.amp``).
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib.util
 import math
@@ -60,6 +65,8 @@ class TrainSettings:
     iterations: int
     num_workers: int
     sync: bool = True  # synchronise before each fetch: the wait is then GPU idle time
+    profile_steps: int = 0  # warm-up iterations profiled (module docstring); 0: none
+    loss_form: str = "auto"  # "gathered": the loss's CPU form on the GPU too (for comparison)
 
 
 @dataclass
@@ -75,9 +82,14 @@ class TimedLoader:
     """The loop's DataLoader, its ``next()`` timed after the device finished the previous step."""
 
     def __init__(
-        self, loader: Any, timing: LoaderTiming, sync: Callable[[], None], syncs: Callable[[], int] = lambda: 0
+        self,
+        loader: Any,
+        timing: LoaderTiming,
+        sync: Callable[[], None],
+        syncs: Callable[[], int] = lambda: 0,
+        on_ask: Callable[[int], None] = lambda asked: None,
     ) -> None:
-        self.loader, self.timing, self.sync, self.syncs = loader, timing, sync, syncs
+        self.loader, self.timing, self.sync, self.syncs, self.on_ask = loader, timing, sync, syncs, on_ask
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -86,6 +98,7 @@ class TimedLoader:
         batches = iter(self.loader)
         while True:
             self.sync()
+            self.on_ask(len(self.timing.asked))
             self.timing.syncs.append(self.syncs())
             asked = time.perf_counter()
             try:
@@ -126,6 +139,49 @@ def scaled_composition(per_batch: Sequence[int], batch: int) -> list[int]:
     for i in order[: batch - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+@dataclass
+class StepProfiler:
+    """``torch.profiler`` over the iterations ``start`` .. ``start + steps - 1`` (called with the
+    number of batches asked so far, before each ask); ``top``: the operations with the most device
+    time, per step."""
+
+    start: int
+    steps: int
+    top: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    _profile: Any = None
+
+    def __call__(self, asked: int) -> None:
+        try:
+            if self.steps > 0 and asked == self.start:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self._profile = torch.profiler.profile(activities=activities)
+                self._profile.__enter__()
+            elif self._profile is not None and asked == self.start + self.steps:
+                profile, self._profile = self._profile, None
+                profile.__exit__(None, None, None)
+                self.top = top_operations(profile.key_averages(), self.steps)
+        except Exception as exc:  # a profiler that fails must not cost the throughput figures
+            self._profile, self.error = None, f"{type(exc).__name__}: {exc}"[:300]
+
+
+def top_operations(events: Any, steps: int, limit: int = 25) -> list[dict[str, Any]]:
+    """The ``limit`` operations with the most self device time, in ms and calls per step."""
+    rows = [
+        {
+            "op": e.key,
+            "device_ms_per_step": e.self_device_time_total / 1000.0 / steps,
+            "cpu_ms_per_step": e.self_cpu_time_total / 1000.0 / steps,
+            "calls_per_step": e.count / steps,
+        }
+        for e in events
+    ]
+    rows.sort(key=lambda r: r["device_ms_per_step"], reverse=True)
+    return rows[:limit]
 
 
 def quiet_synchronize() -> None:
@@ -186,22 +242,40 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
         timing, probe = LoaderTiming(), PrecisionProbe()
         caught: list[str] = []  # where each host synchronisation happened (CUDA)
 
+        first = row is rows[0] and cuda
+        profiler = StepProfiler(max(0, settings.warmup - 1 - settings.profile_steps), settings.profile_steps * first)
+
         def timed_loader(
-            *args: Any, timing: LoaderTiming = timing, caught: list[str] = caught, **kwargs: Any
+            *args: Any,
+            timing: LoaderTiming = timing,
+            caught: list[str] = caught,
+            profiler: StepProfiler = profiler,
+            **kwargs: Any,
         ) -> TimedLoader:
-            return TimedLoader(original(*args, **kwargs), timing, sync, lambda: len(caught))
+            return TimedLoader(original(*args, **kwargs), timing, sync, lambda: len(caught), profiler)
 
         hook = torch.nn.modules.module.register_module_forward_pre_hook(probe)
         try:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            with mock.patch.object(loop, "batch_loader", timed_loader), _sync_warnings(cuda, caught):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(mock.patch.object(loop, "batch_loader", timed_loader))
+                if settings.loss_form == "gathered":
+                    gathered = functools.partial(loop.HierarchicalLoss, dense=False)
+                    stack.enter_context(mock.patch.object(loop, "HierarchicalLoss", gathered))
+                stack.enter_context(_sync_warnings(cuda, caught))
                 result = train(run, hierarchy, progress=False)
             if cuda:
                 row.peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20
                 row.extra["peak_gpu_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20
             del result
             _fill(row, timing, settings, probe.amp or "fp32", "/".join(str(n) for n in counts))
+            row.extra["loss_form"] = settings.loss_form
+            if settings.loss_form != "auto":
+                row.note += f", loss form {settings.loss_form}"
+            if profiler.top or profiler.error:
+                row.extra |= {"profile_steps": profiler.steps, "profile": profiler.top, "profile_error": profiler.error}
+                print(format_profile(row, profiler), flush=True)
             if cuda:
                 try:  # a count that fails must not cost the throughput figures
                     _count_syncs(row, timing, settings, caught)
@@ -215,6 +289,19 @@ def measure_training(settings: TrainSettings, tmp: Path) -> tuple[list[Row], dic
             if cuda:
                 torch.cuda.empty_cache()
     return rows, info
+
+
+def format_profile(row: Row, profiler: StepProfiler, limit: int = 15) -> str:
+    head = f"profile, training batch {row.batch}, {profiler.steps} warm-up steps: ms per step on the device"
+    if profiler.error:
+        return f"{head}: failed ({profiler.error})"
+    total = sum(r["device_ms_per_step"] for r in profiler.top)
+    lines = [f"{head} (top {len(profiler.top)} ops: {total:.1f} ms)"]
+    lines += [
+        f"  {r['device_ms_per_step']:8.2f} ms  {r['calls_per_step']:6.1f} calls  {r['op'][:90]}"
+        for r in profiler.top[:limit]
+    ]
+    return "\n".join(lines)
 
 
 def _no_sync() -> None:
@@ -237,7 +324,7 @@ def _sync_warnings(cuda: bool, caught: list[str]) -> Iterator[None]:
             else:
                 shown(message, category, filename, lineno, file, line)
 
-        warnings.simplefilter("always")
+        warnings.filterwarnings("always", message=".*synchroniz")  # every one, not once per line
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.gpucheck.report import Row, check_targets, format_table
 from bench.gpucheck.training import LoaderTiming, TimedLoader, scaled_composition
@@ -190,3 +191,18 @@ def test_host_syncs_are_counted_per_timed_step() -> None:
     assert row.extra["host_syncs_per_step"] == 1  # steps 2-4 saw 0, 2 and 1
     assert row.extra["host_syncs_at"] == {"loss.py:3": 2, "loop.py:9": 1}  # the warm-up step's 5 left out
     assert row.note == "n, 1 host syncs per step"
+
+
+def test_step_profiler_profiles_the_asked_steps_only() -> None:
+    from bench.gpucheck.training import StepProfiler
+
+    profiler = StepProfiler(start=2, steps=2)
+    x = torch.randn(64, 64)
+    for asked in range(6):  # what TimedLoader does: call, then fetch and run one step
+        profiler(asked)
+        for _ in range(3 if 2 <= asked < 4 else 50):  # 3 matmuls per profiled step
+            x = torch.tanh(x @ x)
+    assert profiler.error == "" and profiler._profile is None
+    mm = [r for r in profiler.top if r["op"] == "aten::mm"]
+    assert mm and mm[0]["calls_per_step"] == 3  # 6 calls over the 2 profiled steps
+    assert all(r["device_ms_per_step"] >= 0 and r["cpu_ms_per_step"] >= 0 for r in profiler.top)
