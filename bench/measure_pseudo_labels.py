@@ -14,7 +14,10 @@ after Algorithm 1 + erasing and after the CRF, ``regions[diffusion]`` = per-supe
 diffused over the superpixel graph (colour + that source's saliency) before Algorithm 1, with and
 without the CRF after it. With ``--decoder``: the same steps on the class masks of the attention
 decoder (``attention_decoder.py``, TransferNet-style) instead of the Grad-CAM maps; ``decoder`` alone
-= each pixel's most probable class where its probability is at least 0.5.
+= each pixel's most probable class where its probability is at least 0.5. With ``--segmenter``
+(a training checkpoint for ``--hierarchy``): ``segmenter`` = the network's decisions constrained by
+the image's tags (``segmenter.py``, the generator's ``segmenter`` stage), ``segmenter, no tags`` = the
+same network's decisions over every tag class, unconstrained (what the tags add).
 Classes = the nodes the dataset's tags map to + background; truth per pixel = the most specific
 of the image's tag nodes that is the pixel's true class or an ancestor of it (Vistas v1.2 ids from
 ``ground_truth/{id}_vistas.png``; front signs refined by the GTSDB class in ``{id}_signs.png``), else
@@ -59,6 +62,7 @@ from training.labels.pseudo_labels.regions import (  # noqa: E402
     superpixels,
 )
 from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
+from training.labels.pseudo_labels.segmenter import Segmenter, SegmenterConfig, tag_constrained_labels  # noqa: E402
 from training.labels.tags import tag_nodes  # noqa: E402
 
 DECODER_THRESHOLD = 0.5  # a decoder mask is a probability: "the class is here" above one half
@@ -103,6 +107,8 @@ def main() -> int:
     ap.add_argument("--classifier", required=True)
     ap.add_argument("--foreground", default=None, help="learned saliency checkpoint (without: OpenCV sources only)")
     ap.add_argument("--decoder", default=None, help="attention decoder checkpoint (adds the decoder rows)")
+    ap.add_argument("--segmenter", default=None, help="training checkpoint (adds the segmenter rows)")
+    ap.add_argument("--segmenter-height", type=int, default=SegmenterConfig().height, help="its input height")
     ap.add_argument("--region-size", type=int, default=RegionConfig().region_size, help="superpixel side, work px")
     ap.add_argument(
         "--results", default=None, help="also record the ablation in this headline JSON (docs/results/weak_labels.json)"
@@ -129,6 +135,8 @@ def main() -> int:
         "fine_grained": OpenCVSaliency("fine_grained"),
     }
     decoder = load_decoder(args.decoder) if args.decoder else None
+    segmenter = Segmenter(SegmenterConfig(args.segmenter, args.segmenter_height), hierarchy) if args.segmenter else None
+    every_tag = tuple(classes[:-1])
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
     region_cfg = RegionConfig(region_size=args.region_size)
     diffusion_cfg = RegionConfig(mode="diffusion", region_size=args.region_size)
@@ -160,6 +168,15 @@ def main() -> int:
         cams = classifier.attention(small, present, size)
         seconds["gradcam"] += time.perf_counter() - t
         score("cam_only", cam_only_labels(cams, algo.gamma1))
+        if segmenter is not None:
+            t = time.perf_counter()
+            probs = segmenter.probabilities(sample.image, size)
+            labels = tag_constrained_labels(hierarchy, probs, present, segmenter.taught, lambda cams=cams: cams)
+            seconds["segmenter"] += time.perf_counter() - t
+            score("segmenter", labels)
+            free = tag_constrained_labels(hierarchy, probs, every_tag, segmenter.taught, lambda: None)
+            full = cv2.resize(free, (w, h), interpolation=cv2.INTER_NEAREST)
+            matrices["segmenter, no tags"].update(truth, np.append(np.arange(len(every_tag)), bg)[full])
         if decoder is not None:
             t = time.perf_counter()
             dec = decoder.masks(small, cams)

@@ -169,6 +169,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         settings["decoder"] = {**(settings.get("decoder") or {}), "checkpoint": args.decoder_checkpoint}
     if args.decoder_unseen:
         settings["decoder"] = {**(settings.get("decoder") or {}), "unseen": args.decoder_unseen}
+    if args.segmenter_checkpoint:
+        settings["segmenter"] = {**(settings.get("segmenter") or {}), "checkpoint": args.segmenter_checkpoint}
+    if args.segmenter_height:
+        settings["segmenter"] = {**(settings.get("segmenter") or {}), "height": args.segmenter_height}
     if args.stages is not None:
         chosen = {s.strip() for s in args.stages.split(",") if s.strip()}
         bad = chosen - set(STAGES)
@@ -184,7 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("classifier", "classifier_hierarchy"):
         if settings.get(key):
             settings[key] = str(Path(settings[key]).resolve())
-    for key in ("saliency", "decoder"):
+    for key in ("saliency", "decoder", "segmenter"):
         if (settings.get(key) or {}).get("checkpoint"):
             settings[key]["checkpoint"] = str(Path(settings[key]["checkpoint"]).resolve())
     return settings
@@ -277,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="nodes the decoder was not trained on: its masks (default) or their Grad-CAM maps",
     )
+    p.add_argument(
+        "--segmenter-checkpoint", default=None, help="training checkpoint of a segmentation network (segmenter stage)"
+    )
+    p.add_argument("--segmenter-height", type=int, default=None, help="segmenter input height (its training scale)")
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
     p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
     p.add_argument("--nodes", default=None, help="comma-separated: label only these nodes (others void)")

@@ -75,6 +75,7 @@ def _init_worker(spec: JobSpec) -> None:
     from training.labels.pseudo_labels.attention_decoder import load_decoder
     from training.labels.pseudo_labels.generator import GeneratorConfig, WeakLabelGenerator, load_tag_classifier
     from training.labels.pseudo_labels.saliency import make_saliency
+    from training.labels.pseudo_labels.segmenter import Segmenter
 
     torch.set_num_threads(spec.threads)
     cv2.setNumThreads(spec.threads)
@@ -82,12 +83,18 @@ def _init_worker(spec: JobSpec) -> None:
     hierarchy = load_hierarchy(spec.hierarchy)
     saliency = make_saliency(config.saliency_source, config.saliency_checkpoint) if config.saliency else None
     decoder = load_decoder(config.decoder_checkpoint) if config.decoder else None
+    segmenter = Segmenter(config.segmenter_config, hierarchy) if config.segmenter else None
     _STATE.update(
         spec=spec,
         hierarchy=hierarchy,
         reader=load_dataset(spec.dataset, spec.root),
         generator=WeakLabelGenerator(
-            hierarchy, load_tag_classifier(config, hierarchy, spec.dataset), saliency, config, decoder=decoder
+            hierarchy,
+            load_tag_classifier(config, hierarchy, spec.dataset),
+            saliency,
+            config,
+            decoder=decoder,
+            segmenter=segmenter,
         ),
     )
 
@@ -192,6 +199,7 @@ def generate_labels(
         (config.classifier, "classifier"),
         (config.saliency_checkpoint, "saliency.checkpoint"),
         (config.decoder_checkpoint, "decoder.checkpoint"),
+        (config.segmenter_config.checkpoint if config.segmenter else None, "segmenter.checkpoint"),
         (config.classifier_hierarchy, "classifier_hierarchy"),
     ):
         if path and not Path(path).is_file():

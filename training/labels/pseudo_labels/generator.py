@@ -1,11 +1,13 @@
 """Pseudo-label generators for the training seam (:class:`training.labels.node_distribution.PseudoLabelGenerator`).
 
 * :class:`WeakLabelGenerator`: tags -> Grad-CAM -> (+ saliency, + erasing) -> Algorithm 1 (+ CRF),
-  computed on the fly. Output is mass over *hierarchy nodes* (the nodes the image's tags map to);
-  background is void (``-1``): image-level data never teaches the root classifier, and the
-  sub-classifiers only learn where the network's own root decision agrees, so "not an object"
-  needs no node. ``output="hard"``: one-hot labels; ``"soft"``: at every labelled pixel the
-  combined map ``M`` renormalised over the image's classes.
+  computed on the fly; or, with the ``segmenter`` stage, a trained segmentation network's own
+  decisions constrained by the tags (:mod:`~training.labels.pseudo_labels.segmenter`). Output is
+  mass over *hierarchy nodes* (the nodes the image's tags map to); background is void (``-1``):
+  image-level data never teaches the root classifier, and the sub-classifiers only learn where the
+  network's own root decision agrees, so "not an object" needs no node. ``output="hard"``: one-hot
+  labels; ``"soft"``: at every labelled pixel the combined map ``M`` renormalised over the image's
+  classes.
 * :class:`PrecomputedLabels`: reads the files written by ``python -m training.labels.pseudo_labels
   generate`` (hard: PNG of hierarchy class ids, void = the hierarchy's void value; soft: ``.npz``
   palette). A missing file is an error, never an empty label.
@@ -53,6 +55,7 @@ from training.labels.pseudo_labels.regions import (
     superpixels,
 )
 from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
+from training.labels.pseudo_labels.segmenter import Segmenter, SegmenterConfig, tag_constrained_labels
 from training.labels.pseudo_labels.stages import STAGES
 from training.labels.tags import tag_nodes
 
@@ -68,6 +71,7 @@ _TOP_KEYS = {
     "crf",
     "regions",
     "decoder",
+    "segmenter",
     "nodes",
     "output",
     "work_max_side",
@@ -88,6 +92,10 @@ class GeneratorConfig:
     and its mask probabilities replace them for every later step; ``decoder_unseen="attention"``
     keeps the Grad-CAM map for nodes the decoder was not trained on (it does not transfer well to
     classes unlike the ones it saw).
+    ``segmenter`` (off by default): a trained segmentation network (``segmenter_config``) decides
+    where, the tags what (:mod:`~training.labels.pseudo_labels.segmenter`); it replaces Algorithm 1
+    and what follows it (``saliency``, ``erasing``, ``crf``, ``regions``, ``decoder`` must be off),
+    keeps the tag classifier for the classes no per-pixel set teaches, and writes hard labels.
     ``nodes`` (default: all): label only these nodes; pixels of the image's other tag classes become
     void, so a tag set teaches only what the per-pixel sets cannot (their classes keep per-pixel
     targets alone instead of also getting noisy pseudo labels).
@@ -108,6 +116,8 @@ class GeneratorConfig:
     decoder: bool = False
     decoder_checkpoint: str | None = None
     decoder_unseen: str = "decoder"
+    segmenter: bool = False
+    segmenter_config: SegmenterConfig = field(default_factory=SegmenterConfig)
     nodes: tuple[str, ...] | None = None
     algorithm1: Algorithm1Config = field(default_factory=Algorithm1Config)
     erasing_config: ErasingConfig = field(default_factory=ErasingConfig)
@@ -129,6 +139,14 @@ class GeneratorConfig:
             raise ValueError(f"decoder.unseen: expected one of {list(DECODER_UNSEEN)}, got {self.decoder_unseen!r}")
         if self.decoder and not self.decoder_checkpoint:
             raise ValueError("stages.decoder: needs decoder.checkpoint (train one with `train-decoder`)")
+        if self.segmenter:
+            on = [s for s in ("saliency", "erasing", "crf", "regions", "decoder") if getattr(self, s)]
+            if on:
+                raise ValueError(f"stages.segmenter: replaces Algorithm 1 and what follows it; turn off {on}")
+            if not self.segmenter_config.checkpoint:
+                raise ValueError("stages.segmenter: needs segmenter.checkpoint (a training checkpoint)")
+            if self.output != "hard":
+                raise ValueError("stages.segmenter: writes hard labels (output: hard)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeneratorConfig:
@@ -165,6 +183,8 @@ class GeneratorConfig:
             decoder=stages.get("decoder", False),
             decoder_checkpoint=dec.get("checkpoint"),
             decoder_unseen=dec.get("unseen", "decoder"),
+            segmenter=stages.get("segmenter", False),
+            segmenter_config=SegmenterConfig.from_dict(data.get("segmenter") or {}),
             algorithm1=Algorithm1Config.from_dict(data.get("algorithm1") or {}),
             erasing_config=ErasingConfig.from_dict(data.get("erasing") or {}),
             crf_config=CRFConfig.from_dict(data.get("crf") or {}),
@@ -184,18 +204,21 @@ class GeneratorConfig:
         regions = {"regions": self.regions_config.to_dict()} if self.regions else {}
         unseen = {} if self.decoder_unseen == "decoder" else {"unseen": self.decoder_unseen}
         decoder = {"decoder": {"checkpoint": self.decoder_checkpoint, **unseen}} if self.decoder else {}
+        segmenter = {"segmenter": self.segmenter_config.to_dict()} if self.segmenter else {}
         return {
             "classifier": self.classifier,
             **extra,
             "saliency": {"source": self.saliency_source, "checkpoint": self.saliency_checkpoint},
             "stages": stages
             | ({"regions": True} if self.regions else {})
-            | ({"decoder": True} if self.decoder else {}),
+            | ({"decoder": True} if self.decoder else {})
+            | ({"segmenter": True} if self.segmenter else {}),
             "algorithm1": {"gamma1": self.algorithm1.gamma1, "gamma2": self.algorithm1.gamma2},
             "erasing": {"thresholds": list(self.erasing_config.thresholds)},
             "crf": dict(vars(self.crf_config)),
             **regions,
             **decoder,
+            **segmenter,
             **({} if self.nodes is None else {"nodes": list(self.nodes)}),
             "output": self.output,
             "work_max_side": self.work_max_side,
@@ -230,12 +253,15 @@ class WeakLabelGenerator:
     config: GeneratorConfig = field(default_factory=GeneratorConfig)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     decoder: AttentionDecoder | None = None
+    segmenter: Segmenter | None = None
 
     def __post_init__(self) -> None:
         if self.config.saliency and self.saliency is None:
             raise ValueError("WeakLabelGenerator: stages.saliency is on but no saliency source was given")
         if self.config.decoder and self.decoder is None:
             raise ValueError("WeakLabelGenerator: stages.decoder is on but no attention decoder was given")
+        if self.config.segmenter and self.segmenter is None:
+            raise ValueError("WeakLabelGenerator: stages.segmenter is on but no segmenter was given")
         known = {c.name for c in self.hierarchy.classes}
         for name in self.config.nodes or ():
             if name not in known:
@@ -272,6 +298,8 @@ class WeakLabelGenerator:
         t = self._tick("resize", t)
         if not nodes:
             return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
+        if self.config.segmenter:
+            return self._segmenter_maps(image, small, nodes, size, t)
         cams = self.classifier.attention(small, nodes, size)
         t = self._tick("gradcam", t)
         if self.config.decoder:  # the class masks the decoder draws from the attention replace it
@@ -309,6 +337,26 @@ class WeakLabelGenerator:
             labels = algorithm1(region_cams, region_sal, self.config.algorithm1)
             t = self._tick("algorithm1", t)
         return nodes, cams, sal, self._per_region(labels, cams, regions, t)
+
+    def _segmenter_maps(
+        self, image: np.ndarray, small: np.ndarray, nodes: tuple[str, ...], size: tuple[int, int], t: float
+    ) -> tuple[tuple[str, ...], np.ndarray, None, np.ndarray]:
+        """The ``segmenter`` stage: the network's decisions constrained by the tags, the tag
+        classifier's attention only where an untaught class must be told apart (returned as the
+        attention; zeros when it was not needed)."""
+        assert self.segmenter is not None
+        probabilities = self.segmenter.probabilities(image, size)
+        t = self._tick("segmenter", t)
+        asked: list[np.ndarray] = []
+
+        def attention() -> np.ndarray:
+            asked.append(self.classifier.attention(small, nodes, size))
+            return asked[0]
+
+        labels = tag_constrained_labels(self.hierarchy, probabilities, nodes, self.segmenter.taught, attention)
+        self._tick("segmenter", t)
+        cams = asked[0] if asked else np.zeros((len(nodes), *size), np.float32)
+        return nodes, cams, None, labels
 
     def _region_cams(
         self, small: np.ndarray, cams: np.ndarray, regions: np.ndarray | None, sal: np.ndarray | None

@@ -4,6 +4,7 @@ A module of its own so that ``python -m training.labels.pseudo_labels`` can name
 importing the generator (and torch) before it needs to.
 """
 
-STAGES = ("saliency", "erasing", "crf", "regions", "decoder")  # GeneratorConfig's ``stages`` keys
-OPT_IN_STAGES = ("regions", "decoder")  # off unless named; written to settings only when on (old folders resume)
+STAGES = ("saliency", "erasing", "crf", "regions", "decoder", "segmenter")  # GeneratorConfig's ``stages`` keys
+# off unless named; written to settings only when on (old folders resume)
+OPT_IN_STAGES = ("regions", "decoder", "segmenter")
 REGION_MODES = ("maps", "vote", "components", "diffusion")  # regions.mode (training.labels.pseudo_labels.regions)

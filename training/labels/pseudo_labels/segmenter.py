@@ -1,0 +1,195 @@
+"""Pseudo labels from a trained segmentation network's own decisions, constrained by the image's tags.
+
+The attention pipeline (Grad-CAM -> saliency -> Algorithm 1 -> CRF) localises objects with a tag
+classifier whose maps are a few cells wide. A network trained on the per-pixel (and box) sets
+already localises every class those sets label, at its own output stride; what it cannot know is a
+class only the tags teach (a truck where the per-pixel sets say only "vehicle"). This step uses the
+network for *where* and the tags for *what*, walking each pixel down the hierarchy as the deployed
+decision rule does (:func:`tag_constrained_labels`):
+
+* the root: a pixel whose root decision is not on the way to one of the image's tag nodes is
+  background (void in training): the tags say nothing about road or sky;
+* below, at a classifier whose children include branches with tag nodes: the network's decision is
+  kept when it picks such a branch and every such branch is *taught* (some per-pixel or box
+  dataset labels it, so the network could have told them apart); a decision for a branch without
+  a tag is re-assigned among the tagged branches (the tags name what is in the image: a "vehicle"
+  pixel of an image tagged only "bus" is a bus), by the network's probabilities when every tagged
+  branch is taught, else by the tag classifier's attention, one vote per connected region (the
+  network never saw those classes, so its choice among them means nothing);
+* under a node that is itself tagged (a generic tag beside a specific one: "traffic sign" and
+  "stop sign"), a decision off the tagged branches keeps that node;
+* a pixel's label is the deepest tag node its walk passed through.
+
+For classes every per-pixel set labels, the labels are the network's own decisions with the absent
+classes removed; the gain of training on them is then small by construction (the synthetic sets
+label every tagged class per pixel). What only the tags teach gets the network's region of the
+parent class, split by the tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional
+
+from hiseg_ros.hierarchy import ROOT, Hierarchy
+from hiseg_ros.model import normalize_tensor
+from training.config_schema import reject_unknown_keys
+
+BACKGROUND = -1
+TAUGHT_BY = ("pixel", "boxes")  # supervisions whose labels teach the network to tell classes apart
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """``checkpoint``: a training checkpoint (``python -m training.fit.train``) for the labels'
+    hierarchy; ``height``: the network sees the image scaled to this height (its training scale,
+    ``augment.base_height``)."""
+
+    checkpoint: str = ""
+    height: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.height, int) or self.height < 16:
+            raise ValueError(f"segmenter.height: expected an integer >= 16, got {self.height!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegmenterConfig:
+        reject_unknown_keys("segmenter", data, ("checkpoint", "height"))
+        checkpoint = data.get("checkpoint", "")
+        if not isinstance(checkpoint, str):
+            raise ValueError(f"segmenter.checkpoint: expected a checkpoint path, got {checkpoint!r}")
+        return cls(checkpoint, data.get("height", 512))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "height": self.height}
+
+
+def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
+    """Nodes some per-pixel or box dataset labels, directly or through a descendant."""
+    taught: set[str] = set()
+    for mapping in hierarchy.datasets.values():
+        if mapping.supervision not in TAUGHT_BY:
+            continue
+        for node in mapping.ids.values():
+            if node is not None:
+                taught.add(node)
+                taught.update(hierarchy.ancestors(node))
+    return frozenset(taught)
+
+
+def tag_constrained_labels(
+    hierarchy: Hierarchy,
+    probabilities: Mapping[str, np.ndarray],
+    tagged: Sequence[str],
+    taught: frozenset[str],
+    attention: Callable[[], np.ndarray] | None = None,
+) -> np.ndarray:
+    """``h x w`` int32 indices into ``tagged`` (``-1`` = background) from the network's per-classifier
+    probabilities (``C x h x w`` each); ``attention()`` gives ``len(tagged) x h x w`` maps, asked for
+    only when an untaught branch must be told apart (module docstring)."""
+    shape = next(iter(probabilities.values())).shape[1:]
+    names = [ROOT, *(c.name for c in hierarchy.classes)]
+    code = {n: i for i, n in enumerate(names)}
+    tag_index = {n: i for i, n in enumerate(tagged)}
+    below: dict[str, set[str]] = {n: set() for n in names}  # node -> tag nodes strictly under it
+    for t in tagged:
+        for a in [*hierarchy.ancestors(t), ROOT]:
+            below[a].add(t)
+    current = np.zeros(shape, np.int32)  # node code per pixel, starting at the root
+    labels = np.full(shape, BACKGROUND, np.int32)
+    maps: list[np.ndarray] = []  # attention, computed once if needed
+    for clf in hierarchy.classifiers:  # breadth first: a pixel reaches a classifier after its parent's
+        here = current == code[clf.node]
+        if not below[clf.node] or not here.any():
+            continue
+        branches = [k for k, c in enumerate(clf.classes) if c in tag_index or below[c]]
+        probs = probabilities[clf.name]
+        decided = probs.argmax(0)
+        on_branch = np.isin(decided, branches)
+        chosen = np.full(shape, -1, np.int64)
+        if clf.node == ROOT or clf.node in tag_index:
+            # off the tagged branches: background at the root, whatever the tags say; under a tagged
+            # node (a generic tag such as "traffic sign") that node, its label already
+            chosen[here & on_branch] = decided[here & on_branch]
+        elif all(clf.classes[k] in taught for k in branches):
+            chosen[here & on_branch] = decided[here & on_branch]
+            moved = here & ~on_branch
+            if moved.any():
+                restricted = probs[branches].argmax(0)
+                chosen[moved] = np.asarray(branches)[restricted[moved]]
+        else:
+            if not maps:
+                if attention is None:
+                    raise ValueError(f"classifier {clf.name!r}: untaught tagged classes need the attention maps")
+                maps.append(np.asarray(attention(), np.float32))
+            chosen[here] = _vote(here, clf.classes, branches, tagged, hierarchy, maps[0])
+        for k in branches:
+            child = clf.classes[k]
+            go = chosen == k
+            current[go] = code[child]
+            if child in tag_index:
+                labels[go] = tag_index[child]
+    return labels
+
+
+def _vote(
+    here: np.ndarray,
+    classes: Sequence[str],
+    branches: Sequence[int],
+    tagged: Sequence[str],
+    hierarchy: Hierarchy,
+    maps: np.ndarray,
+) -> np.ndarray:
+    """Per connected region of ``here``: the tagged branch with the highest mean attention (a branch's
+    map: the maximum over its tag nodes), as the class index per pixel of ``here``."""
+    branch_maps = []
+    for k in branches:
+        child = classes[k]
+        rows = [i for i, t in enumerate(tagged) if t == child or child in hierarchy.ancestors(t)]
+        branch_maps.append(maps[rows].max(axis=0))
+    stacked = np.stack(branch_maps)  # B x h x w
+    count, regions = cv2.connectedComponents(here.astype(np.uint8), connectivity=8)
+    flat = regions.ravel()
+    sums = np.stack([np.bincount(flat, weights=m.ravel(), minlength=count) for m in stacked])  # B x regions
+    winner = np.asarray(branches)[sums.argmax(0)]
+    return winner[regions[here]]
+
+
+class Segmenter:
+    """A trained network's per-classifier probabilities at any size (CPU, float32, eval mode)."""
+
+    def __init__(self, config: SegmenterConfig, hierarchy: Hierarchy) -> None:
+        from hiseg_ros.engines.checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(config.checkpoint)
+        if loaded.hierarchy.to_dict()["classes"] != hierarchy.to_dict()["classes"]:
+            raise ValueError(
+                f"segmenter.checkpoint {config.checkpoint}: trained for hierarchy {loaded.hierarchy.name!r}, "
+                f"whose classes differ from {hierarchy.name!r} (the labels' hierarchy)"
+            )
+        self.config = config
+        self.net = loaded.net.eval()
+        self.taught = taught_nodes(hierarchy)
+
+    @torch.inference_mode()
+    def probabilities(self, image: np.ndarray, out_size: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Softmax per classifier, ``C x H x W`` at ``out_size``, of ``image`` (RGB uint8) scaled to the
+        configured height."""
+        h, w = image.shape[:2]
+        height = self.config.height
+        width = max(16, round(w * height / h))
+        scaled = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if height < h else cv2.INTER_LINEAR)
+        x = normalize_tensor(torch.from_numpy(np.ascontiguousarray(scaled))[None], channels_last=True)
+        logits = self.net(x)
+        return {
+            name: functional.softmax(
+                functional.interpolate(v, size=out_size, mode="bilinear", align_corners=False), dim=1
+            )[0].numpy()
+            for name, v in logits.items()
+        }
