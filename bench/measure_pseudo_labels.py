@@ -104,11 +104,18 @@ def main() -> int:
     ap.add_argument("--data", default="data/synthetic/openscapes")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--hierarchy", default="config/hierarchies/iv2018.yaml")
-    ap.add_argument("--classifier", required=True)
+    ap.add_argument("--classifier", default=None, help="tag classifier checkpoint (required but with --only-segmenter)")
+    ap.add_argument(
+        "--only-segmenter",
+        action="store_true",
+        help="only the uniform and segmenter rows (the tag classifier, if given, only for untaught classes)",
+    )
     ap.add_argument("--foreground", default=None, help="learned saliency checkpoint (without: OpenCV sources only)")
     ap.add_argument("--decoder", default=None, help="attention decoder checkpoint (adds the decoder rows)")
     ap.add_argument("--segmenter", default=None, help="training checkpoint (adds the segmenter rows)")
-    ap.add_argument("--segmenter-height", type=int, default=SegmenterConfig().height, help="its input height")
+    ap.add_argument(
+        "--segmenter-height", type=int, nargs="+", default=list(SegmenterConfig().heights), help="its input height(s)"
+    )
     ap.add_argument("--region-size", type=int, default=RegionConfig().region_size, help="superpixel side, work px")
     ap.add_argument(
         "--results", default=None, help="also record the ablation in this headline JSON (docs/results/weak_labels.json)"
@@ -128,14 +135,20 @@ def main() -> int:
     indices = [i for i, s in enumerate(reader.sample_ids) if wanted is None or s in wanted][: args.limit]
     classes = [*tag_node_space(hierarchy, "openscapes"), "background"]
     bg = len(classes) - 1
-    classifier = load_classifier(args.classifier)
+    if args.classifier is None and not args.only_segmenter:
+        ap.error("--classifier is required (except with --only-segmenter)")
+    if args.only_segmenter and not args.segmenter:
+        ap.error("--only-segmenter needs --segmenter")
+    classifier = load_classifier(args.classifier) if args.classifier else None
     sources = {"learned": LearnedSaliency(load_foreground(args.foreground))} if args.foreground else {}
     sources |= {
         "spectral_residual": OpenCVSaliency("spectral_residual"),
         "fine_grained": OpenCVSaliency("fine_grained"),
     }
     decoder = load_decoder(args.decoder) if args.decoder else None
-    segmenter = Segmenter(SegmenterConfig(args.segmenter, args.segmenter_height), hierarchy) if args.segmenter else None
+    segmenter = None
+    if args.segmenter:
+        segmenter = Segmenter(SegmenterConfig(args.segmenter, tuple(args.segmenter_height)), hierarchy)
     every_tag = tuple(classes[:-1])
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
     region_cfg = RegionConfig(region_size=args.region_size)
@@ -165,18 +178,28 @@ def main() -> int:
         t = time.perf_counter()
         size = work_size((h, w), args.work_max_side)
         small = cv2.resize(sample.image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        cams = classifier.attention(small, present, size)
-        seconds["gradcam"] += time.perf_counter() - t
-        score("cam_only", cam_only_labels(cams, algo.gamma1))
+
+        def attention(small=small, present=present, size=size) -> np.ndarray:
+            if classifier is None:
+                raise ValueError("an untaught tag class needs the tag classifier's attention: give --classifier")
+            return classifier.attention(small, present, size)
+
         if segmenter is not None:
             t = time.perf_counter()
             probs = segmenter.probabilities(sample.image, size)
-            labels = tag_constrained_labels(hierarchy, probs, present, segmenter.taught, lambda cams=cams: cams)
+            labels = tag_constrained_labels(hierarchy, probs, present, segmenter.taught, attention)
             seconds["segmenter"] += time.perf_counter() - t
             score("segmenter", labels)
-            free = tag_constrained_labels(hierarchy, probs, every_tag, segmenter.taught, lambda: None)
+            free = tag_constrained_labels(hierarchy, probs, every_tag, segmenter.taught, complete=False)
             full = cv2.resize(free, (w, h), interpolation=cv2.INTER_NEAREST)
             matrices["segmenter, no tags"].update(truth, np.append(np.arange(len(every_tag)), bg)[full])
+        if args.only_segmenter:
+            print(f"\r{n_images}/{len(indices)} images", end="", file=sys.stderr, flush=True)
+            continue
+        t = time.perf_counter()
+        cams = attention()
+        seconds["gradcam"] += time.perf_counter() - t
+        score("cam_only", cam_only_labels(cams, algo.gamma1))
         if decoder is not None:
             t = time.perf_counter()
             dec = decoder.masks(small, cams)
@@ -239,7 +262,7 @@ def main() -> int:
         print(f"{name:40s} mIoU {100 * s.miou:5.1f}")
     results["ms_per_image"] = {k: round(1000 * v / max(n_images, 1), 1) for k, v in seconds.items()}
     print("ms per image:", results["ms_per_image"])
-    if not args.skip_throughput:
+    if not args.skip_throughput and not args.only_segmenter:
         for source in [s for s in ("learned", "spectral_residual") if s in sources]:
             with tempfile.TemporaryDirectory() as tmp:
                 settings = {
@@ -294,20 +317,33 @@ DECODER_STEPS = {  # measured with --decoder only
 }
 
 
+SEGMENTER_STEPS = {  # measured with --segmenter only
+    "segmenter (network + tags)": "segmenter",
+    "segmenter, no tags (network alone)": "segmenter, no tags",
+}
+NOT_FROM_TAGS = ("uniform_tiling", "segmenter, no tags (network alone)")  # no pseudo label made from the tags
+
+
 def ablation_entry(variants: dict, source: str) -> dict:
-    """``weak_labels.json`` keys of one measurement: the ablation of ``source`` (the learned saliency
-    when measured) and, as ``pseudo_label_miou``, its best pipeline that uses saliency."""
-    steps = ABLATION_STEPS | ({} if "decoder" not in variants else DECODER_STEPS)
+    """``weak_labels.json`` keys of one measurement: the rows it measured (the attention rows with
+    ``source``, the learned saliency when measured) and, as ``pseudo_label_miou``, its best pipeline
+    made from the tags."""
+    steps = {"uniform_tiling": "uniform_tiling"}
+    if "cam_only" in variants:
+        steps |= ABLATION_STEPS
+    if "decoder" in variants:
+        steps |= DECODER_STEPS
+    if "segmenter" in variants:
+        steps |= SEGMENTER_STEPS
     ablation = {step: variants[name.format(source)]["miou"] for step, name in steps.items()}
-    with_saliency = {
-        k: v for k, v in ablation.items() if k not in ("uniform_tiling", "cam_only", "decoder (no saliency)")
-    }
-    best = max(with_saliency, key=with_saliency.__getitem__)
+    from_tags = {k: v for k, v in ablation.items() if k not in NOT_FROM_TAGS}
+    best = max(from_tags, key=from_tags.__getitem__)
+    uses_saliency = "{}" in steps[best]
     return {
-        "pseudo_label_miou": with_saliency[best],
-        "pseudo_label_pipeline": f"{best} ({source} saliency)",
+        "pseudo_label_miou": from_tags[best],
+        "pseudo_label_pipeline": f"{best} ({source} saliency)" if uses_saliency else best,
         "ablation": ablation,
-        "ablation_saliency": source,
+        **({"ablation_saliency": source} if "cam_only" in variants else {}),
     }
 
 

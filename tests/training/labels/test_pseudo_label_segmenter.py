@@ -80,6 +80,9 @@ def test_decisions_for_absent_classes_move_to_the_tagged_ones(tiny: Hierarchy) -
     assert tag_constrained_labels(tiny, probs, ("bus",), taught).tolist() == [[BACKGROUND, 0, 0, BACKGROUND]]
     # the road pixel stays background whatever the tags say (the root is never re-assigned)
     assert tag_constrained_labels(tiny, probs, ("bus", "car", "sign"), taught)[0, 0] == BACKGROUND
+    # tags that need not be complete: the network's decisions alone, nothing moves
+    alone = tag_constrained_labels(tiny, probs, ("bus",), taught, complete=False)
+    assert alone.tolist() == [[BACKGROUND, BACKGROUND, 0, BACKGROUND]]
 
 
 def test_the_deepest_tag_on_the_path_labels_and_a_generic_tag_keeps_its_node(tiny: Hierarchy) -> None:
@@ -131,7 +134,7 @@ class _NoAttention:
 def test_generator_segmenter_stage_end_to_end(tiny: Hierarchy, checkpoint: Path) -> None:
     settings = {
         "stages": {"saliency": False, "erasing": False, "crf": False, "segmenter": True},
-        "segmenter": {"checkpoint": str(checkpoint), "height": 32},
+        "segmenter": {"checkpoint": str(checkpoint), "height": [32, 48]},
         "work_max_side": 48,
     }
     config = GeneratorConfig.from_dict(settings)
@@ -146,6 +149,12 @@ def test_generator_segmenter_stage_end_to_end(tiny: Hierarchy, checkpoint: Path)
     expected = tag_constrained_labels(tiny, segmenter.probabilities(image, (32, 48)), nodes, segmenter.taught)
     np.testing.assert_array_equal(labels, expected)
     assert gen(Sample("tg", "t", image, None, tags=("car",))).shape == (40, 60)
+    # multi-scale: the mean of the single-scale probabilities
+    singles = [Segmenter(SegmenterConfig(str(checkpoint), (h,)), tiny).probabilities(image, (32, 48)) for h in (32, 48)]
+    both = segmenter.probabilities(image, (32, 48))
+    for name, p in both.items():
+        np.testing.assert_allclose(p, (singles[0][name] + singles[1][name]) / 2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.sum(0), 1.0, rtol=1e-5)
     assert gen.timings["segmenter"] > 0
 
 
@@ -160,7 +169,12 @@ def test_segmenter_settings_are_validated(tiny: Hierarchy, checkpoint: Path, tmp
     with pytest.raises(ValueError, match="segmenter.size: unknown key"):
         GeneratorConfig.from_dict({"stages": off, "segmenter": {"checkpoint": "x", "size": 3}})
     with pytest.raises(ValueError, match="segmenter.height"):
-        SegmenterConfig("x", height=4)
+        SegmenterConfig("x", heights=4)
+    with pytest.raises(ValueError, match="segmenter.height"):
+        GeneratorConfig.from_dict({"stages": off, "segmenter": {"checkpoint": "x", "height": [32, "a"]}})
+    several = GeneratorConfig.from_dict({"stages": off, "segmenter": {"checkpoint": "x", "height": [32, 48]}})
+    assert several.segmenter_config.heights == (32, 48)
+    assert several.to_dict()["segmenter"] == {"checkpoint": "x", "height": [32, 48]}
     other = _hierarchy(tmp_path, TINY_YAML.replace("bus", "lorry"), "other")
     with pytest.raises(ValueError, match="classes differ"):
         Segmenter(SegmenterConfig(str(checkpoint)), other)
@@ -171,4 +185,51 @@ def test_cli_segmenter_stage() -> None:
     settings = settings_from_args(build_parser().parse_args([*argv, "--segmenter-height", "256"]))
     assert settings["stages"] == {"saliency": False, "erasing": False, "crf": False, "segmenter": True}
     config = GeneratorConfig.from_dict(settings)
-    assert config.segmenter and config.segmenter_config == SegmenterConfig(str(Path("n.pt").resolve()), 256)
+    assert config.segmenter and config.segmenter_config == SegmenterConfig(str(Path("n.pt").resolve()), (256,))
+    settings = settings_from_args(build_parser().parse_args([*argv, "--segmenter-height", "256", "384"]))
+    assert GeneratorConfig.from_dict(settings).segmenter_config.heights == (256, 384)
+
+
+class _FixedAttention:
+    """A tag classifier stand-in whose attention is fixed: bus on the right half, car on the left."""
+
+    def attention(self, image, nodes, size):
+        h, w = size
+        maps = np.zeros((len(nodes), h, w), np.float32)
+        for i, n in enumerate(nodes):
+            if n == "bus":
+                maps[i, h // 4 : 3 * h // 4, w // 2 :] = 1.0
+            elif n == "car":
+                maps[i, h // 4 : 3 * h // 4, : w // 2] = 1.0
+        return maps
+
+
+def test_untaught_attention_takes_the_attention_pipelines_labels_of_untaught_classes(
+    untaught: Hierarchy, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from training.labels.pseudo_labels.saliency import OpenCVSaliency
+
+    torch.manual_seed(1)
+    config = ModelConfig(shared_channels=16)
+    ckpt = save_checkpoint(tmp_path_factory.mktemp("seg") / "u.pt", config.build(untaught), untaught, config)
+    attention_only = {"saliency": {"source": "spectral_residual"}, "stages": {"erasing": False, "crf": False}}
+    both = attention_only | {
+        "stages": {"erasing": False, "crf": False, "segmenter": True},
+        "segmenter": {"checkpoint": str(ckpt), "height": 32, "untaught": "attention"},
+    }
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    sample = Sample("tg", "t", image, None, tags=("car", "bus"))
+    segmenter = Segmenter(GeneratorConfig.from_dict(both).segmenter_config, untaught)
+    run = {}
+    for name, settings in (("attention", attention_only), ("both", both)):
+        config = GeneratorConfig.from_dict(settings | {"work_max_side": 48})
+        gen = WeakLabelGenerator(untaught, _FixedAttention(), OpenCVSaliency(), config, segmenter=segmenter)
+        run[name] = gen.maps(sample)
+    nodes, cams, _, attended = run["attention"]
+    assert nodes == ("car", "bus") and (attended == 1).any()  # the pipeline names bus somewhere
+    probs = segmenter.probabilities(image, attended.shape)
+    network = tag_constrained_labels(untaught, probs, nodes, segmenter.taught, lambda: cams)
+    np.testing.assert_array_equal(run["both"][3], np.where(attended == 1, 1, network))  # bus (untaught) from attention
+    assert GeneratorConfig.from_dict(both).to_dict()["segmenter"]["untaught"] == "attention"
+    with pytest.raises(ValueError, match="segmenter.untaught"):
+        SegmenterConfig("x", untaught="maybe")

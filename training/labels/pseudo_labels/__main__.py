@@ -172,7 +172,10 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.segmenter_checkpoint:
         settings["segmenter"] = {**(settings.get("segmenter") or {}), "checkpoint": args.segmenter_checkpoint}
     if args.segmenter_height:
-        settings["segmenter"] = {**(settings.get("segmenter") or {}), "height": args.segmenter_height}
+        heights = args.segmenter_height[0] if len(args.segmenter_height) == 1 else args.segmenter_height
+        settings["segmenter"] = {**(settings.get("segmenter") or {}), "height": heights}
+    if args.segmenter_untaught:
+        settings["segmenter"] = {**(settings.get("segmenter") or {}), "untaught": args.segmenter_untaught}
     if args.stages is not None:
         chosen = {s.strip() for s in args.stages.split(",") if s.strip()}
         bad = chosen - set(STAGES)
@@ -284,7 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--segmenter-checkpoint", default=None, help="training checkpoint of a segmentation network (segmenter stage)"
     )
-    p.add_argument("--segmenter-height", type=int, default=None, help="segmenter input height (its training scale)")
+    p.add_argument(
+        "--segmenter-height",
+        type=int,
+        nargs="+",
+        default=None,
+        help="segmenter input height(s): its training scale; several = multi-scale (probabilities averaged)",
+    )
+    p.add_argument(
+        "--segmenter-untaught",
+        choices=("vote", "attention"),
+        default=None,
+        help="classes no per-pixel set teaches: attention vote in the network's regions (default), or the "
+        "attention pipeline's labels (with its stages on)",
+    )
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} ('' = CAM only)")
     p.add_argument("--regions", choices=REGION_MODES, default=None, help="regions stage mode (default maps)")
     p.add_argument("--nodes", default=None, help="comma-separated: label only these nodes (others void)")

@@ -93,9 +93,12 @@ class GeneratorConfig:
     keeps the Grad-CAM map for nodes the decoder was not trained on (it does not transfer well to
     classes unlike the ones it saw).
     ``segmenter`` (off by default): a trained segmentation network (``segmenter_config``) decides
-    where, the tags what (:mod:`~training.labels.pseudo_labels.segmenter`); it replaces Algorithm 1
-    and what follows it (``saliency``, ``erasing``, ``crf``, ``regions``, ``decoder`` must be off),
-    keeps the tag classifier for the classes no per-pixel set teaches, and writes hard labels.
+    where, the tags what (:mod:`~training.labels.pseudo_labels.segmenter`), and writes hard labels.
+    The classes no per-pixel set teaches: ``segmenter_config.untaught="vote"`` (default) splits the
+    network's region of their parent by the tag classifier's attention, one vote per connected
+    region (the attention stages must then be off); ``"attention"`` runs the attention pipeline as
+    configured and takes its labels wherever it names such a class (it also finds objects the
+    network's root misses, a tram it calls building), the network's everywhere else.
     ``nodes`` (default: all): label only these nodes; pixels of the image's other tag classes become
     void, so a tag set teaches only what the per-pixel sets cannot (their classes keep per-pixel
     targets alone instead of also getting noisy pseudo labels).
@@ -141,8 +144,11 @@ class GeneratorConfig:
             raise ValueError("stages.decoder: needs decoder.checkpoint (train one with `train-decoder`)")
         if self.segmenter:
             on = [s for s in ("saliency", "erasing", "crf", "regions", "decoder") if getattr(self, s)]
-            if on:
-                raise ValueError(f"stages.segmenter: replaces Algorithm 1 and what follows it; turn off {on}")
+            if on and self.segmenter_config.untaught == "vote":
+                raise ValueError(
+                    f"stages.segmenter: with segmenter.untaught 'vote' it replaces Algorithm 1 and what follows "
+                    f"it; turn off {on} (or set segmenter.untaught: attention)"
+                )
             if not self.segmenter_config.checkpoint:
                 raise ValueError("stages.segmenter: needs segmenter.checkpoint (a training checkpoint)")
             if self.output != "hard":
@@ -298,8 +304,23 @@ class WeakLabelGenerator:
         t = self._tick("resize", t)
         if not nodes:
             return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
-        if self.config.segmenter:
+        if self.config.segmenter and self.config.segmenter_config.untaught == "vote":
             return self._segmenter_maps(image, small, nodes, size, t)
+        found = self._attention_maps(small, nodes, size, t)
+        if not self.config.segmenter:
+            return found
+        # segmenter.untaught "attention": the network's labels, but the attention pipeline's where it
+        # names a class no per-pixel set teaches
+        _, cams, sal, attended = found
+        _, _, _, labels = self._segmenter_maps(image, small, nodes, size, time.perf_counter(), cams)
+        assert self.segmenter is not None
+        untaught = [i for i, n in enumerate(nodes) if n not in self.segmenter.taught]
+        return nodes, cams, sal, np.where(np.isin(attended, untaught), attended, labels)
+
+    def _attention_maps(
+        self, small: np.ndarray, nodes: tuple[str, ...], size: tuple[int, int], t: float
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None, np.ndarray]:
+        """The attention pipeline: Grad-CAM (+ decoder) -> (+ regions) -> (saliency, erasing) -> Algorithm 1 / CRF."""
         cams = self.classifier.attention(small, nodes, size)
         t = self._tick("gradcam", t)
         if self.config.decoder:  # the class masks the decoder draws from the attention replace it
@@ -339,18 +360,25 @@ class WeakLabelGenerator:
         return nodes, cams, sal, self._per_region(labels, cams, regions, t)
 
     def _segmenter_maps(
-        self, image: np.ndarray, small: np.ndarray, nodes: tuple[str, ...], size: tuple[int, int], t: float
+        self,
+        image: np.ndarray,
+        small: np.ndarray,
+        nodes: tuple[str, ...],
+        size: tuple[int, int],
+        t: float,
+        cams: np.ndarray | None = None,
     ) -> tuple[tuple[str, ...], np.ndarray, None, np.ndarray]:
         """The ``segmenter`` stage: the network's decisions constrained by the tags, the tag
-        classifier's attention only where an untaught class must be told apart (returned as the
-        attention; zeros when it was not needed)."""
+        classifier's attention (``cams`` when already computed) only where an untaught class must be
+        told apart (returned as the attention; zeros when it was not needed)."""
         assert self.segmenter is not None
         probabilities = self.segmenter.probabilities(image, size)
         t = self._tick("segmenter", t)
-        asked: list[np.ndarray] = []
+        asked: list[np.ndarray] = [] if cams is None else [cams]
 
         def attention() -> np.ndarray:
-            asked.append(self.classifier.attention(small, nodes, size))
+            if not asked:
+                asked.append(self.classifier.attention(small, nodes, size))
             return asked[0]
 
         labels = tag_constrained_labels(self.hierarchy, probabilities, nodes, self.segmenter.taught, attention)

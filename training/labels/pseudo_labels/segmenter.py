@@ -43,31 +43,43 @@ from training.config_schema import reject_unknown_keys
 
 BACKGROUND = -1
 TAUGHT_BY = ("pixel", "boxes")  # supervisions whose labels teach the network to tell classes apart
+UNTAUGHT = ("vote", "attention")  # segmenter.untaught
 
 
 @dataclass(frozen=True)
 class SegmenterConfig:
     """``checkpoint``: a training checkpoint (``python -m training.fit.train``) for the labels'
-    hierarchy; ``height``: the network sees the image scaled to this height (its training scale,
-    ``augment.base_height``)."""
+    hierarchy; ``heights``: the network sees the image scaled to each of these heights (around its
+    training scale, ``augment.base_height``) and the probabilities are averaged (multi-scale
+    inference: small objects gain from the larger scales, large ones from the smaller)."""
 
     checkpoint: str = ""
-    height: int = 512
+    heights: tuple[int, ...] = (512,)
+    untaught: str = "vote"  # classes no per-pixel set teaches: "vote" | "attention" (GeneratorConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.height, int) or self.height < 16:
-            raise ValueError(f"segmenter.height: expected an integer >= 16, got {self.height!r}")
+        heights = (self.heights,) if isinstance(self.heights, int) else tuple(self.heights)
+        if not heights or not all(isinstance(h, int) and h >= 16 for h in heights):
+            raise ValueError(f"segmenter.height: expected an integer >= 16 or a list of them, got {self.heights!r}")
+        object.__setattr__(self, "heights", heights)
+        if self.untaught not in UNTAUGHT:
+            raise ValueError(f"segmenter.untaught: expected one of {list(UNTAUGHT)}, got {self.untaught!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SegmenterConfig:
-        reject_unknown_keys("segmenter", data, ("checkpoint", "height"))
+        reject_unknown_keys("segmenter", data, ("checkpoint", "height", "untaught"))
         checkpoint = data.get("checkpoint", "")
         if not isinstance(checkpoint, str):
             raise ValueError(f"segmenter.checkpoint: expected a checkpoint path, got {checkpoint!r}")
-        return cls(checkpoint, data.get("height", 512))
+        height = data.get("height", 512)
+        heights = tuple(height) if isinstance(height, list | tuple) else height
+        return cls(checkpoint, heights, data.get("untaught", "vote"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "height": self.height}
+        """JSON-ready (``untaught`` only when not the default, so older label folders resume)."""
+        height = self.heights[0] if len(self.heights) == 1 else list(self.heights)
+        extra = {} if self.untaught == "vote" else {"untaught": self.untaught}
+        return {"checkpoint": self.checkpoint, "height": height, **extra}
 
 
 def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
@@ -89,10 +101,13 @@ def tag_constrained_labels(
     tagged: Sequence[str],
     taught: frozenset[str],
     attention: Callable[[], np.ndarray] | None = None,
+    complete: bool = True,
 ) -> np.ndarray:
     """``h x w`` int32 indices into ``tagged`` (``-1`` = background) from the network's per-classifier
     probabilities (``C x h x w`` each); ``attention()`` gives ``len(tagged) x h x w`` maps, asked for
-    only when an untaught branch must be told apart (module docstring)."""
+    only when an untaught branch must be told apart (module docstring). ``complete=False``: the
+    tags need not name every class present, so nothing is re-assigned: the network's decisions,
+    labelled with the deepest tag node on their path (what the network says alone)."""
     shape = next(iter(probabilities.values())).shape[1:]
     names = [ROOT, *(c.name for c in hierarchy.classes)]
     code = {n: i for i, n in enumerate(names)}
@@ -113,7 +128,7 @@ def tag_constrained_labels(
         decided = probs.argmax(0)
         on_branch = np.isin(decided, branches)
         chosen = np.full(shape, -1, np.int64)
-        if clf.node == ROOT or clf.node in tag_index:
+        if clf.node == ROOT or clf.node in tag_index or not complete:
             # off the tagged branches: background at the root, whatever the tags say; under a tagged
             # node (a generic tag such as "traffic sign") that node, its label already
             chosen[here & on_branch] = decided[here & on_branch]
@@ -179,17 +194,17 @@ class Segmenter:
 
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray, out_size: tuple[int, int]) -> dict[str, np.ndarray]:
-        """Softmax per classifier, ``C x H x W`` at ``out_size``, of ``image`` (RGB uint8) scaled to the
-        configured height."""
-        h, w = image.shape[:2]
-        height = self.config.height
-        width = max(16, round(w * height / h))
-        scaled = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if height < h else cv2.INTER_LINEAR)
-        x = normalize_tensor(torch.from_numpy(np.ascontiguousarray(scaled))[None], channels_last=True)
-        logits = self.net(x)
-        return {
-            name: functional.softmax(
-                functional.interpolate(v, size=out_size, mode="bilinear", align_corners=False), dim=1
-            )[0].numpy()
-            for name, v in logits.items()
-        }
+        """Softmax per classifier, ``C x H x W`` at ``out_size``, of ``image`` (RGB uint8), averaged over
+        the configured heights."""
+        total: dict[str, torch.Tensor] = {}
+        for height in self.config.heights:
+            h, w = image.shape[:2]
+            width = max(16, round(w * height / h))
+            resample = cv2.INTER_AREA if height < h else cv2.INTER_LINEAR
+            scaled = cv2.resize(image, (width, height), interpolation=resample)
+            x = normalize_tensor(torch.from_numpy(np.ascontiguousarray(scaled))[None], channels_last=True)
+            for name, v in self.net(x).items():
+                up = functional.interpolate(v, size=out_size, mode="bilinear", align_corners=False)
+                p = functional.softmax(up, dim=1)[0]
+                total[name] = p if name not in total else total[name] + p
+        return {name: (p / len(self.config.heights)).numpy() for name, p in total.items()}
