@@ -6,6 +6,9 @@ the targets it gives (an inner-node per-pixel label teaches the root only), and 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,3 +98,43 @@ def test_training_configs_inherit_the_default_recipe() -> None:
             default.schedule,
         )
         assert [d.crops for d in config.datasets[:2]] == [d.crops for d in default.datasets[:2]]
+
+
+def _run(seed: int, weak: float, human: float) -> dict:
+    scores = {
+        "tags": {
+            "weak_only_miou": weak,
+            "leaf_miou": 0.2,
+            "classifiers": {"root": 0.3, "human": human, "vehicle": 0.1},
+        },
+        "cityscapes": {"weak_only_miou": weak / 2, "leaf_miou": 0.2, "classifiers": {"root": 0.3, "human": 0.5}},
+    }
+    return {"pseudo": {"scores": scores, "seed": seed}, "uniform": {"scores": scores, "seed": seed}}
+
+
+def test_seed_summary_means_and_spreads_over_runs(tmp_path: Path) -> None:
+    from training.jobs.weak_only_seeds import main, markdown, summarise
+
+    runs = [_run(0, 0.30, 0.60), _run(1, 0.20, 0.70), _run(2, 0.10, 0.65)]
+    runs[2].pop("uniform")  # only the arms every run has
+    summary = summarise(runs)
+    assert summary["seeds"] == [0, 1, 2] and set(summary) == {"seeds", "pseudo"}
+    weak = summary["pseudo"]["truck / bus / train, tag set"]
+    assert weak == {"values": [30.0, 20.0, 10.0], "mean": 20.0, "std": 10.0}
+    assert summary["pseudo"]["human, tag set"]["mean"] == 65.0
+    assert summary["pseudo"]["vehicle, tag set"]["values"] == [10.0, 10.0, 10.0]
+    assert summary["pseudo"]["root, Cityscapes"]["std"] == 0.0
+    table = markdown(summary)
+    assert "| pseudo | 20.0 +- 10.0 (30.0, 20.0, 10.0) | 10.0 +- 5.0 |" in table
+    folders = []
+    for i, run in enumerate(runs):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(run))
+        folders.append(str(folder))
+    results = tmp_path / "weak_labels.json"
+    assert main([*folders, "--results", str(results), "--key", "seeds_x"]) == 0
+    doc = json.loads(results.read_text())
+    assert doc["seeds_x"]["pseudo"]["truck / bus / train, tag set"]["mean"] == 20.0
+    assert any(c.startswith("python -m training.jobs.weak_only_seeds") for c in doc["commands"])
+    assert main([str(tmp_path / "missing")]) == 2

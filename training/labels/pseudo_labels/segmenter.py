@@ -16,8 +16,9 @@ decision rule does (:func:`tag_constrained_labels`):
   pixel of an image tagged only "bus" is a bus), by the network's probabilities when every tagged
   branch is taught, else by the tag classifier's attention, one vote per connected region (the
   network never saw those classes, so its choice among them means nothing);
-* under a node that is itself tagged (a generic tag beside a specific one: "traffic sign" and
-  "stop sign"), a decision off the tagged branches keeps that node;
+* a pixel already labelled by a tagged node above (a generic tag beside a specific one: "traffic
+  sign" and "stop sign") keeps that label when its decision leaves the tagged branches: the generic
+  tag covers the signs that are not stop signs;
 * a pixel's label is the deepest tag node its walk passed through.
 
 For classes every per-pixel set labels, the labels are the network's own decisions with the absent
@@ -128,13 +129,13 @@ def tag_constrained_labels(
         decided = probs.argmax(0)
         on_branch = np.isin(decided, branches)
         chosen = np.full(shape, -1, np.int64)
-        if clf.node == ROOT or clf.node in tag_index or not complete:
-            # off the tagged branches: background at the root, whatever the tags say; under a tagged
-            # node (a generic tag such as "traffic sign") that node, its label already
+        if clf.node == ROOT or not complete:  # off the tagged branches: background at the root
             chosen[here & on_branch] = decided[here & on_branch]
         elif all(clf.classes[k] in taught for k in branches):
             chosen[here & on_branch] = decided[here & on_branch]
-            moved = here & ~on_branch
+            # off the tagged branches: re-assigned, unless a tagged node above already labels the
+            # pixel (a generic tag such as "traffic sign" covers the signs that are not stop signs)
+            moved = here & ~on_branch & (labels == BACKGROUND)
             if moved.any():
                 restricted = probs[branches].argmax(0)
                 chosen[moved] = np.asarray(branches)[restricted[moved]]
