@@ -205,8 +205,7 @@ def generate_labels(
         if path and not Path(path).is_file():
             raise ValueError(f"{what}: {path} does not exist")
     hierarchy = load_hierarchy(hierarchy_path)
-    if config.classifier:
-        load_tag_classifier(config, hierarchy, dataset)  # outputs vs hierarchy nodes: fail here, not in every worker
+    load_tag_classifier(config, hierarchy, dataset)  # outputs vs hierarchy nodes: fail here, not in every worker
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "dataset": dataset,

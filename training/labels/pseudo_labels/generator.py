@@ -238,10 +238,41 @@ def work_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     return (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
+@dataclass(frozen=True)
+class NoTagClassifier:
+    """Stands in for the tag classifier when the ``segmenter`` stage needs none: every tag class is
+    taught by a per-pixel or box set (:func:`check_classifier_needed` made sure of it)."""
+
+    def attention(self, image: np.ndarray, nodes: Any, out_size: tuple[int, int]) -> np.ndarray:
+        raise ValueError(f"attention for {list(nodes)} needs a tag classifier (give --classifier)")
+
+
+def check_classifier_needed(config: GeneratorConfig, hierarchy: Hierarchy, dataset: str) -> None:
+    """Without ``classifier``, only the ``segmenter`` stage works, and only if no tag class of
+    ``dataset`` is untaught (those need the attention); ValueError naming them otherwise."""
+    if config.classifier:
+        return
+    if not config.segmenter:
+        raise ValueError("classifier: a tag classifier checkpoint is needed (train one with `train-classifier`)")
+    from training.labels.pseudo_labels.classifier import tag_node_space
+    from training.labels.pseudo_labels.segmenter import taught_nodes
+
+    untaught = [n for n in tag_node_space(hierarchy, dataset) if n not in taught_nodes(hierarchy)]
+    if untaught or config.segmenter_config.untaught == "attention":
+        raise ValueError(
+            f"classifier: the segmenter stage needs the tag classifier for {untaught or 'its attention stages'} "
+            "(no per-pixel or box set teaches them); give --classifier"
+        )
+
+
 def load_tag_classifier(
     config: GeneratorConfig, hierarchy: Hierarchy, dataset: str
-) -> TagClassifier | RetargetedClassifier:
-    """The configured tag classifier, answering for ``hierarchy``'s nodes (ValueError if it cannot)."""
+) -> TagClassifier | RetargetedClassifier | NoTagClassifier:
+    """The configured tag classifier, answering for ``hierarchy``'s nodes (ValueError if it cannot);
+    :class:`NoTagClassifier` when none is configured and none is needed."""
+    check_classifier_needed(config, hierarchy, dataset)
+    if not config.classifier:
+        return NoTagClassifier()
     classifier = load_classifier(config.classifier)
     tags = None
     if config.classifier_hierarchy is not None:
@@ -254,7 +285,7 @@ class WeakLabelGenerator:
     """On-the-fly Xu et al. pseudo labels; ``timings`` accumulates seconds per stage."""
 
     hierarchy: Hierarchy
-    classifier: TagClassifier | RetargetedClassifier
+    classifier: TagClassifier | RetargetedClassifier | NoTagClassifier
     saliency: SaliencySource | None
     config: GeneratorConfig = field(default_factory=GeneratorConfig)
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
