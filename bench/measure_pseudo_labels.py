@@ -62,7 +62,12 @@ from training.labels.pseudo_labels.regions import (  # noqa: E402
     superpixels,
 )
 from training.labels.pseudo_labels.saliency import LearnedSaliency, OpenCVSaliency, load_foreground  # noqa: E402
-from training.labels.pseudo_labels.segmenter import Segmenter, SegmenterConfig, tag_constrained_labels  # noqa: E402
+from training.labels.pseudo_labels.segmenter import (  # noqa: E402
+    Segmenter,
+    SegmenterConfig,
+    tag_constrained_labels,
+    taggable_nodes,
+)
 from training.labels.tags import tag_nodes  # noqa: E402
 
 DECODER_THRESHOLD = 0.5  # a decoder mask is a probability: "the class is here" above one half
@@ -150,6 +155,7 @@ def main() -> int:
     if args.segmenter:
         segmenter = Segmenter(SegmenterConfig(args.segmenter, tuple(args.segmenter_height)), hierarchy)
     every_tag = tuple(classes[:-1])
+    taggable = taggable_nodes(hierarchy, "openscapes")
     algo, erasing, crf_cfg = Algorithm1Config(), ErasingConfig(), CRFConfig()
     region_cfg = RegionConfig(region_size=args.region_size)
     diffusion_cfg = RegionConfig(mode="diffusion", region_size=args.region_size)
@@ -187,7 +193,7 @@ def main() -> int:
         if segmenter is not None:
             t = time.perf_counter()
             probs = segmenter.probabilities(sample.image, size)
-            labels = tag_constrained_labels(hierarchy, probs, present, segmenter.taught, attention)
+            labels = tag_constrained_labels(hierarchy, probs, present, segmenter.taught, attention, taggable=taggable)
             seconds["segmenter"] += time.perf_counter() - t
             score("segmenter", labels)
             free = tag_constrained_labels(hierarchy, probs, every_tag, segmenter.taught, complete=False)

@@ -25,6 +25,7 @@ from training.labels.pseudo_labels.segmenter import (
     Segmenter,
     SegmenterConfig,
     tag_constrained_labels,
+    taggable_nodes,
     taught_nodes,
 )
 
@@ -80,6 +81,10 @@ def test_decisions_for_absent_classes_move_to_the_tagged_ones(tiny: Hierarchy) -
     assert tag_constrained_labels(tiny, probs, ("bus",), taught).tolist() == [[BACKGROUND, 0, 0, BACKGROUND]]
     # the road pixel stays background whatever the tags say (the root is never re-assigned)
     assert tag_constrained_labels(tiny, probs, ("bus", "car", "sign"), taught)[0, 0] == BACKGROUND
+    # a class the tag vocabulary cannot name is not moved: its missing tag says nothing
+    assert tag_constrained_labels(tiny, probs, ("bus",), taught, taggable=frozenset({"vehicle", "bus"})).tolist() == [
+        [BACKGROUND, BACKGROUND, 0, BACKGROUND]
+    ]
     # tags that need not be complete: the network's decisions alone, nothing moves
     alone = tag_constrained_labels(tiny, probs, ("bus",), taught, complete=False)
     assert alone.tolist() == [[BACKGROUND, BACKGROUND, 0, BACKGROUND]]
@@ -146,7 +151,10 @@ def test_generator_segmenter_stage_end_to_end(tiny: Hierarchy, checkpoint: Path)
     assert set(nodes) == {"car", "stop"} and sal is None and labels.shape == (32, 48)
     assert cams.shape == (2, 32, 48) and not cams.any()  # attention not needed
     # exactly the rule applied to the network's probabilities at the work size
-    expected = tag_constrained_labels(tiny, segmenter.probabilities(image, (32, 48)), nodes, segmenter.taught)
+    taggable = taggable_nodes(tiny, "tg")
+    assert {"stop", "front", "sign", "car", "vehicle"} <= taggable and "back" not in taggable
+    probs = segmenter.probabilities(image, (32, 48))
+    expected = tag_constrained_labels(tiny, probs, nodes, segmenter.taught, taggable=taggable)
     np.testing.assert_array_equal(labels, expected)
     assert gen(Sample("tg", "t", image, None, tags=("car",))).shape == (40, 60)
     # multi-scale: the mean of the single-scale probabilities
@@ -228,7 +236,8 @@ def test_untaught_attention_takes_the_attention_pipelines_labels_of_untaught_cla
     nodes, cams, _, attended = run["attention"]
     assert nodes == ("car", "bus") and (attended == 1).any()  # the pipeline names bus somewhere
     probs = segmenter.probabilities(image, attended.shape)
-    network = tag_constrained_labels(untaught, probs, nodes, segmenter.taught, lambda: cams)
+    taggable = taggable_nodes(untaught, "tg")
+    network = tag_constrained_labels(untaught, probs, nodes, segmenter.taught, lambda: cams, taggable=taggable)
     np.testing.assert_array_equal(run["both"][3], np.where(attended == 1, 1, network))  # bus (untaught) from attention
     assert GeneratorConfig.from_dict(both).to_dict()["segmenter"]["untaught"] == "attention"
     with pytest.raises(ValueError, match="segmenter.untaught"):

@@ -55,7 +55,12 @@ from training.labels.pseudo_labels.regions import (
     superpixels,
 )
 from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
-from training.labels.pseudo_labels.segmenter import Segmenter, SegmenterConfig, tag_constrained_labels
+from training.labels.pseudo_labels.segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    tag_constrained_labels,
+    taggable_nodes,
+)
 from training.labels.pseudo_labels.stages import STAGES
 from training.labels.tags import tag_nodes
 
@@ -336,14 +341,14 @@ class WeakLabelGenerator:
         if not nodes:
             return nodes, np.zeros((0, *size), np.float32), None, np.full(size, BACKGROUND, np.int32)
         if self.config.segmenter and self.config.segmenter_config.untaught == "vote":
-            return self._segmenter_maps(image, small, nodes, size, t)
+            return self._segmenter_maps(sample.dataset, image, small, nodes, size, t)
         found = self._attention_maps(small, nodes, size, t)
         if not self.config.segmenter:
             return found
         # segmenter.untaught "attention": the network's labels, but the attention pipeline's where it
         # names a class no per-pixel set teaches
         _, cams, sal, attended = found
-        _, _, _, labels = self._segmenter_maps(image, small, nodes, size, time.perf_counter(), cams)
+        _, _, _, labels = self._segmenter_maps(sample.dataset, image, small, nodes, size, time.perf_counter(), cams)
         assert self.segmenter is not None
         untaught = [i for i, n in enumerate(nodes) if n not in self.segmenter.taught]
         return nodes, cams, sal, np.where(np.isin(attended, untaught), attended, labels)
@@ -392,6 +397,7 @@ class WeakLabelGenerator:
 
     def _segmenter_maps(
         self,
+        dataset: str,
         image: np.ndarray,
         small: np.ndarray,
         nodes: tuple[str, ...],
@@ -412,7 +418,10 @@ class WeakLabelGenerator:
                 asked.append(self.classifier.attention(small, nodes, size))
             return asked[0]
 
-        labels = tag_constrained_labels(self.hierarchy, probabilities, nodes, self.segmenter.taught, attention)
+        taggable = taggable_nodes(self.hierarchy, dataset)
+        labels = tag_constrained_labels(
+            self.hierarchy, probabilities, nodes, self.segmenter.taught, attention, taggable=taggable
+        )
         self._tick("segmenter", t)
         cams = asked[0] if asked else np.zeros((len(nodes), *size), np.float32)
         return nodes, cams, None, labels

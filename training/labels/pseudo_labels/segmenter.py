@@ -16,6 +16,8 @@ decision rule does (:func:`tag_constrained_labels`):
   pixel of an image tagged only "bus" is a bus), by the network's probabilities when every tagged
   branch is taught, else by the tag classifier's attention, one vote per connected region (the
   network never saw those classes, so its choice among them means nothing);
+* only decisions for classes the tag vocabulary can name are moved: a rider where the tags know
+  only "person" stays unlabelled, since its missing tag says nothing;
 * a pixel already labelled by a tagged node above (a generic tag beside a specific one: "traffic
   sign" and "stop sign") keeps that label when its decision leaves the tagged branches: the generic
   tag covers the signs that are not stop signs;
@@ -96,6 +98,14 @@ def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
     return frozenset(taught)
 
 
+def taggable_nodes(hierarchy: Hierarchy, dataset: str) -> frozenset[str]:
+    """The nodes ``dataset``'s tags can name, with their ancestors."""
+    from training.labels.pseudo_labels.classifier import tag_node_space
+
+    named = set(tag_node_space(hierarchy, dataset))
+    return frozenset(named | {a for n in named for a in hierarchy.ancestors(n)})
+
+
 def tag_constrained_labels(
     hierarchy: Hierarchy,
     probabilities: Mapping[str, np.ndarray],
@@ -103,12 +113,16 @@ def tag_constrained_labels(
     taught: frozenset[str],
     attention: Callable[[], np.ndarray] | None = None,
     complete: bool = True,
+    taggable: frozenset[str] | None = None,
 ) -> np.ndarray:
     """``h x w`` int32 indices into ``tagged`` (``-1`` = background) from the network's per-classifier
     probabilities (``C x h x w`` each); ``attention()`` gives ``len(tagged) x h x w`` maps, asked for
     only when an untaught branch must be told apart (module docstring). ``complete=False``: the
     tags need not name every class present, so nothing is re-assigned: the network's decisions,
-    labelled with the deepest tag node on their path (what the network says alone)."""
+    labelled with the deepest tag node on their path (what the network says alone). ``taggable``:
+    the nodes the dataset's tags can name (with their ancestors; None: all): a decision for a class
+    the tag vocabulary cannot name (a rider, where the tags know only "person") is not re-assigned,
+    since its missing tag says nothing."""
     shape = next(iter(probabilities.values())).shape[1:]
     names = [ROOT, *(c.name for c in hierarchy.classes)]
     code = {n: i for i, n in enumerate(names)}
@@ -136,6 +150,9 @@ def tag_constrained_labels(
             # off the tagged branches: re-assigned, unless a tagged node above already labels the
             # pixel (a generic tag such as "traffic sign" covers the signs that are not stop signs)
             moved = here & ~on_branch & (labels == BACKGROUND)
+            if taggable is not None:
+                nameable = [k for k, c in enumerate(clf.classes) if c in taggable]
+                moved &= np.isin(decided, nameable)
             if moved.any():
                 restricted = probs[branches].argmax(0)
                 chosen[moved] = np.asarray(branches)[restricted[moved]]
