@@ -109,6 +109,14 @@ class _Term:
         self.count = self.count + count
         self.mass = self.mass + (count if mass is None else mass)
 
+    def add_pixels(self, per_pixel: torch.Tensor, count: torch.Tensor, weight: torch.Tensor | None) -> None:
+        """The dense form's per-pixel losses (0 where not counted), their count and, with class
+        weights, each pixel's weight (0 where not counted)."""
+        if weight is None:
+            self.add(per_pixel.sum(), count)
+        else:
+            self.add((weight * per_pixel).sum(), count, weight.sum())
+
     def mean(self) -> torch.Tensor | None:
         """The average; in the dense form an empty set has total 0 and mass 0, and adds exactly 0."""
         if self.total is None:
@@ -334,11 +342,7 @@ def _hard_ce(
         chosen = torch.where(mask, target, 0)  # masked-out pixels may hold IGNORE
         keep = mask.to(logp.dtype)
         per_pixel = -logp.gather(1, chosen[:, None])[:, 0] * keep
-        if weights is None:
-            term.add(per_pixel.sum(), keep.sum())
-            return
-        w = weights[chosen] * keep
-        term.add((w * per_pixel).sum(), keep.sum(), w.sum())
+        term.add_pixels(per_pixel, keep.sum(), None if weights is None else weights[chosen] * keep)
         return
     count = int(mask.sum())
     if not count:
@@ -367,11 +371,8 @@ def _soft_ce(
         keep = mask.to(logp.dtype)
         q = table[torch.where(mask, index, 0)] * keep[..., None]  # B x H x W x C, 0 where not counted
         per_pixel = -(q * logp.permute(0, 2, 3, 1)).sum(-1)
-        if weights is None:
-            term.add(per_pixel.sum(), keep.sum())
-            return
-        w = (q @ weights) / q.sum(-1).clamp(min=1e-12)
-        term.add((w * per_pixel).sum(), keep.sum(), w.sum())
+        weight = None if weights is None else (q @ weights) / q.sum(-1).clamp(min=1e-12)  # 0 where not counted
+        term.add_pixels(per_pixel, keep.sum(), weight)
         return
     count = int(mask.sum())
     if not count:

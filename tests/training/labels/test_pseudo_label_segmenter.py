@@ -247,16 +247,17 @@ def test_untaught_attention_takes_the_attention_pipelines_labels_of_untaught_cla
 def test_generate_with_the_segmenter_needs_a_tag_classifier_only_for_untaught_classes(
     tiny: Hierarchy, checkpoint: Path, tmp_path: Path
 ) -> None:
-    from training.labels.pseudo_labels.generator import check_classifier_needed, load_tag_classifier
+    from training.labels.pseudo_labels.generator import load_tag_classifier
+    from training.labels.pseudo_labels.segmenter import check_classifier_needed
 
     off = {"saliency": False, "erasing": False, "crf": False, "segmenter": True}
     config = GeneratorConfig.from_dict({"stages": off, "segmenter": {"checkpoint": str(checkpoint)}})
-    check_classifier_needed(config, tiny, "tg")  # every tiny tag class is taught: none needed
+    check_classifier_needed("", config.segmenter_config, tiny, "tg")  # every tiny tag class is taught: none needed
     stand_in = load_tag_classifier(config, tiny, "tg")
     with pytest.raises(ValueError, match="needs a tag classifier"):
         stand_in.attention(np.zeros((4, 4, 3), np.uint8), ("car",), (4, 4))
     untaught = _hierarchy(tmp_path, TINY_YAML.replace("4: null, 5: bus}", "4: null}"), "tiny")
     with pytest.raises(ValueError, match=r"for \['bus'\]"):
-        check_classifier_needed(config, untaught, "tg")
+        check_classifier_needed("", config.segmenter_config, untaught, "tg")
     with pytest.raises(ValueError, match="tag classifier checkpoint is needed"):
-        check_classifier_needed(GeneratorConfig(), tiny, "tg")
+        check_classifier_needed("", None, tiny, "tg")

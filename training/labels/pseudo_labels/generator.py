@@ -56,8 +56,10 @@ from training.labels.pseudo_labels.regions import (
 )
 from training.labels.pseudo_labels.saliency import SALIENCY_SOURCES, SaliencySource
 from training.labels.pseudo_labels.segmenter import (
+    NoTagClassifier,
     Segmenter,
     SegmenterConfig,
+    check_classifier_needed,
     tag_constrained_labels,
     taggable_nodes,
 )
@@ -97,13 +99,11 @@ class GeneratorConfig:
     and its mask probabilities replace them for every later step; ``decoder_unseen="attention"``
     keeps the Grad-CAM map for nodes the decoder was not trained on (it does not transfer well to
     classes unlike the ones it saw).
-    ``segmenter`` (off by default): a trained segmentation network (``segmenter_config``) decides
-    where, the tags what (:mod:`~training.labels.pseudo_labels.segmenter`), and writes hard labels.
-    The classes no per-pixel set teaches: ``segmenter_config.untaught="vote"`` (default) splits the
-    network's region of their parent by the tag classifier's attention, one vote per connected
-    region (the attention stages must then be off); ``"attention"`` runs the attention pipeline as
-    configured and takes its labels wherever it names such a class (it also finds objects the
-    network's root misses, a tram it calls building), the network's everywhere else.
+    ``segmenter`` (off by default): a trained network (``segmenter_config``) says where, the tags what
+    (:mod:`~training.labels.pseudo_labels.segmenter`); hard labels. Classes no per-pixel set teaches:
+    ``untaught="vote"`` (default; the attention stages off) splits the network's region of their
+    parent by attention, ``"attention"`` takes the attention pipeline's labels wherever it names one
+    (it also finds objects the network's root misses, a tram it calls building).
     ``nodes`` (default: all): label only these nodes; pixels of the image's other tag classes become
     void, so a tag set teaches only what the per-pixel sets cannot (their classes keep per-pixel
     targets alone instead of also getting noisy pseudo labels).
@@ -243,39 +243,13 @@ def work_size(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
     return (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
-@dataclass(frozen=True)
-class NoTagClassifier:
-    """Stands in for the tag classifier when the ``segmenter`` stage needs none: every tag class is
-    taught by a per-pixel or box set (:func:`check_classifier_needed` made sure of it)."""
-
-    def attention(self, image: np.ndarray, nodes: Any, out_size: tuple[int, int]) -> np.ndarray:
-        raise ValueError(f"attention for {list(nodes)} needs a tag classifier (give --classifier)")
-
-
-def check_classifier_needed(config: GeneratorConfig, hierarchy: Hierarchy, dataset: str) -> None:
-    """Without ``classifier``, only the ``segmenter`` stage works, and only if no tag class of
-    ``dataset`` is untaught (those need the attention); ValueError naming them otherwise."""
-    if config.classifier:
-        return
-    if not config.segmenter:
-        raise ValueError("classifier: a tag classifier checkpoint is needed (train one with `train-classifier`)")
-    from training.labels.pseudo_labels.classifier import tag_node_space
-    from training.labels.pseudo_labels.segmenter import taught_nodes
-
-    untaught = [n for n in tag_node_space(hierarchy, dataset) if n not in taught_nodes(hierarchy)]
-    if untaught or config.segmenter_config.untaught == "attention":
-        raise ValueError(
-            f"classifier: the segmenter stage needs the tag classifier for {untaught or 'its attention stages'} "
-            "(no per-pixel or box set teaches them); give --classifier"
-        )
-
-
 def load_tag_classifier(
     config: GeneratorConfig, hierarchy: Hierarchy, dataset: str
 ) -> TagClassifier | RetargetedClassifier | NoTagClassifier:
     """The configured tag classifier, answering for ``hierarchy``'s nodes (ValueError if it cannot);
     :class:`NoTagClassifier` when none is configured and none is needed."""
-    check_classifier_needed(config, hierarchy, dataset)
+    segmenter = config.segmenter_config if config.segmenter else None
+    check_classifier_needed(config.classifier, segmenter, hierarchy, dataset)
     if not config.classifier:
         return NoTagClassifier()
     classifier = load_classifier(config.classifier)

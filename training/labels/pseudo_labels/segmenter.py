@@ -98,6 +98,35 @@ def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
     return frozenset(taught)
 
 
+@dataclass(frozen=True)
+class NoTagClassifier:
+    """Stands in for the tag classifier when the segmenter needs none: every tag class is taught by a
+    per-pixel or box set (:func:`check_classifier_needed` made sure of it)."""
+
+    def attention(self, image: np.ndarray, nodes: Any, out_size: tuple[int, int]) -> np.ndarray:
+        raise ValueError(f"attention for {list(nodes)} needs a tag classifier (give --classifier)")
+
+
+def check_classifier_needed(
+    classifier: str, segmenter: SegmenterConfig | bool | None, hierarchy: Hierarchy, dataset: str
+) -> None:
+    """Without a tag ``classifier`` checkpoint only the segmenter (its config, when the stage is on)
+    works, and only if no tag class of ``dataset`` is untaught and ``untaught`` is not "attention"
+    (both need the attention); ValueError naming what needs it otherwise."""
+    if classifier:
+        return
+    if segmenter is None:
+        raise ValueError("classifier: a tag classifier checkpoint is needed (train one with `train-classifier`)")
+    from training.labels.pseudo_labels.classifier import tag_node_space
+
+    untaught = [n for n in tag_node_space(hierarchy, dataset) if n not in taught_nodes(hierarchy)]
+    if untaught or segmenter.untaught == "attention":
+        raise ValueError(
+            f"classifier: the segmenter stage needs the tag classifier for {untaught or 'its attention stages'} "
+            "(no per-pixel or box set teaches them); give --classifier"
+        )
+
+
 def taggable_nodes(hierarchy: Hierarchy, dataset: str) -> frozenset[str]:
     """The nodes ``dataset``'s tags can name, with their ancestors."""
     from training.labels.pseudo_labels.classifier import tag_node_space
