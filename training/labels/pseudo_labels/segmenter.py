@@ -108,7 +108,7 @@ class NoTagClassifier:
 
 
 def check_classifier_needed(
-    classifier: str, segmenter: SegmenterConfig | bool | None, hierarchy: Hierarchy, dataset: str
+    classifier: str, segmenter: SegmenterConfig | None, hierarchy: Hierarchy, dataset: str
 ) -> None:
     """Without a tag ``classifier`` checkpoint only the segmenter (its config, when the stage is on)
     works, and only if no tag class of ``dataset`` is untaught and ``untaught`` is not "attention"
