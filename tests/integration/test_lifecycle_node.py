@@ -60,6 +60,9 @@ def _transition(client: Client, node: str, transition: int) -> bool:
 
 
 def _topics(client: Client, node: str) -> tuple[set[str], set[str]]:
+    # The node's services may answer before its name reaches this client's graph cache (DDS
+    # discovery): asking for its topics then raises NodeNameNonExistentError, so wait for the name.
+    assert wait_until(lambda: node in client.node.get_node_names(), 20.0), f"{node} never appeared in the graph"
     pubs = {name for name, _ in client.node.get_publisher_names_and_types_by_node(node, "/")}
     subs = {name for name, _ in client.node.get_subscriber_names_and_types_by_node(node, "/")}
     return pubs, subs
