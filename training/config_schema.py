@@ -85,7 +85,10 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {len(typing.get_args(tp))} {_type_name(typing.get_args(tp)[0])}s"
+        args = typing.get_args(tp)
+        count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        element = _type_name(args[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {count}{element}s"
     if origin is typing.Literal:
         return f"one of {list(typing.get_args(tp))}"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(
@@ -113,6 +116,8 @@ def _convert(tp: Any, value: Any) -> Any:
             return None
     elif origin is tuple:
         args = typing.get_args(tp)
+        if isinstance(value, list | tuple) and args[-1] is Ellipsis:  # tuple[T, ...]: any length
+            return tuple(_convert(args[0], v) for v in value)
         if isinstance(value, list | tuple) and len(value) == len(args):
             return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
     elif tp is bool:

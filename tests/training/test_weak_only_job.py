@@ -143,6 +143,15 @@ def test_arm_configs_are_thin_files_over_the_shipped_ones(data: tuple[Path, Path
     assert load_config(path, check_data=False)[0].run.seed == 3
     raw = weak_only.arm_config(weak_only.ARMS["pseudo"], data_root, view, 7, (64, 128), tmp_path, tmp_path / "labels")
     assert raw["pseudo_labels"] == {"precomputed": {"openscapes": {"dir": str(tmp_path / "labels"), "output": "hard"}}}
+    untaught = dict(tag_classifiers="untaught")
+    raw = weak_only.arm_config(weak_only.ARMS["pseudo"], data_root, view, 7, (64, 128), tmp_path, view, **untaught)
+    assert raw["pseudo_labels"]["tag_classifiers"] == "untaught" and "precomputed" in raw["pseudo_labels"]
+    path.write_text(
+        json.dumps(weak_only.arm_config(weak_only.ARMS["uniform"], data_root, view, 7, (64, 128), tmp_path, **untaught))
+    )
+    assert load_config(path, check_data=False)[0].pseudo_labels.tag_classifiers == "untaught"
+    pixel_only = weak_only.arm_config(weak_only.ARMS["pixel_only"], data_root, None, 7, (64, 128), tmp_path, **untaught)
+    assert "pseudo_labels" not in pixel_only  # no tag set, nothing to restrict
     with pytest.raises(ValueError, match="needs the precomputed pseudo-label folder"):
         weak_only.arm_config(weak_only.ARMS["pseudo"], data_root, view, 7, (64, 128), tmp_path)
     with pytest.raises(ValueError, match="trains on the tag set"):

@@ -38,6 +38,7 @@ Schema (defaults in the dataclasses)::
             decoder: none | deconv_skip, pretrained: default | null | PATH, sync_batchnorm}
     augment: {crop: [H, W], scale: [lo, hi], base_height, flip, brightness, contrast}
     pseudo_labels: {box_mode: multihot | fill, min_mass, supervise_root, box_core: 0..1,
+                    tag_classifiers: all | untaught | [classifier, ...],
                     precomputed: {DATASET: {dir: DIR, output: hard | soft}}}
     loss: {weights: {classifier: weight},  # unspecified: root 1.0, others 0.1
            trunk_weights: {classifier: weight},  # what reaches the shared trunk (training.fit.trunk_gradient)
@@ -78,7 +79,7 @@ from training.labels.pseudo_labels.precomputed import (
     label_generators,
     parse_precomputed,
 )
-from training.labels.targets import PseudoLabelConfig
+from training.labels.targets import PseudoLabelConfig, tag_classifier_set
 
 __all__ = ["ConfigError", "TrainConfig", "check_datasets", "load_config", "open_datasets", "parse_config"]
 
@@ -355,6 +356,10 @@ def validate_config(config: TrainConfig) -> Hierarchy:
     _check_classifier_table(config, hierarchy, "loss.trunk_weights", config.loss.trunk_weights, positive=False)
     _check_classifier_table(config, hierarchy, "optimizer.head_lr", config.optimizer.head_lr, positive=True)
     _check_class_weights(config, hierarchy)
+    try:
+        tag_classifier_set(hierarchy, config.pseudo_labels.tag_classifiers)
+    except ValueError as exc:
+        raise fail("pseudo_labels.tag_classifiers", str(exc).split(": ", 1)[1]) from None
 
     o = config.optimizer
     if o.kind not in OPTIMIZERS:

@@ -41,6 +41,7 @@ from training.fit.config import MERGE_DEPTH
 from training.jobs.experiments import TAGS, missing_pseudo_labels, tag_split_view
 from training.jobs.weak_only_eval import same_tree, score_network
 from training.labels.pseudo_labels.batch import split_ids
+from training.labels.targets import TAG_CLASSIFIERS
 
 CONFIGS = REPO / "config" / "training"
 FULL_HIERARCHY = REPO / "config" / "hierarchies" / "iv2019.yaml"
@@ -79,9 +80,12 @@ def arm_config(
     out: Path,
     pseudo_labels: Path | None = None,
     seed: int = 0,
+    tag_classifiers: str = "all",
 ) -> dict:
     """A thin config over the arm's shipped file: data paths, schedule, output, seed (run-to-run
-    variation: the data order, crops and initialisation of the new layers); pseudo labels for ``pseudo``.
+    variation: the data order, crops and initialisation of the new layers); pseudo labels for ``pseudo``;
+    ``tag_classifiers`` (``pseudo_labels.tag_classifiers``; "none" = ``[]``) for the arms that train on
+    the tag set.
 
     ``datasets`` is a list, which ``base:`` replaces whole, so it is the shipped (merged) list with
     the tag set's root pointed at ``tags_view`` (absolute, so not joined with ``data_root``).
@@ -104,10 +108,14 @@ def arm_config(
         "run": {"out_dir": str(out), "num_workers": 0, "log_every": 10, "seed": seed},
         "checkpoint": {"every": iterations, "keep": 1},
     }
+    choice = [] if tag_classifiers == "none" else tag_classifiers  # none: an empty list of classifiers
+    weak: dict = {"tag_classifiers": choice} if arm.uses_tags and tag_classifiers != "all" else {}
     if arm.precomputed:
         if pseudo_labels is None:
             raise ValueError(f"arm {arm.name}: needs the precomputed pseudo-label folder (--pseudo-labels)")
-        raw["pseudo_labels"] = {"precomputed": {TAGS: {"dir": str(Path(pseudo_labels).resolve()), "output": "hard"}}}
+        weak["precomputed"] = {TAGS: {"dir": str(Path(pseudo_labels).resolve()), "output": "hard"}}
+    if weak:
+        raw["pseudo_labels"] = weak
     return raw
 
 
@@ -197,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score at most N images per set")
     ap.add_argument("--seed", type=int, default=0, help="training seed of every arm (run-to-run variation)")
     ap.add_argument("--results", type=Path, default=None, help=f"also write the headline JSON (e.g. {RESULTS})")
+    ap.add_argument(
+        "--tag-classifiers",
+        choices=(*TAG_CLASSIFIERS, "none"),
+        default="all",
+        help="classifiers the tag set's targets train (pseudo_labels.tag_classifiers): all; untaught = only "
+        "those with a class no per-pixel set labels; none = the tag images only pass through the network "
+        "(a control)",
+    )
     args = ap.parse_args(argv)
     data, tags, out, pseudo = (p.resolve() for p in (args.data, args.tags, args.out, args.pseudo_labels))
     names = [n.strip() for n in args.arms.split(",") if n.strip()]
@@ -221,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         arm = ARMS[name]
         start = time.perf_counter()
+        tags_view = view if arm.uses_tags else None
         raw = arm_config(
-            arm, data, view if arm.uses_tags else None, args.iterations, tuple(args.crop), out / name, pseudo, args.seed
+            arm, data, tags_view, args.iterations, tuple(args.crop), out / name, pseudo, args.seed, args.tag_classifiers
         )
         checkpoint = train_arm(arm, raw, out / name)
         seconds = results.get(name, {}).get("train_seconds") or time.perf_counter() - start
@@ -234,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             "iterations": args.iterations,
             "crop": args.crop,
             "seed": args.seed,
+            **({"tag_classifiers": args.tag_classifiers} if arm.uses_tags else {}),
         }
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())

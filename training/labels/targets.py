@@ -50,6 +50,8 @@ from training.labels.tags import UniformTagGenerator
 
 PIXEL = "pixel"
 WEAK = "weak"
+TAUGHT_BY = (PIXEL, "boxes")  # supervisions whose labels teach the network to tell classes apart
+TAG_CLASSIFIERS = ("all", "untaught")  # pseudo_labels.tag_classifiers
 TargetKind = Literal["pixel", "weak"]
 DEFAULT_MIN_MASS = 0.01  # IV 2019: a weak pixel counts for a sub-classifier with >= 1 % mass under it
 
@@ -154,6 +156,7 @@ def weak_targets(
     min_mass: float = DEFAULT_MIN_MASS,
     supervise_root: bool = False,
     from_tags: bool = False,
+    classifiers: frozenset[str] | None = None,
 ) -> SampleTargets:
     """Project a pseudo label over nodes onto every classifier (kind ``"weak"``; see the module docstring).
 
@@ -162,7 +165,7 @@ def weak_targets(
     data never trains the root classifier (the papers' rule), unless ``supervise_root`` asks for it:
     a flat baseline has nothing but a root, and learns nothing from boxes or tags otherwise. Rows
     flagged in ``distribution.root_rows`` (box cores) give the root a hard target in any case,
-    where their mass falls under a single root class.
+    where their mass falls under a single root class. ``classifiers``: only these get targets (None: all).
     """
     if not 0 < min_mass <= 1:
         raise ValueError(f"min_mass must be in (0, 1], got {min_mass}")
@@ -171,6 +174,8 @@ def weak_targets(
     soft: dict[str, SoftTarget] = {}
     sure_root = False
     for clf in hierarchy.classifiers:
+        if classifiers is not None and clf.name not in classifiers:
+            continue
         if clf.node == ROOT and not supervise_root and distribution.root_rows is not None:
             hard[clf.name] = _core_root_targets(distribution, _projection(hierarchy, clf, distribution.nodes))
             sure_root = True
@@ -198,6 +203,42 @@ def weak_targets(
     return SampleTargets(WEAK, hard, soft, from_tags, sure_root)
 
 
+def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
+    """Nodes some per-pixel or box dataset labels, directly or through a descendant."""
+    taught: set[str] = set()
+    for mapping in hierarchy.datasets.values():
+        if mapping.supervision not in TAUGHT_BY:
+            continue
+        for node in mapping.ids.values():
+            if node is not None:
+                taught.add(node)
+                taught.update(hierarchy.ancestors(node))
+    return frozenset(taught)
+
+
+def untaught_classifiers(hierarchy: Hierarchy) -> frozenset[str]:
+    """Classifiers with at least one class that no per-pixel or box dataset labels: the ones only
+    weaker labels (image-level tags) can teach to tell all their classes apart."""
+    taught = taught_nodes(hierarchy)
+    return frozenset(c.name for c in hierarchy.classifiers if any(n not in taught for n in c.classes))
+
+
+def tag_classifier_set(hierarchy: Hierarchy, choice: str | tuple[str, ...]) -> frozenset[str] | None:
+    """The classifiers ``pseudo_labels.tag_classifiers`` lets tag-derived targets train (None: all);
+    ValueError naming an unknown classifier."""
+    if choice == "all":
+        return None
+    if choice == "untaught":
+        return untaught_classifiers(hierarchy)
+    known = [c.name for c in hierarchy.classifiers]
+    unknown = [n for n in choice if n not in known]
+    if unknown:
+        raise ValueError(
+            f"pseudo_labels.tag_classifiers: {unknown} not classifiers of hierarchy {hierarchy.name!r} ({known})"
+        )
+    return frozenset(choice)
+
+
 # --------------------------------------------------------------------------- builder (config -> targets)
 @dataclass(frozen=True)
 class PseudoLabelConfig:
@@ -207,8 +248,22 @@ class PseudoLabelConfig:
     min_mass: float = DEFAULT_MIN_MASS
     supervise_root: bool = False
     box_core: float = 0.0  # share of each box's area (centred) that also teaches the root; 0 = never
+    # which classifiers tag-derived targets train: "all" (IV 2019); "untaught": only those with a
+    # class no per-pixel or box set labels (where stronger labels teach every class, the tags' pseudo
+    # labels can only add their errors); or a list of classifier names ([]: none, the tag images
+    # then only pass through the network, a control for what their mere presence changes)
+    tag_classifiers: str | tuple[str, ...] = "all"
 
     def __post_init__(self) -> None:
+        choice = self.tag_classifiers
+        if isinstance(choice, list):
+            object.__setattr__(self, "tag_classifiers", choice := tuple(choice))
+        names_ok = isinstance(choice, tuple) and all(isinstance(n, str) for n in choice)
+        if not names_ok and choice not in TAG_CLASSIFIERS:
+            raise ValueError(
+                f"pseudo_labels.tag_classifiers: expected one of {list(TAG_CLASSIFIERS)} or a list of "
+                f"classifier names, got {choice!r}"
+            )
         if not (isinstance(self.box_core, (int, float)) and 0.0 <= self.box_core < 1.0):
             raise ValueError(f"pseudo_labels.box_core: expected a number in [0, 1), got {self.box_core!r}")
         if self.box_mode not in BOX_MODES:
@@ -234,6 +289,7 @@ class TargetBuilder:
         self.hierarchy = hierarchy
         self.config = config or PseudoLabelConfig()
         self.generators = dict(generators or {})
+        self.tag_classifiers = tag_classifier_set(hierarchy, self.config.tag_classifiers)  # None: all
         for name in self.generators:
             if self.hierarchy.dataset(name).supervision == PIXEL:
                 raise ValueError(
@@ -264,7 +320,8 @@ class TargetBuilder:
         """Per-classifier targets of a pseudo label (made here or warped by the caller, e.g. into a crop);
         ``from_tags``: it came from image-level tags (the loss gates those on the whole path)."""
         config = self.config
-        return weak_targets(self.hierarchy, distribution, config.min_mass, config.supervise_root, from_tags)
+        only = self.tag_classifiers if from_tags else None
+        return weak_targets(self.hierarchy, distribution, config.min_mass, config.supervise_root, from_tags, only)
 
     def __call__(self, sample: Sample) -> SampleTargets:
         supervision = self.hierarchy.dataset(sample.dataset).supervision

@@ -203,7 +203,19 @@ def test_valid_tiny_config_loads_with_data(data_root: Path, tmp_path: Path) -> N
         (
             {"pseudo_labels": {"min_mas": 0.1}},
             r"cfg\.yaml: pseudo_labels\.min_mas: unknown key \(expected one of box_mode, min_mass, supervise_root, "
-            r"box_core, precomputed\)$",
+            r"box_core, tag_classifiers, precomputed\)$",
+        ),
+        (
+            {"pseudo_labels": {"tag_classifiers": "some"}},
+            r"cfg\.yaml: pseudo_labels\.tag_classifiers: expected one of \['all', 'untaught'\] or a list of classifier",
+        ),
+        (
+            {"pseudo_labels": {"tag_classifiers": [3]}},
+            r"cfg\.yaml: pseudo_labels\.tag_classifiers: expected a string or a list of strings",
+        ),
+        (
+            {"pseudo_labels": {"tag_classifiers": ["nosuch"]}},
+            r"cfg\.yaml: pseudo_labels\.tag_classifiers: \['nosuch'\] not classifiers of",
         ),
         ({"pseudo_labels": {"box_core": 1}}, r"cfg\.yaml: pseudo_labels\.box_core: expected a number in \[0, 1\)"),
         ({"model": {"backbone": "vgg16"}}, r"cfg\.yaml: model\.backbone: unknown backbone 'vgg16'"),

@@ -14,7 +14,14 @@ from training.labels.boxes import BoxGenerator, box_distribution
 from training.labels.collate import collate_targets
 from training.labels.node_distribution import NodeDistribution, PseudoLabelError, PseudoLabelGenerator
 from training.labels.tags import UniformTagGenerator
-from training.labels.targets import PseudoLabelConfig, SampleTargets, SoftTarget, TargetBuilder, weak_targets
+from training.labels.targets import (
+    PseudoLabelConfig,
+    SampleTargets,
+    SoftTarget,
+    TargetBuilder,
+    untaught_classifiers,
+    weak_targets,
+)
 
 HIERARCHIES = REPO / "config" / "hierarchies"
 
@@ -192,6 +199,35 @@ def test_tags_uniform_tiled_over_image(tiny: Hierarchy):
     t = TargetBuilder(tiny)(_tag_sample(("bus", "car")))
     np.testing.assert_allclose(_dense(t.soft["vehicle"]), np.full((2, 2, 3), 0.5))
     assert set(t.soft) == {"vehicle"}
+
+
+def test_tags_train_only_untaught_classifiers_when_asked():
+    """Weak-only hierarchy: the per-pixel sets call truck / bus / train "vehicle", so only the vehicle
+    classifier has classes that tags alone teach; "untaught" leaves the human classifier (person and
+    rider both labelled per pixel) to the per-pixel sets, while boxes and per-pixel data are unaffected."""
+    weak_only = load_hierarchy(HIERARCHIES / "iv2019_weak_only.yaml")
+    assert untaught_classifiers(weak_only) == {"vehicle"}
+    assert untaught_classifiers(load_hierarchy(HIERARCHIES / "iv2018.yaml")) == frozenset()
+    sample = Sample("openscapes", "t", _image(2, 3), None, tags=("person", "bus"))
+    every = TargetBuilder(weak_only)(sample)
+    assert set(every.soft) == {"human", "vehicle"}
+    only = TargetBuilder(weak_only, PseudoLabelConfig(tag_classifiers="untaught"))(sample)
+    assert set(only.soft) == {"vehicle"} and only.from_tags
+    np.testing.assert_array_equal(only.soft["vehicle"].index, every.soft["vehicle"].index)
+    assert (only.hard["human"] == IGNORE).all()
+    index = np.array([[0, 1, -1], [1, 0, 0]], np.int32)
+    hard = NodeDistribution(("person", "bus"), index, np.eye(2, dtype=np.float32), hard=True)
+    builder = TargetBuilder(weak_only, PseudoLabelConfig(tag_classifiers="untaught"))
+    assert (builder.weak_targets(hard, from_tags=True).hard["human"] == IGNORE).all()
+    assert (builder.weak_targets(hard, from_tags=False).hard["human"] != IGNORE).any()  # not from tags: kept
+    named = TargetBuilder(weak_only, PseudoLabelConfig(tag_classifiers=("human",)))(sample)
+    assert set(named.soft) == {"human"}
+    control = TargetBuilder(weak_only, PseudoLabelConfig(tag_classifiers=()))(sample)  # [] : images only
+    assert not control.soft and all((v == IGNORE).all() for v in control.hard.values())
+    with pytest.raises(ValueError, match=r"pseudo_labels.tag_classifiers: expected one of \['all', 'untaught'\]"):
+        PseudoLabelConfig(tag_classifiers="taught")
+    with pytest.raises(ValueError, match=r"\['humans'\] not classifiers of hierarchy 'iv2019_weak_only'"):
+        TargetBuilder(weak_only, PseudoLabelConfig(tag_classifiers=("vehicle", "humans")))
 
 
 def test_tag_distribution_counts_each_class_once(tiny: Hierarchy):

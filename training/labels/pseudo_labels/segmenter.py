@@ -43,9 +43,9 @@ from torch.nn import functional
 from hiseg_ros.hierarchy import ROOT, Hierarchy
 from hiseg_ros.model import normalize_tensor
 from training.config_schema import reject_unknown_keys
+from training.labels.targets import taught_nodes
 
 BACKGROUND = -1
-TAUGHT_BY = ("pixel", "boxes")  # supervisions whose labels teach the network to tell classes apart
 UNTAUGHT = ("vote", "attention")  # segmenter.untaught
 
 
@@ -83,19 +83,6 @@ class SegmenterConfig:
         height = self.heights[0] if len(self.heights) == 1 else list(self.heights)
         extra = {} if self.untaught == "vote" else {"untaught": self.untaught}
         return {"checkpoint": self.checkpoint, "height": height, **extra}
-
-
-def taught_nodes(hierarchy: Hierarchy) -> frozenset[str]:
-    """Nodes some per-pixel or box dataset labels, directly or through a descendant."""
-    taught: set[str] = set()
-    for mapping in hierarchy.datasets.values():
-        if mapping.supervision not in TAUGHT_BY:
-            continue
-        for node in mapping.ids.values():
-            if node is not None:
-                taught.add(node)
-                taught.update(hierarchy.ancestors(node))
-    return frozenset(taught)
 
 
 @dataclass(frozen=True)
