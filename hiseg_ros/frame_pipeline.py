@@ -56,6 +56,7 @@ from .label_remap import VOID
 from .memory import retain_freed_memory
 from .messages import DetectionTypes, detection_array, stamp_ns
 from .node_params import EXIT_PARAMETER_ERROR, ConfigurationError, input_problem
+from .rcl_publish import PublishQueue, RawPublish, raw_publish
 from .segmenter import Segmenter
 
 __all__ = ["DETECTION_TYPES", "FramePipeline", "qos_profile"]
@@ -104,6 +105,8 @@ class FramePipeline:
         self._pending: tuple[Any, float, bool] | None = None
         self._rejected_sizes: set[tuple[int, int]] = set()
         self._publishers: list[Any] = []
+        self._raw: dict[Any, RawPublish] = {}  # image publisher -> its rcl publish (output.publish_thread)
+        self._queue: PublishQueue | None = None
         self._sub: Any = None
         self._timer: Any = None
         self._worker: threading.Thread | None = None
@@ -149,6 +152,8 @@ class FramePipeline:
         self._remap_pub = self._publisher(Image, "~/remapped/mask", out_qos) if seg.remap is not None else None
         self._publish_label_info(latched)
         self._diag_pub = self._publisher(DiagnosticArray, "/diagnostics", 10)
+        if p["output.publish_thread"]:
+            self._start_publish_thread()
 
         limits = InputLimits(
             min_frequency=p["diagnostics.min_frequency"],
@@ -193,6 +198,28 @@ class FramePipeline:
             )
         self._publishers.append(pub)
         return pub
+
+    def _start_publish_thread(self) -> None:
+        """Image outputs leave through :class:`~hiseg_ros.rcl_publish.PublishQueue` (same bytes on the
+        wire); where this rclpy offers no rcl publisher to call, they stay on rclpy's publish."""
+        images = [*self._mask_pubs.values(), *self._clf_colored_pubs.values()]
+        images += [self._leaf_pub, self._colored_pub, self._overlay_pub, self._conf_pub, self._remap_pub]
+        for pub in filter(None, images):
+            publish, why = raw_publish(pub)
+            if publish is None:
+                self._node.get_logger().warning(f"output.publish_thread: not available ({why}); rclpy publishes")
+                self._raw.clear()
+                return
+            self._raw[pub] = publish
+        self._queue = PublishQueue()
+
+    def _send(self, pub: Any, data: bytes) -> None:
+        """Publish one serialized output image: queued (``output.publish_thread``) or right here."""
+        raw = self._raw.get(pub)
+        if raw is None or self._queue is None:
+            pub.publish(data)
+        else:
+            self._queue.put(raw, data)
 
     def _publish_label_info(self, qos: QoSProfile) -> None:
         h = self._seg.hierarchy
@@ -301,22 +328,21 @@ class FramePipeline:
         def publish(field: str, value: Any) -> None:  # each output leaves as soon as it is drawn
             if field == "masks":
                 for name, pub in masks.items():
-                    pub.publish(mono8_msg(value[name], header, serialized=True))
+                    self._send(pub, mono8_msg(value[name], header, serialized=True))
             elif field == "classifier_colored":
                 for name, pub in clf_colored.items():
-                    pub.publish(rgb8_msg(value[name], header, serialized=True))
+                    self._send(pub, rgb8_msg(value[name], header, serialized=True))
             elif field == "leaf":
-                self._leaf_pub.publish(
-                    (mono8_msg if value.dtype == np.uint8 else mono16_msg)(value, header, serialized=True)
-                )
+                leaf_msg = mono8_msg if value.dtype == np.uint8 else mono16_msg
+                self._send(self._leaf_pub, leaf_msg(value, header, serialized=True))
             elif field == "remapped":
-                self._remap_pub.publish(mono8_msg(value, header, serialized=True))
+                self._send(self._remap_pub, mono8_msg(value, header, serialized=True))
             elif field == "signs" and "traffic_signs" in wanted:
                 self._signs_pub.publish(detection_array(value, header, DETECTION_TYPES))
             elif field == "colored" and "colored" in wanted:  # not when drawn only for ~/colored/compressed
-                self._colored_pub.publish(rgb8_msg(value, header, serialized=True))
+                self._send(self._colored_pub, rgb8_msg(value, header, serialized=True))
             elif field == "overlay":
-                self._overlay_pub.publish(rgb8_msg(value, header, serialized=True))
+                self._send(self._overlay_pub, rgb8_msg(value, header, serialized=True))
 
         if publish_conf and confidence is not None:  # ready already: leaves before the drawn outputs
             self._publish_confidence(confidence, header)
@@ -337,13 +363,15 @@ class FramePipeline:
         if compressed_out:
             fmt, quality = p["output.compressed_format"], p["output.jpeg_quality"]
             self._compressed_pub.publish(compressed_rgb_msg(out.colored, header, fmt, quality))
+        if self._queue is not None:
+            self._queue.flush(timeout=10.0)  # the frame counts as processed once its outputs are out
         self.stats.on_processed(arrival, inference_s)
 
     def _publish_confidence(self, confidence: np.ndarray, header: Any) -> None:
         if self._params["confidence.encoding"] == "mono8":
-            self._conf_pub.publish(mono8_msg(outputs.confidence_mono8(confidence), header, serialized=True))
+            self._send(self._conf_pub, mono8_msg(outputs.confidence_mono8(confidence), header, serialized=True))
         else:
-            self._conf_pub.publish(float32_msg(np.ascontiguousarray(confidence), header, serialized=True))
+            self._send(self._conf_pub, float32_msg(np.ascontiguousarray(confidence), header, serialized=True))
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -367,6 +395,9 @@ class FramePipeline:
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
         self._worker = None
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
 
     def close(self) -> None:
         """Stop taking frames, finish the frame in progress, destroy every entity this pipeline made
