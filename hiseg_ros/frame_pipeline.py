@@ -56,7 +56,7 @@ from .label_remap import VOID
 from .memory import retain_freed_memory
 from .messages import DetectionTypes, detection_array, stamp_ns
 from .node_params import EXIT_PARAMETER_ERROR, ConfigurationError, input_problem
-from .rcl_publish import PublishQueue, RawPublish, raw_publish
+from .rcl_publish import RawPublish, raw_publish
 from .segmenter import Segmenter
 
 __all__ = ["DETECTION_TYPES", "FramePipeline", "qos_profile"]
@@ -105,8 +105,7 @@ class FramePipeline:
         self._pending: tuple[Any, float, bool] | None = None
         self._rejected_sizes: set[tuple[int, int]] = set()
         self._publishers: list[Any] = []
-        self._raw: dict[Any, RawPublish] = {}  # image publisher -> its rcl publish (output.publish_thread)
-        self._queue: PublishQueue | None = None
+        self._raw: dict[Any, RawPublish] = {}  # image publisher -> its publish through rcl
         self._sub: Any = None
         self._timer: Any = None
         self._worker: threading.Thread | None = None
@@ -152,8 +151,7 @@ class FramePipeline:
         self._remap_pub = self._publisher(Image, "~/remapped/mask", out_qos) if seg.remap is not None else None
         self._publish_label_info(latched)
         self._diag_pub = self._publisher(DiagnosticArray, "/diagnostics", 10)
-        if p["output.publish_thread"]:
-            self._start_publish_thread()
+        self._use_rcl_publish()
 
         limits = InputLimits(
             min_frequency=p["diagnostics.min_frequency"],
@@ -199,27 +197,27 @@ class FramePipeline:
         self._publishers.append(pub)
         return pub
 
-    def _start_publish_thread(self) -> None:
-        """Image outputs leave through :class:`~hiseg_ros.rcl_publish.PublishQueue` (same bytes on the
-        wire); where this rclpy offers no rcl publisher to call, they stay on rclpy's publish."""
+    def _use_rcl_publish(self) -> None:
+        """Image outputs leave through :func:`~hiseg_ros.rcl_publish.raw_publish` (same bytes on the
+        wire, one copy fewer, no GIL held); where this rclpy offers no rcl publisher to call, through
+        rclpy's publish."""
         images = [*self._mask_pubs.values(), *self._clf_colored_pubs.values()]
         images += [self._leaf_pub, self._colored_pub, self._overlay_pub, self._conf_pub, self._remap_pub]
         for pub in filter(None, images):
             publish, why = raw_publish(pub)
             if publish is None:
-                self._node.get_logger().warning(f"output.publish_thread: not available ({why}); rclpy publishes")
+                self._node.get_logger().info(f"image outputs published by rclpy: {why}")
                 self._raw.clear()
                 return
             self._raw[pub] = publish
-        self._queue = PublishQueue()
 
     def _send(self, pub: Any, data: bytes) -> None:
-        """Publish one serialized output image: queued (``output.publish_thread``) or right here."""
+        """Publish one serialized output image."""
         raw = self._raw.get(pub)
-        if raw is None or self._queue is None:
+        if raw is None:
             pub.publish(data)
         else:
-            self._queue.put(raw, data)
+            raw(data)
 
     def _publish_label_info(self, qos: QoSProfile) -> None:
         h = self._seg.hierarchy
@@ -363,8 +361,6 @@ class FramePipeline:
         if compressed_out:
             fmt, quality = p["output.compressed_format"], p["output.jpeg_quality"]
             self._compressed_pub.publish(compressed_rgb_msg(out.colored, header, fmt, quality))
-        if self._queue is not None:
-            self._queue.flush(timeout=10.0)  # the frame counts as processed once its outputs are out
         self.stats.on_processed(arrival, inference_s)
 
     def _publish_confidence(self, confidence: np.ndarray, header: Any) -> None:
@@ -395,9 +391,6 @@ class FramePipeline:
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=10.0)
         self._worker = None
-        if self._queue is not None:
-            self._queue.close()
-            self._queue = None
 
     def close(self) -> None:
         """Stop taking frames, finish the frame in progress, destroy every entity this pipeline made

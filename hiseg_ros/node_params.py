@@ -135,12 +135,6 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("output.jpeg_quality", 80, "JPEG quality of ~/colored/compressed", int_range=(1, 100), dynamic=True),
     Param(
-        "output.publish_thread",
-        True,
-        "Publish the output images from a thread of their own, through rcl without holding the GIL, so the "
-        "node draws the next output while DDS copies this one; false: rclpy's publish, one after the other",
-    ),
-    Param(
         "confidence.encoding",
         "mono8",
         "~/confidence encoding: mono8 = round(255 * probability), 32FC1 = the probability (0..1)",

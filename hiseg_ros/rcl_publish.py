@@ -1,11 +1,11 @@
 """Serialized messages published through ``rcl`` itself: from any buffer, and without the GIL.
 
 Why: rclpy's ``Publisher.publish(bytes)`` first converts the bytes into a C++ string (one more copy
-of a 0.5-1.5 MB image) and then holds the GIL while ``rcl`` and Fast DDS copy the message into
-shared memory, so nothing else in the process runs meanwhile. ``rcl_publish_serialized_message``
-called through :mod:`ctypes` takes the buffer where it lies, and ctypes releases the GIL for the
-call, so the node can draw its next output on the other core while DDS copies this one
-(:class:`PublishQueue`).
+of a 0.5-1.5 MB image) and holds the GIL while ``rcl`` and Fast DDS copy the message into shared
+memory. ``rcl_publish_serialized_message`` called through :mod:`ctypes` takes the buffer where it
+lies, and ctypes releases the GIL for the call, so the executor thread can take the next camera
+frame meanwhile. (Publishing from a thread of its own as well, to draw the next output while DDS
+copies this one, was measured slower on two cores: docs/BENCHMARKS.md.)
 
 The rcl publisher is the one rclpy made (``Publisher.handle.pointer``, the address of its
 ``rcl_publisher_t``), held with ``with handle:`` for the call so rclpy cannot destroy it meanwhile.
@@ -16,12 +16,11 @@ and the caller keeps ``Publisher.publish(bytes)``: same bytes on the wire, one c
 from __future__ import annotations
 
 import ctypes
-import queue
-import threading
+import functools
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PublishQueue", "RawPublish", "raw_publish"]
+__all__ = ["RawPublish", "raw_publish"]
 
 RCL_RET_OK = 0
 
@@ -45,6 +44,11 @@ class _SerializedMessage(ctypes.Structure):  # rmw_serialized_message_t = rcutil
     ]
 
 
+class _ErrorString(ctypes.Structure):  # rcutils_error_string_t: char str[1024]
+    _fields_ = [("str", ctypes.c_char * 1024)]
+
+
+@functools.cache
 def _load_rcl() -> Any:
     lib = ctypes.CDLL("librcl.so")  # the library rclpy itself loaded: already in the process
     fn = lib.rcl_publish_serialized_message
@@ -52,10 +56,6 @@ def _load_rcl() -> Any:
     fn.restype = ctypes.c_int
     lib.rcutils_get_error_string.restype = _ErrorString
     return lib
-
-
-class _ErrorString(ctypes.Structure):  # rcutils_error_string_t: char str[1024]
-    _fields_ = [("str", ctypes.c_char * 1024)]
 
 
 RawPublish = Callable[[Any], None]
@@ -99,58 +99,3 @@ def _address(data: Any) -> tuple[int, int, Any]:
         raise ValueError(f"raw publish needs bytes or a writable C-contiguous buffer, got {type(data).__name__}")
     array = (ctypes.c_char * view.nbytes).from_buffer(view)
     return ctypes.addressof(array), view.nbytes, array
-
-
-class PublishQueue:
-    """Publishes ``(publish, data)`` pairs in order on a thread of its own, so the caller goes on
-    (drawing the next output) while DDS copies this one; :meth:`flush` waits for what was queued.
-
-    An error of one publish is kept and raised by the next :meth:`flush` (the frame's), not lost.
-    """
-
-    def __init__(self, name: str = "hiseg_publish") -> None:
-        self._items: queue.SimpleQueue[tuple[RawPublish, Any] | None] = queue.SimpleQueue()
-        self._done = threading.Condition()
-        self._queued = 0
-        self._finished = 0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, publish: RawPublish, data: Any) -> None:
-        if not self._thread.is_alive():
-            raise RuntimeError("PublishQueue is closed")
-        with self._done:
-            self._queued += 1
-        self._items.put((publish, data))
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far is published; raise the first error since the last flush."""
-        with self._done:
-            target = self._queued
-            if not self._done.wait_for(lambda: self._finished >= target, timeout):
-                raise TimeoutError(f"PublishQueue: {target - self._finished} messages not published in {timeout} s")
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Publish what is queued, then stop the thread."""
-        if self._thread.is_alive():
-            self._items.put(None)
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            item = self._items.get()
-            if item is None:
-                return
-            publish, data = item
-            try:
-                publish(data)
-            except BaseException as exc:  # kept for the caller's flush
-                with self._done:
-                    self._error = self._error or exc
-            with self._done:
-                self._finished += 1
-                self._done.notify_all()

@@ -3,10 +3,8 @@ resolution, the compressed colour image, and rclpy's standard QoS override param
 
 Two nodes run side by side in their own processes. ``feat``: the exported model with its confidence
 output, the shipped driving16 remap table, confidence as 32FC1 with a threshold, PNG compression,
-QoS overrides on the image subscription and on ``~/mask``, images sent by the node's publish thread
-(the default). ``net``: a model exported without the confidence output (as before it existed),
-resize policy fit with output resolution network, JPEG, images published by rclpy in the inference
-thread (``output.publish_thread: false``).
+QoS overrides on the image subscription and on ``~/mask``. ``net``: a model exported without the
+confidence output (as before it existed), resize policy fit with output resolution network, JPEG.
 What they publish is compared with the engine + hiseg_ros.outputs run here on the same image.
 """
 
@@ -77,7 +75,7 @@ def nodes(models, threshold, tmp_path_factory):
     feat += ["-p", f"qos_overrides.{CAM_FEAT}.subscription.reliability:=reliable"]
     feat += ["-p", f"qos_overrides.{FEAT}/mask.publisher.reliability:=best_effort"]
     net = ["-p", "resize.policy:=fit", "-p", "resize.width:=64", "-p", "resize.height:=64"]
-    net += ["-p", "output.resolution:=network", "-p", "output.jpeg_quality:=95", "-p", "output.publish_thread:=false"]
+    net += ["-p", "output.resolution:=network", "-p", "output.jpeg_quality:=95"]
     procs = {
         "feat": NodeProcess.start(
             node_process.launch_ros_args(models["conf"], CAM_FEAT, node_name="hiseg_feat", extra=feat), logs / "f.log"
@@ -211,8 +209,6 @@ def test_old_model_network_resolution_and_jpeg(nodes, models):
     from sensor_msgs.msg import CompressedImage, Image
 
     _, client = nodes
-    assert get_parameters(client, NET, ["output.publish_thread"]) == {"output.publish_thread": False}
-    assert get_parameters(client, FEAT, ["output.publish_thread"]) == {"output.publish_thread": True}
     topics = dict(client.node.get_publisher_names_and_types_by_node("hiseg_net", "/"))
     assert f"{NET}/mask" in topics and f"{NET}/confidence" not in topics  # no confidence output in the model
     wanted = {f"{NET}/{t}": Image for t in ("mask", "overlay", "root/mask")}

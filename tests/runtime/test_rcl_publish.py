@@ -1,6 +1,6 @@
 """hiseg_ros.rcl_publish: serialized messages published through rcl from bytes, bytearrays and numpy
-buffers reach a real subscriber over loopback DDS byte for byte; the publish queue keeps the order,
-waits on flush and hands a publish error to the next flush."""
+buffers reach a real subscriber over loopback DDS byte for byte; what it cannot send in place, a
+destroyed publisher and an rclpy without the rcl pointer are clear errors or a stated fallback."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from hiseg_ros.image_wire import serialize_image
-from hiseg_ros.rcl_publish import PublishQueue, raw_publish
+from hiseg_ros.rcl_publish import raw_publish
 
 pytestmark = pytest.mark.ros
 
@@ -82,51 +82,6 @@ def test_a_destroyed_publisher_is_an_error_not_a_crash(pair) -> None:
     client.node.destroy_publisher(pub)
     with pytest.raises(InvalidHandle, match="destruction was requested"):
         publish(_frame(0))
-
-
-def test_queue_publishes_in_order_and_flush_waits(pair) -> None:
-    _, pub, received = pair
-    publish, _ = raw_publish(pub)
-    gate = threading.Event()
-    started = threading.Event()
-
-    def slow(data: bytes) -> None:  # the first publish blocks until released
-        started.set()
-        gate.wait(5.0)
-        publish(data)
-
-    q = PublishQueue()
-    frames = [_frame(i) for i in range(5)]
-    q.put(slow, frames[0])
-    for f in frames[1:]:
-        q.put(publish, f)
-    assert started.wait(5.0)
-    with pytest.raises(TimeoutError, match="5 messages not published"):
-        q.flush(timeout=0.2)
-    gate.set()
-    q.flush(timeout=10.0)
-    assert wait_until(lambda: len(received()) == 5, 10.0)
-    assert received() == frames
-    q.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        q.put(publish, frames[0])
-
-
-def test_queue_hands_an_error_to_the_next_flush_and_goes_on(pair) -> None:
-    _, pub, received = pair
-    publish, _ = raw_publish(pub)
-    q = PublishQueue()
-
-    def broken(data: bytes) -> None:
-        raise RuntimeError("rcl said no")
-
-    q.put(broken, b"")
-    q.put(publish, _frame(7))
-    with pytest.raises(RuntimeError, match="rcl said no"):
-        q.flush(timeout=10.0)
-    q.flush(timeout=10.0)  # the error was reported once
-    assert wait_until(lambda: len(received()) == 1, 10.0)
-    q.close()
 
 
 def test_without_an_rcl_pointer_it_says_why() -> None:
