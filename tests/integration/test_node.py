@@ -496,7 +496,8 @@ def test_missing_or_corrupt_model_and_bad_parameters_exit_non_zero(model, tmp_pa
 
 
 def test_launcher_reports_an_early_exit_and_kills_a_node_that_does_not_stop(model, tmp_path):
-    """NodeProcess: wait_ready fails with the log's tail when the node exits; stop() kills a hung node."""
+    """NodeProcess: wait_ready fails with the log's tail when the node exits; stop() kills a hung node;
+    a node that crashes leaves its Python stack in its log."""
     failing = NodeProcess.start(["-r", "__node:=hiseg_launcher_fail"], tmp_path / "fail.log")  # no model_path
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 2 during start-up:.*model_path: required"):
         failing.wait_ready(lambda: False, 60.0, "never get ready")
@@ -508,6 +509,13 @@ def test_launcher_reports_an_early_exit_and_kills_a_node_that_does_not_stop(mode
         hung.wait_ready(lambda: "loaded model" in hung.log_text(), 60.0, "load the model")
         os.kill(hung.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGINT
         assert hung.stop(timeout=1.0) == -signal.SIGKILL
+
+    crashing = NodeProcess.start(node_process.launch_ros_args(model, CAMERA), tmp_path / "crash.log")
+    with crashing:  # a crash in native code leaves the node's Python stack in its log (faulthandler)
+        crashing.wait_ready(lambda: "loaded model" in crashing.log_text(), 60.0, "load the model")
+        os.kill(crashing.pid, signal.SIGSEGV)
+        assert crashing.wait(timeout=30.0) == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in crashing.log_text()
 
 
 # ---------------------------------------------------------------------------- vehicle day one

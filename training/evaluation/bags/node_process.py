@@ -108,7 +108,8 @@ class NodeProcess:
         ensure_loopback_env()
         log = Path(log)
         command = node_command(ros_args)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0")
+        # PYTHONFAULTHANDLER: a crash of the node (a signal in native code) leaves its Python stack in ``log``
+        env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_LOGGING_BUFFERED_STREAM="0", PYTHONFAULTHANDLER="1")
         with open(log, "wb") as fh:
             proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
         return cls(command, log, proc)
