@@ -403,6 +403,7 @@ class FramePipeline:
         if self._timer is not None:
             node.destroy_timer(self._timer)
             self._timer = None
+        self._raw.clear()
         for pub in self._publishers:
             node.destroy_publisher(pub)
         self._publishers.clear()

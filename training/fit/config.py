@@ -359,7 +359,7 @@ def validate_config(config: TrainConfig) -> Hierarchy:
     try:
         tag_classifier_set(hierarchy, config.pseudo_labels.tag_classifiers)
     except ValueError as exc:
-        raise fail("pseudo_labels.tag_classifiers", str(exc).split(": ", 1)[1]) from None
+        raise fail("pseudo_labels.tag_classifiers", str(exc)) from None
 
     o = config.optimizer
     if o.kind not in OPTIMIZERS:

@@ -225,7 +225,7 @@ def untaught_classifiers(hierarchy: Hierarchy) -> frozenset[str]:
 
 def tag_classifier_set(hierarchy: Hierarchy, choice: str | tuple[str, ...]) -> frozenset[str] | None:
     """The classifiers ``pseudo_labels.tag_classifiers`` lets tag-derived targets train (None: all);
-    ValueError naming an unknown classifier."""
+    ValueError naming an unknown classifier (the config check adds the file and key)."""
     if choice == "all":
         return None
     if choice == "untaught":
@@ -233,9 +233,7 @@ def tag_classifier_set(hierarchy: Hierarchy, choice: str | tuple[str, ...]) -> f
     known = [c.name for c in hierarchy.classifiers]
     unknown = [n for n in choice if n not in known]
     if unknown:
-        raise ValueError(
-            f"pseudo_labels.tag_classifiers: {unknown} not classifiers of hierarchy {hierarchy.name!r} ({known})"
-        )
+        raise ValueError(f"{unknown} not classifiers of hierarchy {hierarchy.name!r} ({known})")
     return frozenset(choice)
 
 
