@@ -151,7 +151,6 @@ class FramePipeline:
         self._remap_pub = self._publisher(Image, "~/remapped/mask", out_qos) if seg.remap is not None else None
         self._publish_label_info(latched)
         self._diag_pub = self._publisher(DiagnosticArray, "/diagnostics", 10)
-        self._use_rcl_publish()
 
         limits = InputLimits(
             min_frequency=p["diagnostics.min_frequency"],
@@ -195,24 +194,17 @@ class FramePipeline:
                 msg_type, topic, own, qos_overriding_options=QoSOverridingOptions.with_default_policies()
             )
         self._publishers.append(pub)
-        return pub
-
-    def _use_rcl_publish(self) -> None:
-        """Image outputs leave through :func:`~hiseg_ros.rcl_publish.raw_publish` (same bytes on the
-        wire, one copy fewer, no GIL held); where this rclpy offers no rcl publisher to call, through
-        rclpy's publish."""
-        images = [*self._mask_pubs.values(), *self._clf_colored_pubs.values()]
-        images += [self._leaf_pub, self._colored_pub, self._overlay_pub, self._conf_pub, self._remap_pub]
-        for pub in filter(None, images):
+        if msg_type is Image:  # the images leave serialized (_send): through rcl where this rclpy allows
             publish, why = raw_publish(pub)
             if publish is None:
-                self._node.get_logger().info(f"image outputs published by rclpy: {why}")
-                self._raw.clear()
-                return
-            self._raw[pub] = publish
+                self._node.get_logger().info(f"image outputs published by rclpy: {why}", once=True)
+            else:
+                self._raw[pub] = publish
+        return pub
 
     def _send(self, pub: Any, data: bytes) -> None:
-        """Publish one serialized output image."""
+        """Publish one serialized output image: through rcl from the bytes where they lie
+        (:func:`~hiseg_ros.rcl_publish.raw_publish`: one copy fewer, no GIL held), else rclpy's publish."""
         raw = self._raw.get(pub)
         if raw is None:
             pub.publish(data)
